@@ -1,0 +1,1 @@
+"""Learning: plans, sampling, networks, losses, augmentation, inference."""
