@@ -1,0 +1,24 @@
+# voxflow: raw scans -> preprocessed zarr stores (-> training, inference, report).
+# Thin by design: load and validate the config, include the rules, name the targets.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/demo.smk"
+include: "workflow/rules/ingest.smk"
+include: "workflow/rules/coreg.smk"
+include: "workflow/rules/n4.smk"
+include: "workflow/rules/skullstrip.smk"
+include: "workflow/rules/mni.smk"
+include: "workflow/rules/zarr.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

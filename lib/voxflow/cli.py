@@ -1,0 +1,65 @@
+"""Command line: `voxflow step NAME ...` (called by the rules) and user-facing helpers."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+
+log = logging.getLogger("voxflow")
+
+
+def _run_step(args) -> int:
+    from voxflow.io import InputError
+    from voxflow.steps import STEPS
+
+    spec = json.loads(args.io)
+    fn = STEPS[args.name]
+    t0 = time.time()
+    log.info("step %s subject=%s threads=%d", args.name, args.subject, args.threads)
+    try:
+        info = fn(args.subject, spec.get("input", {}), spec.get("output", {}), spec.get("config", {}), args.threads)
+    except InputError as exc:
+        # One line, last in the log, that names subject, file and problem.
+        print(f"voxflow ERROR [{args.name}] {exc}", file=sys.stderr)
+        return 2
+    log.info("done %s subject=%s in %.1fs: %s", args.name, args.subject, time.time() - t0,
+             json.dumps(info, default=str)[:2000] if info else "")
+    return 0
+
+
+def _where(args) -> int:
+    import yaml
+
+    cfg = yaml.safe_load(open(args.configfile))
+    out = cfg.get("output_dir", "results")
+    print(f"voxflow outputs are under {os.path.abspath(out)}/:")
+    for sub, what in [("zarr", "per-subject zarr stores (OME-Zarr)"), ("qc", "QC images per subject and step"),
+                      ("preprocess", "intermediate NIfTI per step, transforms in <subject>/xfm"),
+                      ("logs", "one log per rule and subject"), ("benchmarks", "run time per rule and subject")]:
+        print(f"  {out}/{sub}/  {what}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    p = argparse.ArgumentParser(prog="voxflow", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("step", help="run one per-subject step (used by the Snakemake rules)")
+    s.add_argument("name")
+    s.add_argument("--subject", required=True)
+    s.add_argument("--io", required=True, help="JSON: {input: {...}, output: {...}, config: {...}}")
+    s.add_argument("--threads", type=int, default=1)
+    s.set_defaults(func=_run_step)
+    w = sub.add_parser("where", help="print where the outputs of a run are")
+    w.add_argument("--configfile", default="config/config.yaml")
+    w.set_defaults(func=_where)
+    args = p.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Per-subject preprocessing stages: ingest, co-registration, N4, skull stripping, MNI, normalization, zarr."""

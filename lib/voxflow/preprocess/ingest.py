@@ -1,0 +1,70 @@
+"""Ingest: read any SimpleITK-readable scan, validate it, and store it in canonical orientation.
+
+Canonical orientation (identity direction in ITK's LPS world) means every later stage sees the
+same axis order, whatever the scanner wrote; the physical space is unchanged, so transforms
+estimated later still apply to the raw files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import SimpleITK as sitk
+
+from voxflow.io import InputError, grid_summary, read_image, same_grid, write_image
+
+CANONICAL = "LPS"
+
+
+def canonical(img: sitk.Image) -> sitk.Image:
+    """Permute/flip axes so the direction matrix is as close to identity as possible."""
+    return sitk.DICOMOrient(img, CANONICAL)
+
+
+def check_label(label: sitk.Image, reference: sitk.Image, subject: str, path: str,
+                allowed: set[int] | None) -> sitk.Image:
+    """The label must lie on the reference grid and hold only declared integer values."""
+    if not same_grid(label, reference):
+        raise InputError(subject, path, f"label grid ({grid_summary(label)}) does not match the reference image "
+                                        f"({grid_summary(reference)})")
+    arr = sitk.GetArrayViewFromImage(label)
+    if np.issubdtype(arr.dtype, np.floating):
+        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
+            raise InputError(subject, path, "label has non-integer values")
+    values = set(int(v) for v in np.unique(arr))
+    if allowed is not None and not values <= allowed:
+        raise InputError(subject, path, f"label values {sorted(values - allowed)} not in the declared set {sorted(allowed)}")
+    return sitk.Cast(label, sitk.sitkUInt8)
+
+
+def ingest_subject(subject: str, images: Mapping[str, str], out_images: Mapping[str, str],
+                   reference: str, label: str | None = None, out_label: str | None = None,
+                   label_values: set[int] | None = None, modality_types: Mapping[str, str] | None = None) -> dict:
+    """Validate every modality (and the label), reorient, write float32 NIfTI.
+
+    Raises InputError on the first problem; nothing is written for the subject in that case,
+    because all files are checked before the first write.
+    """
+    modality_types = modality_types or {}
+    loaded: dict[str, sitk.Image] = {}
+    for mod, path in images.items():
+        if not path:
+            raise InputError(subject, None, f"modality '{mod}' is missing for this subject")
+        img = read_image(path, subject, what=f"{mod} image")
+        loaded[mod] = sitk.Cast(img, sitk.sitkFloat32)
+    if reference not in loaded:
+        raise InputError(subject, None, f"reference modality '{reference}' is missing")
+    lab = None
+    if label is not None:
+        lab_img = read_image(label, subject, what="label", allow_constant=True)
+        lab = check_label(lab_img, loaded[reference], subject, label, label_values)
+    info = {"subject": subject, "modalities": {}}
+    for mod, img in loaded.items():
+        write_image(canonical(img), out_images[mod])
+        info["modalities"][mod] = {"source": str(images[mod]), "size": img.GetSize(),
+                                   "spacing": img.GetSpacing(), "type": modality_types.get(mod, "mr")}
+    if lab is not None and out_label:
+        write_image(canonical(lab), out_label)
+    return info

@@ -1,0 +1,129 @@
+"""Registration to MNI152 (nilearn's shipped 2009 template) with kept forward/inverse transforms.
+
+The transform is estimated between skull-stripped brains (subject reference modality vs the
+template brain), on a 2 mm copy of the template whatever the output resolution: the transform
+is physical, so it applies unchanged to the 1 mm grid, at a quarter of the metric cost.
+Images are resampled with a smooth interpolator, labels and masks with `genericLabel`.
+The transforms are copied next to the outputs and described in a JSON file that the
+back-to-native step reads, because ANTs returns them as temporary files.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from voxflow.io import atomic_path, write_ants
+
+TRANSFORMS = {"rigid": "Rigid", "affine": "Affine", "syn": "SyN"}
+
+
+def write_template(resolution_mm: int, out_image: str, out_mask: str) -> None:
+    """Write nilearn's MNI152 brain template and its mask (from the wheel: no download)."""
+    from nilearn import datasets
+
+    for img, path in ((datasets.load_mni152_template(resolution=resolution_mm), out_image),
+                      (datasets.load_mni152_brain_mask(resolution=resolution_mm), out_mask)):
+        with atomic_path(path) as tmp:
+            img.to_filename(str(tmp))
+
+
+def register_to_template(moving, fixed, transform: str = "affine", seed: int = 1, *,
+                         aff_iterations=(100, 50, 25), syn_iterations=(40, 20, 0),
+                         work_spacing_mm: float = 2.0) -> dict:
+    """Estimate native -> MNI. Returns ANTs' registration dict (fwdtransforms, invtransforms)."""
+    import ants
+
+    if transform not in TRANSFORMS:
+        raise ValueError(f"mni.transform must be one of {sorted(TRANSFORMS)}; got {transform!r}")
+    from voxflow.preprocess.coreg import coarse_copy
+
+    kwargs = dict(aff_metric="mattes", aff_sampling=32, aff_random_sampling_rate=0.25,
+                  aff_iterations=tuple(aff_iterations), aff_shrink_factors=(4, 2, 1),
+                  aff_smoothing_sigmas=(2, 1, 0), random_seed=seed, verbose=False)
+    fixed, moving = coarse_copy(fixed, work_spacing_mm), coarse_copy(moving, work_spacing_mm)
+    if transform == "syn":
+        kwargs.update(reg_iterations=tuple(syn_iterations), syn_metric="CC", syn_sampling=2,
+                      flow_sigma=3, total_sigma=0)
+    return ants.registration(fixed=fixed, moving=moving, type_of_transform=TRANSFORMS[transform], **kwargs)
+
+
+def keep_transforms(reg: dict, xfm_dir: str | Path) -> dict:
+    """Copy ANTs' temporary transform files into `xfm_dir` and describe how to apply them."""
+    xfm_dir = Path(xfm_dir)
+    xfm_dir.mkdir(parents=True, exist_ok=True)
+
+    def _copy(files, prefix):
+        kept = []
+        for i, f in enumerate(files):
+            suffix = ".mat" if f.endswith(".mat") else ".nii.gz"
+            dst = xfm_dir / f"{prefix}_{i}{suffix}"
+            with atomic_path(dst) as tmp:
+                shutil.copyfile(f, tmp)
+            kept.append(dst.name)
+        return kept
+
+    fwd = _copy(reg["fwdtransforms"], "native_to_mni")
+    inv = _copy(reg["invtransforms"], "mni_to_native")
+    # ANTs convention: affine (.mat) entries of the inverse list must be inverted when applied.
+    spec = {"native_to_mni": fwd, "mni_to_native": inv,
+            "mni_to_native_invert": [name.endswith(".mat") for name in inv]}
+    with atomic_path(xfm_dir / "transforms.json") as tmp:
+        tmp.write_text(json.dumps(spec, indent=2))
+    return spec
+
+
+def load_transforms(xfm_dir: str | Path, direction: str = "native_to_mni") -> tuple[list[str], list[bool]]:
+    """Return (transform files, whichtoinvert) for ants.apply_transforms."""
+    xfm_dir = Path(xfm_dir)
+    spec = json.loads((xfm_dir / "transforms.json").read_text())
+    files = [str(xfm_dir / n) for n in spec[direction]]
+    invert = spec["mni_to_native_invert"] if direction == "mni_to_native" else [False] * len(files)
+    return files, invert
+
+
+def register_subject(images: dict, reference: str, mask: str, label: str | None, template: str,
+                     out_images: dict, out_mask: str, out_label: str | None, xfm_dir: str,
+                     transform: str = "affine", interpolator: str = "linear") -> dict:
+    """Register the reference brain to MNI and bring every modality, the mask and the label there."""
+    import ants
+
+    fixed = ants.image_read(template)
+    moving = ants.image_read(images[reference])
+    reg = register_to_template(moving, fixed, transform)
+    keep_transforms(reg, xfm_dir)
+    fwd = reg["fwdtransforms"]
+    for mod, path in images.items():
+        img = moving if mod == reference else ants.image_read(path)
+        warped = ants.apply_transforms(fixed=fixed, moving=img, transformlist=fwd, interpolator=interpolator)
+        write_ants(warped, out_images[mod])
+    for src, dst in ((mask, out_mask), (label, out_label)):
+        if src and dst:
+            lab = ants.image_read(src)
+            warped = ants.apply_transforms(fixed=fixed, moving=lab, transformlist=fwd,
+                                           interpolator="genericLabel")
+            write_ants(warped.astype("uint8"), dst)
+    return {"transform": transform, "fwd": [Path(f).suffix for f in fwd]}
+
+
+def warp_label_to_native(label_mni: str, native_reference: str, xfm_dir: str, out: str | None = None):
+    """Map a label from MNI back to a native grid through the kept inverse transforms."""
+    import ants
+
+    files, invert = load_transforms(xfm_dir, "mni_to_native")
+    native = ants.image_read(native_reference)
+    lab = ants.image_read(label_mni)
+    warped = ants.apply_transforms(fixed=native, moving=lab, transformlist=files, whichtoinvert=invert,
+                                   interpolator="genericLabel")
+    if out:
+        write_ants(warped.astype("uint8"), out)
+    return warped
+
+
+def mask_dice(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a > 0, b > 0
+    denom = a.sum() + b.sum()
+    return float(2 * np.logical_and(a, b).sum() / denom) if denom else 1.0

@@ -1,0 +1,163 @@
+"""Per-subject steps as called by the Snakemake rules (through `voxflow step NAME`).
+
+Each step takes the subject ID, a mapping of named inputs and outputs (exactly the rule's) and
+the config section it depends on. Files named by modality use the key ``img_<modality>``.
+I/O and QC live here; the array and registration work lives in `voxflow.preprocess`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from voxflow.io import InputError
+from voxflow.preprocess.store import write_json_atomic
+
+STEPS: dict[str, Callable] = {}
+
+
+def step(fn: Callable) -> Callable:
+    STEPS[fn.__name__] = fn
+    return fn
+
+
+def by_modality(files: dict, prefix: str = "img_") -> dict[str, str]:
+    return {k[len(prefix):]: v for k, v in files.items() if k.startswith(prefix)}
+
+
+def _zyx(img) -> tuple:
+    return tuple(float(s) for s in img.spacing[::-1])
+
+
+@step
+def demo(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
+    from voxflow.demo import generate_subject
+
+    index = int(cfg["index"])
+    return generate_subject(subject, index, cfg["raw_dir"], cfg["truth_dir"], modalities=cfg["modalities"],
+                            seed=cfg["seed"], spacing_scale=cfg["spacing_scale"])
+
+
+@step
+def ingest(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
+    from voxflow.preprocess.ingest import ingest_subject
+
+    expected = cfg["expected"]  # modality -> path, also for files absent on disk
+    images = {m: expected["images"].get(m) for m in cfg["modalities"]}
+    values = set(cfg["label_values"]) if cfg.get("label_values") else None
+    info = ingest_subject(subject, images, by_modality(out), cfg["reference"],
+                          label=expected.get("label"), out_label=out.get("label"), label_values=values,
+                          modality_types=cfg.get("modality_types"))
+    write_json_atomic(info, out["info"])
+    return info
+
+
+@step
+def coreg(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
+    from voxflow.preprocess.coreg import coregister_subject
+
+    xfms = {m: out[f"xfm_{m}"] for m in cfg["modalities"] if f"xfm_{m}" in out}
+    info = coregister_subject(subject, by_modality(inp), cfg["reference"], by_modality(out), xfms)
+    # keep a marker of which modality is the reference, for later inverse mapping
+    write_json_atomic({"reference": cfg["reference"], "transforms": info}, out["info"])
+    return info
+
+
+@step
+def n4(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
+    import ants
+
+    from voxflow.preprocess.n4 import correct_subject
+    from voxflow.qc import n4_qc
+
+    images, outs = by_modality(inp), by_modality(out)
+    fields = by_modality(out, "field_")
+    if not cfg["enabled"]:
+        from voxflow.io import write_ants
+
+        for m, p in images.items():
+            img = ants.image_read(p)
+            write_ants(img, outs[m])
+            write_ants(img.new_image_like(np.ones(img.shape, np.float32)), fields[m])
+        stats = {"skipped": "n4.enabled is false"}
+    else:
+        stats = correct_subject(images, outs, fields, cfg.get("modality_types", {}), cfg["fit_spacing_mm"],
+                                cfg["iterations"], cfg["spline_distance_mm"])
+    ref = cfg["reference"]
+    before, after, field = (ants.image_read(p) for p in (images[ref], outs[ref], fields[ref]))
+    n4_qc(before.numpy().T, after.numpy().T, field.numpy().T, _zyx(before), out["qc"], f"{subject}: N4 ({ref})")
+    return stats
+
+
+@step
+def skullstrip(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
+    import ants
+
+    from voxflow.preprocess.skullstrip import strip_subject
+    from voxflow.qc import mask_qc
+
+    tpl = cfg.get("template") or {}
+    info = strip_subject(by_modality(inp), cfg["reference"], by_modality(out), out["mask"], cfg["method"],
+                         modality=cfg.get("modality"), threshold=cfg["threshold"], head_template=tpl.get("head"),
+                         template_brain_mask=tpl.get("brain_mask"), threads=threads)
+    ref = ants.image_read(inp[f"img_{cfg['reference']}"])
+    mask = ants.image_read(out["mask"])
+    mask_qc(ref.numpy().T, mask.numpy().T, _zyx(ref), out["qc"], f"{subject}: brain mask ({info['method']})")
+    return info
+
+
+@step
+def mni(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
+    import ants
+
+    from voxflow.preprocess.mni import register_subject
+    from voxflow.qc import registration_qc
+
+    info = register_subject(by_modality(inp), cfg["reference"], inp["mask"], inp.get("label"), inp["template"],
+                            by_modality(out), out["mask"], out.get("label"), out["xfm"], cfg["transform"],
+                            cfg["interpolation"])
+    reg = ants.image_read(out[f"img_{cfg['reference']}"])
+    tpl = ants.image_read(inp["template"])
+    registration_qc(reg.numpy().T, tpl.numpy().T, _zyx(tpl), out["qc"], f"{subject}: in MNI152 ({cfg['transform']})")
+    return info
+
+
+@step
+def to_zarr(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
+    """Normalize intensities inside the brain mask and write the subject's zarr store."""
+    import ants
+
+    from voxflow.preprocess.normalize import normalize
+    from voxflow.preprocess.store import write_subject_store
+
+    mods = cfg["modalities"]
+    mask_img = ants.image_read(inp["mask"])
+    mask = mask_img.numpy().T.astype(np.uint8)
+    chans = []
+    for m in mods:
+        arr = ants.image_read(inp[f"img_{m}"]).numpy().T
+        if not np.any(mask):
+            raise InputError(subject, inp["mask"], "brain mask is empty in MNI space")
+        chans.append(normalize(arr, mask, cfg["method"], tuple(cfg["percentiles"]), cfg.get("window")))
+    image = np.stack(chans)
+    label = ants.image_read(inp["label"]).numpy().T.astype(np.uint8) if inp.get("label") else None
+    xfm_dir = Path(inp["xfm"])
+    transforms = json.loads((xfm_dir / "transforms.json").read_text())
+    transforms["dir"] = str(xfm_dir.resolve())
+    transforms["native_reference"] = str(Path(cfg["native_reference"]).resolve())
+    write_subject_store(out["zarr"], image, mask, label, mods, _zyx(mask_img), mask_img.origin,
+                        mask_img.direction, transforms, dtype=cfg["dtype"], chunk=cfg["chunk"],
+                        compressor=cfg["compressor"], clevel=cfg["clevel"], fg_samples=cfg["fg_samples"],
+                        extra_attrs={"subject": subject})
+    return {"shape": list(image.shape)}
+
+
+@step
+def template(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
+    from voxflow.preprocess.mni import write_template
+
+    write_template(int(cfg["resolution_mm"]), out["image"], out["mask"])
+    return {}

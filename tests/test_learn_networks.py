@@ -1,0 +1,157 @@
+"""Networks: U-Net topology rules, output shapes for 3d/2d/2.5d, SliceWise, deep supervision."""
+
+import math
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest
+import torch
+
+torch.set_num_threads(1)
+
+from voxflow.learn.losses import deep_supervision_weights, make_loss  # noqa: E402
+from voxflow.learn.networks import (  # noqa: E402
+    SliceWise,
+    build_network,
+    n_parameters,
+    slices_with_context,
+    unet_topology,
+)
+
+
+def _total_stride(strides):
+    return [math.prod(s[a] for s in strides) for a in range(len(strides[0]))]
+
+
+@pytest.mark.parametrize("patch", [(128, 128, 128), (40, 96, 80), (20, 192, 160), (64, 64), (48, 160)])
+def test_topology_pools_while_axis_stays_above_min_size(patch):
+    kernels, strides = unet_topology(patch, min_size=8)
+    assert len(kernels) == len(strides) and strides[0] == [1] * len(patch)
+    assert kernels[-1] == [3] * len(patch)
+    for size, total in zip(patch, _total_stride(strides)):
+        assert size / total >= 8  # never below min_size
+        assert size / total / 2 < 8  # isotropic spacing: pools as long as it can
+    assert all(set(s) <= {1, 2} for s in strides)
+
+
+def test_topology_examples_written_out():
+    # 128: 64, 32, 16, 8 -> 4 poolings, 5 stages
+    assert unet_topology((128, 128, 128)) == ([[3, 3, 3]] * 5, [[1, 1, 1]] + [[2, 2, 2]] * 4)
+    # 20 pools once (10), 40 twice (10)
+    assert unet_topology((20, 40)) == ([[3, 3]] * 3, [[1, 1], [2, 2], [1, 2]])
+
+
+def test_topology_thick_slices_pool_later():
+    patch = (32, 64, 64)
+    k_iso, s_iso = unet_topology(patch)
+    k_aniso, s_aniso = unet_topology(patch, spacing=(3.0, 1.0, 1.0))
+    # isotropic: z pools at every stage until it reaches 8
+    assert [s[0] for s in s_iso] == [1, 2, 2, 1]
+    # thick slices: in-plane first; z only once its spacing (3) is within 2x of in-plane (2)
+    assert s_aniso[1] == [1, 2, 2] and s_aniso[2] == [2, 2, 2]
+    assert k_aniso[0] == [1, 3, 3] and k_iso[0] == [3, 3, 3]  # no z conv at the finest stage
+    for stage in range(1, len(s_aniso) + 1):  # z is never more downsampled than with iso spacing
+        assert _total_stride(s_aniso[:stage])[0] <= _total_stride(s_iso[:stage])[0]
+    for size, total in zip(patch, _total_stride(s_aniso)):
+        assert size / total >= 8
+    # with the depth capped, thick-slice z ends up pooled less than isotropic z
+    assert _total_stride(unet_topology(patch, (3.0, 1.0, 1.0), n_stages=3)[1]) == [2, 4, 4]
+    assert _total_stride(unet_topology(patch, n_stages=3)[1]) == [4, 4, 4]
+
+
+def test_topology_n_stages():
+    kernels, strides = unet_topology((128, 128, 128), n_stages=3)
+    assert len(kernels) == len(strides) == 3 and kernels[-1] == [3, 3, 3]
+    with pytest.raises(ValueError, match="stages"):
+        unet_topology((32, 32), n_stages=5)
+
+
+def test_3d_output_shape_and_parameters():
+    net = build_network("3d", 2, 3, (16, 32, 32), base_features=4).eval()
+    with torch.no_grad():
+        out = net(torch.randn(1, 2, 16, 32, 32))
+    assert out.shape == (1, 3, 16, 32, 32)
+    small = n_parameters(net)
+    assert small > 0 and n_parameters(build_network("3d", 2, 3, (16, 32, 32), base_features=8)) > small
+
+
+def test_2d_output_shape():
+    net = build_network("2d", 1, 4, (32, 48), base_features=4).eval()
+    with torch.no_grad():
+        assert net(torch.randn(2, 1, 32, 48)).shape == (2, 4, 32, 48)
+
+
+def test_slices_with_context_order():
+    x = torch.arange(1 * 2 * 4).float().reshape(1, 2, 4, 1, 1)  # channel 0: 0..3, channel 1: 4..7
+    s = slices_with_context(x, 3)[0, :, :, 0, 0]
+    assert s.tolist() == [
+        [0, 0, 1, 4, 4, 5],  # edge slice repeated
+        [0, 1, 2, 4, 5, 6],
+        [1, 2, 3, 5, 6, 7],
+        [2, 3, 3, 6, 7, 7],
+    ]
+
+
+def test_2p5d_slicewise_on_3d_patch():
+    torch.manual_seed(0)
+    net = build_network("2.5d", 2, 3, (32, 32), base_features=4, context_slices=3).eval()
+    x = torch.randn(2, 2, 5, 32, 32)
+    with torch.no_grad():
+        out = SliceWise(net, context_slices=3)(x)
+        chunked = SliceWise(net, context_slices=3, max_slices=2)(x)
+        # slice 0 by hand: neighbours (0, 0, 1) of each channel, channel-major
+        first = torch.stack([x[:, 0, 0], x[:, 0, 0], x[:, 0, 1], x[:, 1, 0], x[:, 1, 0], x[:, 1, 1]], 1)
+        mid = torch.cat([x[:, 0, 1:4], x[:, 1, 1:4]], 1)  # slice 2
+        ref0, ref2 = net(first), net(mid)
+    assert out.shape == (2, 3, 5, 32, 32)
+    assert torch.allclose(out[:, :, 0], ref0, atol=1e-5)
+    assert torch.allclose(out[:, :, 2], ref2, atol=1e-5)
+    assert torch.allclose(chunked, out, atol=1e-5)
+
+
+def test_2d_slicewise():
+    net = build_network("2d", 1, 2, (32, 32), base_features=4).eval()
+    x = torch.randn(1, 1, 3, 32, 32)
+    with torch.no_grad():
+        out = SliceWise(net)(x)
+        assert torch.allclose(out[:, :, 1], net(x[:, :, 1]), atol=1e-5)
+    assert out.shape == (1, 2, 3, 32, 32)
+
+
+def test_deep_supervision_output_and_loss():
+    net = build_network("2d", 1, 3, (64, 64), base_features=4, deep_supervision=True)
+    _, strides = unet_topology((64, 64))
+    assert len(strides) == 4  # 64 -> 32 -> 16 -> 8
+    net.train()
+    out = net(torch.randn(2, 1, 64, 64))
+    assert out.shape == (2, len(strides) - 1, 3, 64, 64)
+    loss = make_loss("dice_ce", 3, deep_supervision_weights=deep_supervision_weights(out.shape[1]))
+    value = loss(out, torch.randint(0, 3, (2, 1, 64, 64)))
+    value.backward()
+    assert torch.isfinite(value)
+    net.eval()
+    with torch.no_grad():
+        assert net(torch.randn(1, 1, 64, 64)).shape == (1, 3, 64, 64)
+
+
+def test_build_network_rejects_bad_input():
+    with pytest.raises(ValueError, match="dim"):
+        build_network("4d", 1, 2, (32, 32))
+    with pytest.raises(ValueError, match="patch_size"):
+        build_network("3d", 1, 2, (32, 32))
+    with pytest.raises(ValueError, match="context_slices"):
+        build_network("2.5d", 1, 2, (32, 32), context_slices=2)
+    with pytest.raises(ValueError, match="context_slices"):
+        build_network("2d", 1, 2, (32, 32), context_slices=3)
+    with pytest.raises(ValueError, match="stages"):
+        build_network("2d", 1, 2, (16, 16))  # only one pooling possible
+    with pytest.raises(ValueError, match="divisible"):
+        build_network("2d", 1, 2, (36, 34))
+
+
+def test_n_parameters_counts():
+    lin = torch.nn.Linear(3, 2)  # 3 * 2 weights + 2 biases
+    assert n_parameters(lin) == 8
+    lin.bias.requires_grad_(False)
+    assert n_parameters(lin, trainable_only=True) == 6 and n_parameters(lin) == 8

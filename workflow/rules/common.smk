@@ -1,0 +1,77 @@
+# Shared helpers for the rules: config validation, the subject table, and the one shell
+# command every per-subject rule runs (`voxflow step NAME`), with logs and thread limits.
+import json
+from snakemake.exceptions import WorkflowError
+import os
+
+from voxflow.config import ConfigError, build_cohort, validate_config
+
+try:
+    validate_config(config, os.path.join(workflow.basedir, "config", "config.schema.yaml"))
+    COHORT = build_cohort(config)
+except ConfigError as exc:
+    raise WorkflowError(str(exc)) from None
+
+OUT = config["output_dir"]
+INP = config["input"]
+MODS = INP["modalities"]
+REF = INP["reference"]
+HAS_LABEL = INP["label"] is not None
+PRE = config["preprocess"]
+RES = config["resources"]
+SUBJECTS = COHORT.subjects
+CONDA_ENV = "../../envs/voxflow.yaml"
+
+wildcard_constraints:
+    subject="[^/]+",
+
+
+def sub_path(step, name):
+    """Per-subject file of a step: results/preprocess/<subject>/<step>/<name>."""
+    return os.path.join(OUT, "preprocess", "{subject}", step, name)
+
+
+def images(step, prefix="img_"):
+    return {f"{prefix}{m}": sub_path(step, f"{m}.nii.gz") for m in MODS}
+
+
+def log_path(rule_name):
+    return os.path.join(OUT, "logs", rule_name, "{subject}.log")
+
+
+def bench_path(rule_name):
+    return os.path.join(OUT, "benchmarks", rule_name, "{subject}.tsv")
+
+
+def qc_path(step):
+    return os.path.join(OUT, "qc", "{subject}", f"{step}.png")
+
+
+def io_params(section):
+    """params function: the rule's named inputs/outputs and its config section (a dict, or a
+    function of the wildcards), as JSON for `voxflow step`."""
+
+    def _fn(wildcards, input, output):
+        cfg = section(wildcards) if callable(section) else section
+        return json.dumps({"input": dict(input.items()), "output": dict(output.items()), "config": cfg})
+
+    return _fn
+
+
+def step_cmd(name):
+    return (
+        "OMP_NUM_THREADS={threads} ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS={threads} MKL_NUM_THREADS={threads} "
+        f"voxflow step {name} --subject {{wildcards.subject}} --threads {{threads}} --io {{params.io:q}} "
+        "> {log} 2>&1 || (tail -n 1 {log} >&2; exit 1)"
+    )
+
+
+def raw_reference(wildcards):
+    return COHORT.images[wildcards.subject][REF]
+
+
+def all_targets():
+    targets = expand(os.path.join(OUT, "zarr", "{subject}.zarr"), subject=SUBJECTS)
+    targets += expand(os.path.join(OUT, "qc", "{subject}", "{step}.png"), subject=SUBJECTS,
+                      step=["n4", "skullstrip", "mni"])
+    return targets

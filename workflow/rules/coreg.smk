@@ -1,0 +1,23 @@
+# Rigid co-registration of every modality to the reference (voxflow.preprocess.coreg).
+
+
+rule coreg:
+    input:
+        **images("ingest"),
+    output:
+        **images("coreg"),
+        **{f"xfm_{m}": sub_path("coreg", f"{m}_to_{REF}.mat") for m in MODS if m != REF},
+        info=sub_path("coreg", "info.json"),
+    params:
+        io=io_params({"modalities": MODS, "reference": REF}),
+    log:
+        log_path("coreg"),
+    benchmark:
+        bench_path("coreg")
+    threads: 2
+    resources:
+        mem_mb=RES["mem_mb_heavy"],
+    conda:
+        CONDA_ENV
+    shell:
+        step_cmd("coreg")

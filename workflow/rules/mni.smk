@@ -1,0 +1,50 @@
+# Registration to nilearn's MNI152 template; forward and inverse transforms kept
+# (voxflow.preprocess.mni).
+TEMPLATE = os.path.join(OUT, "template", f"mni152_{PRE['mni']['resolution_mm']}mm.nii.gz")
+TEMPLATE_MASK = os.path.join(OUT, "template", f"mni152_{PRE['mni']['resolution_mm']}mm_mask.nii.gz")
+
+
+rule template:
+    output:
+        image=TEMPLATE,
+        mask=TEMPLATE_MASK,
+    params:
+        io=io_params({"resolution_mm": PRE["mni"]["resolution_mm"]}),
+    log:
+        os.path.join(OUT, "logs", "template", "mni152.log"),
+    benchmark:
+        os.path.join(OUT, "benchmarks", "template", "mni152.tsv")
+    threads: 1
+    resources:
+        mem_mb=RES["mem_mb_light"],
+    conda:
+        CONDA_ENV
+    shell:
+        step_cmd("template").replace("{wildcards.subject}", "template")
+
+
+rule mni:
+    input:
+        **images("brain"),
+        mask=sub_path("brain", "brain_mask.nii.gz"),
+        **({"label": sub_path("ingest", "label.nii.gz")} if HAS_LABEL else {}),
+        template=TEMPLATE,
+    output:
+        **images("mni"),
+        mask=sub_path("mni", "brain_mask.nii.gz"),
+        **({"label": sub_path("mni", "label.nii.gz")} if HAS_LABEL else {}),
+        xfm=directory(os.path.join(OUT, "preprocess", "{subject}", "xfm")),
+        qc=qc_path("mni"),
+    params:
+        io=io_params(PRE["mni"] | {"reference": REF}),
+    log:
+        log_path("mni"),
+    benchmark:
+        bench_path("mni")
+    threads: 2
+    resources:
+        mem_mb=RES["mem_mb_heavy"],
+    conda:
+        CONDA_ENV
+    shell:
+        step_cmd("mni")

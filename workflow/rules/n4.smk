@@ -1,0 +1,23 @@
+# N4 bias-field correction on MR modalities (voxflow.preprocess.n4).
+
+
+rule n4:
+    input:
+        **images("coreg"),
+    output:
+        **images("n4"),
+        **{f"field_{m}": sub_path("n4", f"{m}_bias.nii.gz") for m in MODS},
+        qc=qc_path("n4"),
+    params:
+        io=io_params(PRE["n4"] | {"reference": REF, "modality_types": INP["modality_types"]}),
+    log:
+        log_path("n4"),
+    benchmark:
+        bench_path("n4")
+    threads: 2
+    resources:
+        mem_mb=RES["mem_mb_heavy"],
+    conda:
+        CONDA_ENV
+    shell:
+        step_cmd("n4")

@@ -1,0 +1,24 @@
+# Skull stripping: deepbet, template or none; the mask is applied to all modalities
+# (voxflow.preprocess.skullstrip).
+
+
+rule skullstrip:
+    input:
+        **images("n4"),
+    output:
+        **images("brain"),
+        mask=sub_path("brain", "brain_mask.nii.gz"),
+        qc=qc_path("skullstrip"),
+    params:
+        io=io_params(PRE["skullstrip"] | {"reference": REF}),
+    log:
+        log_path("skullstrip"),
+    benchmark:
+        bench_path("skullstrip")
+    threads: 2
+    resources:
+        mem_mb=RES["mem_mb_heavy"],
+    conda:
+        CONDA_ENV
+    shell:
+        step_cmd("skullstrip")
