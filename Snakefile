@@ -16,6 +16,9 @@ include: "workflow/rules/n4.smk"
 include: "workflow/rules/skullstrip.smk"
 include: "workflow/rules/mni.smk"
 include: "workflow/rules/zarr.smk"
+include: "workflow/rules/plan.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/infer.smk"
 
 
 rule all:

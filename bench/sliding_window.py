@@ -46,7 +46,8 @@ def _worker(impl: str, shape: Sequence[int], patch: Sequence[int], overlap: floa
 
         def run(vol: np.ndarray) -> np.ndarray:
             return sliding_window_predict(
-                vol, net, patch, N_CLASSES, overlap=overlap, weighting="gaussian", sigma_scale=0.125, batch_size=batch_size
+                vol, net, patch, N_CLASSES, overlap=overlap, weighting="gaussian", sigma_scale=0.125,
+                batch_size=batch_size,
             )
     elif impl == "monai":
         from monai.inferers import sliding_window_inference
@@ -77,8 +78,15 @@ def _worker(impl: str, shape: Sequence[int], patch: Sequence[int], overlap: floa
 
 
 def _measure(impl: str, argv: list[str]) -> dict:
-    """Run one worker; its peak RSS is the only child's ru_maxrss (KiB on Linux)."""
+    """Run one worker; its peak RSS is the only child's ru_maxrss (KiB on Linux).
+
+    glibc's *dynamic* mmap threshold makes peak RSS depend on allocation history (we saw
+    +-30 MB between identical runs); a fixed 128 KiB threshold returns every large block
+    to the OS on free, so peak RSS tracks peak live memory (repeat runs agree to <1 MB).
+    It costs both workers the same extra page faults.
+    """
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env.setdefault("MALLOC_MMAP_THRESHOLD_", "131072")
     res = subprocess.run([sys.executable, __file__, "--impl", impl, *argv], env=env, capture_output=True, text=True)
     if res.returncode != 0:
         raise RuntimeError(f"{impl} worker failed:\n{res.stderr[-4000:]}")

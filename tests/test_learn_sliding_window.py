@@ -103,9 +103,20 @@ def test_small_volume_padded_and_cropped() -> None:
 
 
 def test_probabilities_sum_to_one() -> None:
-    got = sliding_window_predict(_vol((20, 18, 22)), _conv(3), (8, 8, 8), K, overlap=0.6)
+    vol, net = _vol((20, 18, 22)), _conv(3)
+    got = sliding_window_predict(vol, net, (8, 8, 8), K, overlap=0.6)
     np.testing.assert_allclose(got.sum(0), 1.0, atol=1e-5)
     assert got.min() >= 0
+    # amp is a CUDA-only fp16 autocast: on CPU it must change nothing; tensors, progress OK
+    same = sliding_window_predict(torch.from_numpy(vol), net, (8, 8, 8), K, overlap=0.6, amp=True, progress=True)
+    np.testing.assert_array_equal(same, got)
+    out = np.full((K, 20, 18, 22), 7.0, np.float32)  # reused buffer: must be reset
+    assert sliding_window_predict(vol, net, (8, 8, 8), K, overlap=0.6, out=out) is out
+    np.testing.assert_array_equal(out, got)
+    with pytest.raises(ValueError):
+        sliding_window_predict(vol, net, (8, 8, 8), K, weighting="triangle")
+    with pytest.raises(ValueError):
+        sliding_window_predict(vol, net, (8, 8, 8), K, out=np.zeros((K, 1, 1, 1), np.float32))
 
 
 def test_mirroring_equivariant_net_unchanged() -> None:

@@ -14,6 +14,7 @@ log = logging.getLogger("voxflow")
 
 def _run_step(args) -> int:
     from voxflow.io import InputError
+    import voxflow.learn.steps  # noqa: F401  (registers the learning steps)
     from voxflow.steps import STEPS
 
     spec = json.loads(args.io)
@@ -37,7 +38,9 @@ def _where(args) -> int:
     cfg = yaml.safe_load(open(args.configfile))
     out = cfg.get("output_dir", "results")
     print(f"voxflow outputs are under {os.path.abspath(out)}/:")
-    for sub, what in [("zarr", "per-subject zarr stores (OME-Zarr)"), ("qc", "QC images per subject and step"),
+    for sub, what in [("predictions", "<subject>/<subject>_seg.nii.gz: predictions in native space (+ _seg_mni)"),
+                      ("model", "plans.json, fingerprint.json, split.json, fold_<k>/ (model, curve.csv/png)"),
+                      ("zarr", "per-subject zarr stores (OME-Zarr)"), ("qc", "QC images per subject and step"),
                       ("preprocess", "intermediate NIfTI per step, transforms in <subject>/xfm"),
                       ("logs", "one log per rule and subject"), ("benchmarks", "run time per rule and subject")]:
         print(f"  {out}/{sub}/  {what}")

@@ -86,6 +86,8 @@ def build_cohort(config: dict) -> Cohort:
         raise ConfigError(f"duplicated subject IDs: {dup}")
     cohort = Cohort(subjects=list(subjects))
     for s in subjects:
-        cohort.images[s] = {m: os.path.join(root, s, f"{m}{ext}") for m in mods}
-        cohort.labels[s] = os.path.join(root, s, f"{inp['label']}{ext}") if inp["label"] else None
+        names = inp.get("file_names") or {}
+        cohort.images[s] = {m: os.path.join(root, s, names.get(m, f"{m}{ext}")) for m in mods}
+        label_name = inp.get("label_file") or f"{inp['label']}{ext}"
+        cohort.labels[s] = os.path.join(root, s, label_name) if inp["label"] else None
     return cohort

@@ -196,7 +196,7 @@ def _head_fractions(t: dict, p: dict) -> dict:
 
 
 def _head_image(t: dict, fr: dict, mod: str, box, les) -> np.ndarray:
-    """Template-space image of the whole head for one contrast (padded template grid)."""
+    """Template-space image of the whole head for one contrast (on the cropped template grid)."""
     c = CONTRAST[mod]
     v = sum(fr[k] * np.float32(c[k]) for k in ("wm", "gm", "csf", "bone", "marrow", "scalp")) * fr["texture"]
     img = np.zeros(t["shape"], np.float32)
@@ -233,14 +233,16 @@ def _sample_box(a: np.ndarray, idx: np.ndarray, start) -> np.ndarray:
 
 
 def _bias_field(rng, shape) -> np.ndarray:
-    """Smooth multiplicative coil sensitivity: exp of a random quadratic, mapped to 0.7..1.4 over the FOV."""
+    """Smooth multiplicative coil sensitivity: exp of a random quadratic, mapped to 0.7..1.4 over the head."""
     cs = tuple(-(-(n - 1) // STEP) + 1 for n in shape)
-    u = [(np.arange(c, dtype=np.float32) * STEP / max(n - 1, 1) * 2 - 1).reshape([-1 if k == ax else 1 for k in range(3)])
+    u = [(np.arange(c, dtype=np.float32) * STEP / max(n - 1, 1) * 2 - 1).reshape([-1 if k == ax else 1
+                                                                                    for k in range(3)])
          for ax, (c, n) in enumerate(zip(cs, shape))]
     terms = [u[0], u[1], u[2], u[0] * u[1], u[0] * u[2], u[1] * u[2], u[0] ** 2, u[1] ** 2, u[2] ** 2]
     f = sum(np.float32(coef) * term for coef, term in zip(rng.normal(0, 1, len(terms)), terms))
-    f = (f - f.min()) / (f.max() - f.min())
-    return _upsample(np.exp(np.float32(np.log(0.7)) + f * np.float32(np.log(2.0))), STEP, shape)
+    head = u[0] ** 2 + u[1] ** 2 + u[2] ** 2 <= 0.8  # range set over the head, not the FOV corners
+    f = (f - f[head].min()) / (f[head].max() - f[head].min())
+    return _upsample(np.exp(np.float32(np.log(0.7)) + f.clip(0, 1) * np.float32(np.log(2.0))), STEP, shape)
 
 
 def _native(t: dict, p: dict, mod: str, ref: bool, rng, scale: float, box, les, img):
@@ -338,9 +340,9 @@ def generate_subject(subject: str, index: int, raw_dir: str | Path, truth_dir: s
     mod_rngs = {}
     for m, s in zip(MODALITIES, p["mod_seeds"]):
         mod_rngs[m] = np.random.default_rng(int(s))
-        rot, tr = mod_rngs[m].uniform(-3, 3, 3), mod_rngs[m].uniform(-3, 3, 3)
-        p["offsets"][m] = dict(rotation_deg=[0.0] * 3 if m == ref else rot.tolist(),
-                               translation_mm=[0.0] * 3 if m == ref else tr.tolist())
+        rot, tr = mod_rngs[m].uniform(-3, 3, 3), mod_rngs[m].uniform(-3, 3, 3)  # motion between sequences
+        p["offsets"][m] = dict(rotation_deg=np.round(rot * (m != ref), 4).tolist(),
+                               translation_mm=np.round(tr * (m != ref), 4).tolist())
     t = _template(1 if spacing_scale < 2 else 2)
     box, les = _lesion_fields(t, p["lesions"])
     fr = _head_fractions(t, p)
@@ -359,7 +361,7 @@ def generate_subject(subject: str, index: int, raw_dir: str | Path, truth_dir: s
 
     rot, tr = _rot(p["rotation_deg"]), p["translation_mm"]
     lesions = []
-    for les_p in p["lesions"]:
+    for les_p in p["lesions"]:  # native centre: first-order inverse of the deformation, c - u(c)
         c = np.asarray(les_p["centre_mni_mm"])
         cq = (c - COARSE_ORIGIN) / COARSE_MM
         u = np.array([ndi.map_coordinates(f, cq[:, None], order=1, mode="nearest")[0] for f in p["disp"]])
@@ -367,8 +369,10 @@ def generate_subject(subject: str, index: int, raw_dir: str | Path, truth_dir: s
                             **{k: round(float(les_p[k]), 2) for k in ("r_core_mm", "r_rim_mm", "r_edema_mm")}))
     truth = dict(subject=subject, index=int(index), seed=int(seed), reference=ref, modalities=modalities,
                  spacing_scale=float(spacing_scale), rotation_deg=np.round(p["rotation_deg"], 4).tolist(),
-                 translation_mm=np.round(tr, 4).tolist(), pose_convention="native_mm = R @ mni_mm + t, "
-                 "R = scipy Rotation.from_euler('xyz', rotation_deg, degrees=True); nonlinear deformation on top",
+                 translation_mm=np.round(tr, 4).tolist(),
+                 pose_convention="reference native mm x = R @ q + t with R = scipy Rotation.from_euler('xyz', "
+                 "rotation_deg, degrees=True), q = MNI mm before the deformation (the image at x shows MNI point "
+                 "q + u(q)); modality m: x_m = R_m @ x + t_m (modality_offsets)",
                  deformation=dict(amplitude_mm_p95=round(float(p["disp_amp_mm"]), 3),
                                   sigma_mm=round(float(p["disp_sigma_mm"]), 3)),
                  modality_offsets={m: p["offsets"][m] for m in modalities},

@@ -72,11 +72,87 @@ def _orthonormal(direction: np.ndarray, tol: float = 1e-3) -> bool:
     return bool(np.allclose(direction @ direction.T, np.eye(direction.shape[0]), atol=tol))
 
 
+def _itk_reason(exc: Exception) -> str:
+    """The informative line of a SimpleITK exception (ITK writes 'ITK ERROR: ...'), without the prefix."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    line = next((ln for ln in lines if "error" in ln.lower()), lines[-1] if lines else "unreadable")
+    return line.split("ERROR:", 1)[-1].strip() or "unreadable"
+
+
+def _check_nifti(p: Path, subject: str, what: str) -> None:
+    """Checks that ITK's NIfTI reader skips: it fills a truncated file's missing voxels with zeros,
+    silently replaces a zero pixdim with 1 mm and NaN/Inf voxels with 0. Reads the raw header
+    (nibabel would "fix" it too) and the raw data bytes (kept only for float data, to count NaN/Inf)."""
+    import gzip
+    import zlib
+
+    import nibabel as nib
+
+    name = p.name.lower()
+    gz = name.endswith(".nii.gz")
+    if not (gz or name.endswith(".nii")):
+        return
+    opener = gzip.open if gz else open
+    try:
+        with opener(p, "rb") as f:
+            hdr = nib.Nifti1Header.from_fileobj(f, check=False)
+    except Exception:  # noqa: BLE001 - not NIfTI-1 (NIfTI-2, corrupt header): ITK decides and reports
+        return
+    if int(hdr["sizeof_hdr"]) != 348:
+        return
+    ndim = int(hdr["dim"][0])
+    if not 1 <= ndim <= 7:
+        return
+    shape = [int(d) for d in hdr["dim"][1:1 + ndim]]
+    pixdim = np.array(hdr["pixdim"][1:1 + min(ndim, 3)], dtype=np.float64)
+    if not np.all(np.isfinite(pixdim)) or np.any(pixdim <= 0):
+        raise InputError(subject, p, f"{what} has invalid voxel spacing {tuple(pixdim.round(4).tolist())} "
+                                     "(pixdim in the NIfTI header)")
+    if int(hdr["sform_code"]) > 0 and ndim >= 3:
+        # ITK falls back on the qform when the sform is sheared, while other tools use the sform:
+        # the two would disagree about where the voxels are.
+        cols = np.array([hdr["srow_x"][:3], hdr["srow_y"][:3], hdr["srow_z"][:3]], dtype=np.float64)
+        norms = np.linalg.norm(cols, axis=0)
+        if np.all(np.isfinite(cols)) and np.all(norms > 0) and not _orthonormal(cols / norms):
+            raise InputError(subject, p, f"{what} has non-orthogonal direction cosines in its sform "
+                                         f"{tuple((cols / norms).round(3).ravel().tolist())}")
+    try:
+        dtype = hdr.get_data_dtype()
+    except Exception:  # noqa: BLE001 - unknown datatype code: ITK reports it
+        return
+    n, offset = int(np.prod(shape)), int(hdr["vox_offset"])
+    expected = offset + n * dtype.itemsize
+    check_finite = dtype.kind in "fc"  # ITK's NIfTI reader turns NaN/Inf into 0 without a word
+    if gz:
+        parts, size, truncated = [], 0, False
+        try:
+            with gzip.open(p, "rb") as f:
+                while size < expected and (chunk := f.read(1 << 22)):
+                    size += len(chunk)
+                    if check_finite:
+                        parts.append(chunk)
+        except (EOFError, OSError, zlib.error):
+            truncated = True
+        if truncated or size < expected:
+            raise InputError(subject, p, f"{what} file is truncated or corrupt (its gzip stream ends before the "
+                                         f"{expected} bytes that the NIfTI header announces)")
+        data = np.frombuffer(b"".join(parts), dtype, count=n, offset=offset) if check_finite else None
+    else:
+        if p.stat().st_size < expected:
+            raise InputError(subject, p, f"{what} file is truncated ({p.stat().st_size} of the {expected} bytes "
+                                         "that the NIfTI header announces)")
+        data = np.memmap(p, dtype, mode="r", offset=offset, shape=(n,)) if check_finite else None
+    if data is not None:
+        n_bad = n - int(np.count_nonzero(np.isfinite(data)))
+        if n_bad:
+            raise InputError(subject, p, f"{what} has {n_bad} NaN/Inf voxels")
+
+
 def read_image(path: str | os.PathLike, subject: str, *, what: str = "image",
                allow_constant: bool = False) -> sitk.Image:
     """Read a 3D scalar image with SimpleITK and check it is usable.
 
-    Checks: the file exists and decodes fully (a truncated gzip fails here), it is 3D and scalar,
+    Checks: the file exists and decodes fully (a truncated NIfTI fails here: see `_check_nifti`), it is 3D and scalar,
     spacing is positive, direction cosines are orthonormal, voxels are finite, and the image is
     not constant (an all-zero scan is a failed export, not data).
     """
@@ -85,11 +161,13 @@ def read_image(path: str | os.PathLike, subject: str, *, what: str = "image",
         raise InputError(subject, p, f"{what} file is missing")
     if p.stat().st_size == 0:
         raise InputError(subject, p, f"{what} file is empty")
+    _check_nifti(p, subject, what)
     try:
         img = sitk.ReadImage(str(p))
     except RuntimeError as exc:
-        reason = str(exc).strip().splitlines()
-        detail = next((line.strip() for line in reason if "rror" in line), "unreadable")
+        detail = _itk_reason(exc)
+        if "orthonormal" in detail:  # ITK's NIfTI reader refuses sheared/scaled qform and sform
+            raise InputError(subject, p, f"{what} has non-orthogonal direction cosines (ITK: {detail[:120]})") from None
         raise InputError(subject, p, f"cannot read {what} (truncated or corrupt?): {detail[:160]}") from None
     dim = img.GetDimension()
     if img.GetNumberOfComponentsPerPixel() != 1:

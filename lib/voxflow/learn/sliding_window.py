@@ -83,9 +83,9 @@ def _axis_weights(weighting: str, n: int, sigma_scale: float) -> np.ndarray:
 class _Accumulator:
     """Weighted sums of window probabilities, normalised and released plane by plane.
 
-    ``direct``: sums go straight into the numpy output.  Otherwise (zarr or any array
-    without in-place ``+=``) into a rolling numpy buffer of ``depth`` z-planes starting at
-    ``base``; planes are copied to ``out`` once no later window can touch them.
+    ``direct``: sums go straight into the float32 numpy output.  Otherwise (zarr, other
+    dtypes) into a rolling buffer of ``depth`` z-planes starting at plane ``done``;
+    planes are copied to ``out`` once no later window can touch them.
     """
 
     def __init__(self, out: Any, norms: list[np.ndarray], depth: int):
@@ -207,9 +207,10 @@ def sliding_window_predict(
     acc = _Accumulator(out, norms, depth=min(patch[0], shape[0]))
 
     dev = torch.device(device)
-    flips = [tuple(a + 2 for a in c) for r in range(len(mirror_axes) + 1) for c in itertools.combinations(mirror_axes, r)]
-    weight = torch.from_numpy(gaussian_importance_map(patch, sigma_scale) if weighting == "gaussian" else np.ones(patch, np.float32))
-    weight = (weight / len(flips))[None, None].to(dev)
+    axes = [a + 2 for a in mirror_axes]
+    flips = [tuple(c) for r in range(len(axes) + 1) for c in itertools.combinations(axes, r)]
+    wmap = gaussian_importance_map(patch, sigma_scale) if weighting == "gaussian" else np.ones(patch, np.float32)
+    weight = (torch.from_numpy(wmap) / len(flips))[None, None].to(dev)  # flips are summed
     cast = torch.autocast("cuda", dtype=torch.float16) if amp and dev.type == "cuda" else nullcontext()
     windows = list(itertools.product(*grid))  # z-major: rows of windows ordered along z
 
@@ -220,9 +221,10 @@ def sliding_window_predict(
             probs = _predict_batch(predictor, x.to(dev, non_blocking=True), flips, weight, cast)
             del x
             for k, start in enumerate(batch):
-                zz, ys, xs = (slice(max(s - pb, 0), min(s - pb + n, dim)) for s, pb, n, dim in zip(start, pad, patch, shape))
+                # window extent in volume coordinates (cropped to it) and within the window
+                zz, ys, xs = (slice(max(s - q, 0), min(s - q + n, d)) for s, q, n, d in zip(start, pad, patch, shape))
+                lz, ly, lx = (slice(r.start - s + q, r.stop - s + q) for r, s, q in zip((zz, ys, xs), start, pad))
                 acc.release(zz.start)  # planes before this window row are final
-                lz, ly, lx = (slice(r.start - s + pb, r.stop - s + pb) for r, s, pb in zip((zz, ys, xs), start, pad))
                 acc.add(probs[k][:, lz, ly, lx], zz.start, ys, xs)
             del probs
             bar.update(len(batch))

@@ -34,6 +34,9 @@ def check_label(label: sitk.Image, reference: sitk.Image, subject: str, path: st
         if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
             raise InputError(subject, path, "label has non-integer values")
     values = set(int(v) for v in np.unique(arr))
+    if min(values) < 0 or max(values) > 255:  # stored as uint8: anything else would wrap silently
+        raise InputError(subject, path, f"label values {sorted(v for v in values if not 0 <= v <= 255)} "
+                                        "outside 0..255")
     if allowed is not None and not values <= allowed:
         raise InputError(subject, path, f"label values {sorted(values - allowed)} not in the declared set {sorted(allowed)}")
     return sitk.Cast(label, sitk.sitkUInt8)

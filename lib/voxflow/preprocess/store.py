@@ -42,17 +42,23 @@ def _multiscales(name: str, spacing_zyx, channel: bool, levels: int) -> list[dic
     datasets = []
     for lvl in range(levels):
         scale = [float(s) * 2 ** lvl for s in spacing_zyx]
-        datasets.append({"path": str(lvl), "coordinateTransformations": [
-            {"type": "scale", "scale": ([1.0] if channel else []) + scale}]})
+        xfms = [{"type": "scale", "scale": ([1.0] if channel else []) + scale}]
+        if channel and lvl:  # block means: voxel centres move by half the block, labels (strided) do not
+            xfms.append({"type": "translation",
+                         "translation": [0.0] + [float(s) * (2 ** lvl - 1) / 2 for s in spacing_zyx]})
+        datasets.append({"path": str(lvl), "coordinateTransformations": xfms})
     return [{"version": NGFF_VERSION, "name": name, "axes": _axes(channel), "datasets": datasets,
              "type": "mean" if channel else "nearest"}]
 
 
 def _downsample(arr: np.ndarray, is_label: bool) -> np.ndarray:
-    """2x downsampling of the spatial (last three) axes: mean for images, stride for labels."""
-    if is_label:
-        return arr[..., ::2, ::2, ::2]
+    """2x downsampling of the spatial (last three) axes: mean for images, stride for labels.
+
+    Both crop odd axes first, so that image and label levels keep the same shape (NGFF labels
+    must match their image level by level)."""
     sl = tuple(slice(0, (s // 2) * 2) for s in arr.shape[-3:])
+    if is_label:
+        return arr[(...,) + sl][..., ::2, ::2, ::2]
     a = arr[(...,) + sl].astype(np.float32)
     shp = a.shape[:-3] + tuple(x for s in a.shape[-3:] for x in (s // 2, 2))
     return a.reshape(shp).mean(axis=(-5, -3, -1))

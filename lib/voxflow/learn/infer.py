@@ -1,0 +1,133 @@
+"""Inference: sliding window over a subject's zarr store, fold ensemble, postprocessing, and the
+prediction mapped back to the subject's native grid through the kept inverse transforms.
+
+The native-space file takes the raw reference scan's header (NIfTI: its affine and header; other
+formats: its SimpleITK geometry), so it overlays the input in any viewer.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from voxflow.io import atomic_path
+from voxflow.learn.sliding_window import sliding_window_predict
+from voxflow.learn.train import load_trained, volume_predictor
+
+
+def predict_probabilities(store_path: str, model_paths: Sequence[str], cfg: dict, device: torch.device,
+                          progress: bool = False) -> tuple[np.ndarray, dict]:
+    """Average softmax over folds (running mean: one fold's probabilities in memory at a time)."""
+    import zarr
+
+    root = zarr.open_group(store_path, mode="r")
+    image = root["0"]
+    mean = None
+    plans = None
+    for i, mp in enumerate(model_paths):
+        net, plans = load_trained(mp, device)
+        predictor = volume_predictor(net, plans)
+        patch = plans["patch_size"] if plans["dim"] == "3d" else [1] + list(plans["patch_size"])
+        mirror = tuple(cfg["mirror_axes"]) if cfg["tta"] else ()
+        if plans["dim"] != "3d":
+            mirror = tuple(a for a in mirror if a != 0)
+        probs = sliding_window_predict(image, predictor, patch, plans["n_classes"], overlap=cfg["overlap"],
+                                       batch_size=cfg["batch_size"], mirror_axes=mirror, device=device,
+                                       amp=device.type == "cuda", progress=progress)
+        mean = probs if mean is None else mean + (probs - mean) / (i + 1)
+    return mean, plans
+
+
+def labels_from_probabilities(probs: np.ndarray, label_values: Sequence[int]) -> np.ndarray:
+    lut = np.asarray(label_values, dtype=np.uint8)
+    return lut[np.argmax(probs, axis=0)]
+
+
+def store_geometry(store_path: str) -> dict:
+    import zarr
+
+    return dict(zarr.open_group(store_path, mode="r").attrs["voxflow"])
+
+
+def mni_image(arr_zyx: np.ndarray, meta: dict):
+    """An ANTs image on the store's MNI grid."""
+    import ants
+
+    return ants.from_numpy(np.ascontiguousarray(arr_zyx.T).astype(np.float32), origin=tuple(meta["origin_xyz"]),
+                           spacing=tuple(meta["spacing_zyx"][::-1]),
+                           direction=np.asarray(meta["direction"]).reshape(3, 3))
+
+
+def write_like(arr_native_xyz: np.ndarray, reference_path: str, out_path: str | Path, dtype=np.uint8) -> None:
+    """Write an array on the raw reference grid with the reference's own header."""
+    ref = str(reference_path)
+    with atomic_path(out_path) as tmp:
+        if ref.endswith((".nii", ".nii.gz")):
+            import nibabel as nib
+
+            raw = nib.load(ref)
+            hdr = raw.header.copy()
+            hdr.set_data_dtype(dtype)
+            hdr["scl_slope"], hdr["scl_inter"] = 1, 0
+            nib.Nifti1Image(arr_native_xyz.astype(dtype), raw.affine, hdr).to_filename(str(tmp))
+        else:
+            import SimpleITK as sitk
+
+            raw = sitk.ReadImage(ref)
+            img = sitk.GetImageFromArray(arr_native_xyz.T.astype(dtype))
+            img.CopyInformation(raw)
+            sitk.WriteImage(img, str(tmp), True)
+
+
+def to_native(arr_zyx: np.ndarray, meta: dict, is_label: bool = True) -> np.ndarray:
+    """MNI array -> array in the raw reference file's voxel order (x, y, z), via the inverse transforms."""
+    import ants
+
+    from voxflow.preprocess.mni import load_transforms
+
+    tr = meta["transforms"]
+    files, invert = load_transforms(tr["dir"], "mni_to_native")
+    native = ants.image_read(tr["native_reference"])
+    if native.dimension == 4:
+        native = ants.slice_image(native, axis=3, idx=0)
+    warped = ants.apply_transforms(fixed=native, moving=mni_image(arr_zyx, meta), transformlist=files,
+                                   whichtoinvert=invert, interpolator="genericLabel" if is_label else "linear")
+    return warped.numpy()
+
+
+def write_mni(arr_zyx: np.ndarray, meta: dict, out_path: str | Path, dtype=np.uint8) -> None:
+    img = mni_image(arr_zyx, meta).astype("uint8" if dtype == np.uint8 else "float32")
+    with atomic_path(out_path) as tmp:
+        img.to_file(str(tmp))
+
+
+def predict_subject(store_path: str, model_paths: Sequence[str], postprocess: dict | None, cfg: dict,
+                    out_mni: str, out_native: str, out_prob_native: str | None = None,
+                    device: torch.device | None = None) -> dict:
+    from voxflow.learn.postprocess import apply_postprocessing
+    from voxflow.learn.train import pick_device
+
+    device = device or pick_device(cfg.get("device", "auto"))
+    probs, plans = predict_probabilities(store_path, model_paths, cfg, device, progress=True)
+    seg = labels_from_probabilities(probs, plans["label_values"])
+    meta = store_geometry(store_path)
+    brain = None
+    import zarr
+
+    brain = zarr.open_group(store_path, mode="r")["labels/brain/0"][:] > 0
+    seg = np.where(brain, seg, 0).astype(np.uint8)
+    if postprocess:
+        seg = apply_postprocessing(seg, postprocess)
+    write_mni(seg, meta, out_mni)
+    native = to_native(seg, meta, is_label=True).astype(np.uint8)
+    write_like(native, meta["transforms"]["native_reference"], out_native)
+    if out_prob_native:
+        fg = 1.0 - probs[0]
+        write_like(to_native(fg, meta, is_label=False).astype(np.float32),
+                   meta["transforms"]["native_reference"], out_prob_native, dtype=np.float32)
+    vals, counts = np.unique(native, return_counts=True)
+    return {"native_voxels": {int(v): int(c) for v, c in zip(vals, counts)}}

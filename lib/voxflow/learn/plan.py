@@ -1,0 +1,169 @@
+"""Dataset fingerprint -> plans.json, and the cross-validation split (nnU-Net's idea).
+
+Every automatic decision lands in a readable JSON file that later rules read back: the
+fingerprint holds what was measured, the plans hold what was decided from it and which
+choices the config overrode, the split holds which subject is in which fold.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+# Activation bytes per voxel and per base feature, forward + backward, fp32, summed over a U-Net's
+# stages: ~ 2 convs x (feat x 4 bytes) x 2 (grad) x ~2.5 (norm/act/skip copies); calibrated on
+# DynUNet so that a 128^3 patch, batch 2, 32 base features is ~9 GB as with nnU-Net's defaults.
+_BYTES_PER_VOXEL_FEATURE = 135.0
+
+
+def _subject_stats(path: str, n_classes_max: int = 256, n_samples: int = 20000, seed: int = 0) -> dict:
+    import zarr
+
+    root = zarr.open_group(path, mode="r")
+    meta = dict(root.attrs["voxflow"])
+    img = root["0"]
+    mask = root["labels/brain/0"][:] > 0
+    rng = np.random.default_rng(seed)
+    idx = np.argwhere(mask)
+    if len(idx) > n_samples:
+        idx = idx[rng.choice(len(idx), n_samples, replace=False)]
+    data = img[:]
+    samples = data[:, idx[:, 0], idx[:, 1], idx[:, 2]].astype(np.float32)
+    counts = {}
+    if meta.get("has_label"):
+        lab = root["labels/lesion/0"][:]
+        vals, cnt = np.unique(lab, return_counts=True)
+        counts = {str(int(v)): int(c) for v, c in zip(vals, cnt)}
+    return {"path": path, "shape": meta["shape_zyx"], "spacing": meta["spacing_zyx"],
+            "samples": samples, "class_counts": counts, "brain_voxels": int(mask.sum())}
+
+
+def fingerprint(stores: dict[str, str], scheduler: str = "threads") -> dict:
+    """Measure the training set, one dask task per subject (scheduler: threads, processes, or an address)."""
+    import dask
+
+    tasks = [dask.delayed(_subject_stats)(p) for p in stores.values()]
+    results = compute(tasks, scheduler)
+    per_channel = np.concatenate([r["samples"] for r in results], axis=1)
+    pct = {str(q): np.percentile(per_channel, q, axis=1).round(4).tolist() for q in (0.5, 50, 99.5)}
+    counts: dict[str, int] = {}
+    for r in results:
+        for k, v in r["class_counts"].items():
+            counts[k] = counts.get(k, 0) + v
+    shapes = np.array([r["shape"] for r in results])
+    spacings = np.array([r["spacing"] for r in results])
+    return {
+        "subjects": list(stores),
+        "shapes": shapes.tolist(), "spacings": spacings.tolist(),
+        "median_shape": np.median(shapes, axis=0).astype(int).tolist(),
+        "median_spacing": np.median(spacings, axis=0).tolist(),
+        "intensity": {"percentiles": pct, "mean": per_channel.mean(1).round(4).tolist(),
+                      "std": per_channel.std(1).round(4).tolist()},
+        "class_voxels": dict(sorted(counts.items(), key=lambda kv: int(kv[0]))),
+        "brain_voxels_median": int(np.median([r["brain_voxels"] for r in results])),
+    }
+
+
+def compute(tasks, scheduler: str):
+    """dask.compute with the configured scheduler; an address means a running distributed scheduler."""
+    import dask
+
+    if "://" in scheduler or (":" in scheduler and scheduler not in ("threads", "processes", "synchronous")):
+        from distributed import Client
+
+        with Client(scheduler) as client:
+            return list(client.gather(client.compute(tasks)))
+    return list(dask.compute(*tasks, scheduler=scheduler))
+
+
+def estimate_memory_gb(patch: Sequence[int], batch: int, base_features: int, n_channels: int) -> float:
+    vox = float(np.prod(patch))
+    return (vox * batch * (base_features * _BYTES_PER_VOXEL_FEATURE + 8 * n_channels)) / 1e9
+
+
+def auto_patch(median_shape: Sequence[int], spacing: Sequence[float], budget_gb: float, base_features: int,
+               n_channels: int, batch: int = 2, max_patch: int = 128, divisor: int = 16) -> list[int]:
+    """Largest patch (multiple of `divisor`, <= median shape rounded up) that fits the budget.
+
+    Starts from the median shape capped at `max_patch` and shrinks the axis that is largest in
+    millimetres, as nnU-Net does, so the patch stays roughly isotropic in physical space.
+    """
+    patch = [min(max_patch, int(math.ceil(s / divisor) * divisor)) for s in median_shape]
+    while estimate_memory_gb(patch, batch, base_features, n_channels) > budget_gb:
+        mm = [p * s for p, s in zip(patch, spacing)]
+        ax = int(np.argmax([m if p > divisor else -1 for m, p in zip(mm, patch)]))
+        if patch[ax] <= divisor:
+            break
+        patch[ax] -= divisor
+    return patch
+
+
+def make_plans(fp: dict, cfg: dict, modalities: list[str], label_values: list[int], device: str) -> dict:
+    """Decide model settings from the fingerprint; config values override and are recorded."""
+    from voxflow.learn.networks import unet_topology
+
+    mcfg, tcfg = cfg["model"], cfg["train"]
+    dim = mcfg["dim"]
+    budget = tcfg["memory_gb_gpu"] if device == "cuda" else tcfg["memory_gb_cpu"]
+    base = mcfg["base_features"]
+    n_ch = len(modalities) * (mcfg["context_slices"] if dim == "2.5d" else 1)
+    spacing = fp["median_spacing"]
+    auto: dict = {}
+    if dim == "3d":
+        auto["patch_size"] = auto_patch(fp["median_shape"], spacing, budget, base, n_ch,
+                                        max_patch=mcfg["max_patch"])
+    else:
+        auto["patch_size"] = auto_patch([1] + list(fp["median_shape"][1:]), spacing, budget, base, n_ch,
+                                        max_patch=max(mcfg["max_patch"], 256))[1:]
+    auto["batch_size"] = 2
+    patch_full = auto["patch_size"] if dim == "3d" else [1] + auto["patch_size"]
+    while (estimate_memory_gb(patch_full, auto["batch_size"] + 1, base, n_ch) <= budget
+           and auto["batch_size"] < (2 if dim == "3d" else 32)):
+        auto["batch_size"] += 1
+    overrides = {k: mcfg[k] for k in ("patch_size", "batch_size") if mcfg.get(k) is not None}
+    chosen = {**auto, **overrides}
+    sp = spacing if dim == "3d" else spacing[1:]
+    kernels, strides = unet_topology(chosen["patch_size"], sp, mcfg.get("n_stages"))
+    auto["n_stages"] = len(strides)
+    if mcfg.get("n_stages") is not None:
+        overrides["n_stages"] = mcfg["n_stages"]
+    chosen["n_stages"] = len(strides)
+    counts = fp["class_voxels"]
+    return {
+        "dim": dim, "modalities": modalities, "label_values": label_values, "n_classes": len(label_values),
+        "context_slices": mcfg["context_slices"] if dim == "2.5d" else 1,
+        "patch_size": chosen["patch_size"], "batch_size": chosen["batch_size"], "n_stages": chosen["n_stages"],
+        "kernels": kernels, "strides": strides, "base_features": base, "spacing": spacing,
+        "memory_budget_gb": budget, "device": device,
+        "estimated_memory_gb": round(estimate_memory_gb(
+            chosen["patch_size"] if dim == "3d" else [1] + list(chosen["patch_size"]),
+            chosen["batch_size"], base, n_ch), 3),
+        "class_voxels": {str(v): counts.get(str(v), 0) for v in label_values},
+        "intensity": fp["intensity"],
+        "automatic": auto, "overridden_by_config": overrides,
+    }
+
+
+def make_split(subjects: Sequence[str], n_folds: int, test_fraction: float, seed: int,
+               test_subjects: Sequence[str] | None = None) -> dict:
+    """Deterministic held-out test list + k folds over the rest (same seed, same split)."""
+    subjects = sorted(subjects)
+    rng = np.random.default_rng(seed)
+    order = [subjects[i] for i in rng.permutation(len(subjects))]
+    if test_subjects:
+        test = sorted(test_subjects)
+    else:
+        n_test = int(round(len(subjects) * test_fraction))
+        test = sorted(order[:n_test])
+    pool = [s for s in order if s not in test]
+    if n_folds == 1:  # no cross-validation: train on everything (validation patches come from training)
+        return {"seed": seed, "n_folds": 1, "test": test, "folds": [{"fold": 0, "train": sorted(pool), "val": []}]}
+    if len(pool) < n_folds:
+        raise ValueError(f"{len(pool)} training subjects cannot make {n_folds} folds")
+    folds = []
+    for k in range(n_folds):
+        val = sorted(pool[k::n_folds])
+        folds.append({"fold": k, "train": sorted(s for s in pool if s not in val), "val": val})
+    return {"seed": seed, "n_folds": n_folds, "test": test, "folds": folds}

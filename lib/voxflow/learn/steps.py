@@ -1,0 +1,113 @@
+"""Cohort-level learning steps called by the rules (`voxflow step NAME`): split, plan, train,
+postprocessing decision, predict. Heavy imports stay inside the functions so that per-subject
+preprocessing jobs do not pay for torch.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from voxflow.preprocess.store import write_json_atomic
+from voxflow.steps import step
+
+
+def _stores(inp: dict, subjects: list[str]) -> dict[str, str]:
+    """Map subjects to their store paths among the rule's inputs (named store_<subject>)."""
+    return {s: inp[f"store_{s}"] for s in subjects}
+
+
+@step
+def split(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
+    from voxflow.learn.plan import make_split
+
+    sp = make_split(cfg["subjects"], cfg["n_folds"], cfg["test_fraction"], cfg["seed"], cfg.get("test_subjects"))
+    write_json_atomic(sp, out["split"])
+    return {"test": sp["test"], "folds": [len(f["val"]) for f in sp["folds"]]}
+
+
+@step
+def plan(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
+    import torch
+
+    from voxflow.learn.plan import fingerprint, make_plans
+
+    sp = json.loads(Path(inp["split"]).read_text())
+    train_subjects = sorted({s for f in sp["folds"] for s in f["train"] + f["val"]})
+    stores = {s: p for s, p in inp.items() if s.startswith("store_") and s[6:] in train_subjects}
+    fp = fingerprint({k[6:]: v for k, v in stores.items()}, cfg["scheduler"])
+    write_json_atomic(fp, out["fingerprint"])
+    device = "cuda" if (cfg["train"]["device"] in ("auto", "cuda") and torch.cuda.is_available()) else "cpu"
+    plans = make_plans(fp, cfg, cfg["modalities"], cfg["label_values"], device)
+    write_json_atomic(plans, out["plans"])
+    return {k: plans[k] for k in ("dim", "patch_size", "batch_size", "n_stages", "overridden_by_config")}
+
+
+@step
+def train(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
+    import torch
+
+    from voxflow.learn.infer import labels_from_probabilities, predict_probabilities
+    from voxflow.learn.train import pick_device, train_fold
+
+    torch.set_num_threads(max(1, threads))
+    fold = int(cfg["fold"])
+    sp = json.loads(Path(inp["split"]).read_text())
+    plans = json.loads(Path(inp["plans"]).read_text())
+    f = sp["folds"][fold]
+    out_dir = Path(out["model"]).parent
+    device = pick_device(cfg["train"]["device"])
+    info = train_fold([inp[f"store_{s}"] for s in f["train"]], [inp[f"store_{s}"] for s in f["val"]], plans,
+                      cfg["train"], out_dir, device=device)
+    # Full-volume validation predictions: the input of the postprocessing decision.
+    preds = {}
+    for s in f["val"]:
+        probs, _ = predict_probabilities(inp[f"store_{s}"], [out["model"]], cfg["infer"] | {"tta": False}, device)
+        preds[s] = labels_from_probabilities(probs, plans["label_values"])
+    from voxflow.io import atomic_path
+
+    with atomic_path(out["val_predictions"]) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **preds)
+    return info
+
+
+@step
+def postprocess_plan(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
+    import zarr
+
+    from voxflow.learn.postprocess import decide_largest_component
+
+    preds, refs = [], []
+    for key, path in inp.items():
+        if not key.startswith("val_"):
+            continue
+        with np.load(path) as data:
+            for s in data.files:
+                preds.append(data[s])
+                refs.append(zarr.open_group(cfg["stores"][s], mode="r")["labels/lesion/0"][:])
+    groups = cfg["groups"]
+    mode = cfg["largest_component"]
+    if mode == "auto":
+        decision = decide_largest_component(preds, refs, groups)
+    else:
+        decision = {"groups": groups, "enabled": [mode == "on"] * len(groups), "dice_before": None,
+                    "dice_after": None}
+    decision["mode"] = mode
+    decision["n_validation_cases"] = len(preds)
+    write_json_atomic(decision, out["postprocessing"])
+    return decision
+
+
+@step
+def predict(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
+    import torch
+
+    from voxflow.learn.infer import predict_subject
+
+    torch.set_num_threads(max(1, threads))
+    models = [v for k, v in sorted(inp.items()) if k.startswith("model_")]
+    post = json.loads(Path(inp["postprocessing"]).read_text()) if inp.get("postprocessing") else None
+    return predict_subject(inp["store"], models, post, cfg, out["mni"], out["native"], out.get("prob_native"))

@@ -1,0 +1,260 @@
+"""Training one fold: patch batches from zarr, on-the-fly augmentation, Dice+CE, SGD-Nesterov + poly.
+
+Resumable by construction: a checkpoint (model, optimizer, scaler, epoch, curve) is written
+atomically every `checkpoint_every` epochs and rerunning the rule continues from it. The curve
+(loss, validation pseudo-Dice) goes to CSV and PNG after every epoch.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from voxflow.io import atomic_path
+from voxflow.learn.augment import AugmentConfig, augment_batch
+from voxflow.learn.losses import deep_supervision_weights, inverse_frequency_weights, make_loss
+from voxflow.learn.networks import SliceWise, build_network
+from voxflow.learn.sampler import PatchBatches, make_loader
+
+log = logging.getLogger("voxflow.train")
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device is 'cuda' but no CUDA device is visible")
+    return torch.device(requested)
+
+
+def network_from_plans(plans: dict, deep_supervision: bool = False) -> torch.nn.Module:
+    dim = plans["dim"]
+    return build_network(dim, len(plans["modalities"]), plans["n_classes"], plans["patch_size"],
+                         n_stages=plans["n_stages"], base_features=plans["base_features"],
+                         deep_supervision=deep_supervision, context_slices=plans["context_slices"],
+                         spacing=plans["spacing"] if dim == "3d" else plans["spacing"][1:])
+
+
+def memory_format(plans: dict) -> torch.memory_format:
+    """Channels-last: oneDNN's fast path on CPU (2x faster conv backward here) and tensor cores on GPU."""
+    return torch.channels_last_3d if plans["dim"] == "3d" else torch.channels_last
+
+
+class _ChannelsLast(torch.nn.Module):
+    def __init__(self, net: torch.nn.Module, fmt: torch.memory_format):
+        super().__init__()
+        self.net, self.fmt = net, fmt
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.contiguous(memory_format=self.fmt))
+
+
+def volume_predictor(net: torch.nn.Module, plans: dict) -> torch.nn.Module:
+    """A module mapping 3D patches (B,C,Z,Y,X) to logits, whatever the network's dim."""
+    fast = _ChannelsLast(net, memory_format(plans))
+    return fast if plans["dim"] == "3d" else SliceWise(fast, plans["context_slices"])
+
+
+def sampler_patch(plans: dict) -> list[int]:
+    """The patch the sampler reads: 3D as is; 2D/2.5D = k slices of (Y, X)."""
+    return list(plans["patch_size"]) if plans["dim"] == "3d" else [plans["context_slices"]] + list(plans["patch_size"])
+
+
+def to_network_input(img: torch.Tensor, lab: torch.Tensor, plans: dict):
+    """(B,C,k,Y,X) -> (B,C*k,Y,X) for 2D/2.5D (channel order c*k+j, as SliceWise), label = centre slice."""
+    if plans["dim"] == "3d":
+        return img, lab
+    b, c, k, y, x = img.shape
+    return img.reshape(b, c * k, y, x), lab[:, :, k // 2]
+
+
+def poly_lr(base_lr: float, step: int, total: int, exponent: float = 0.9) -> float:
+    return base_lr * (1 - min(step, total - 1) / total) ** exponent
+
+
+def pseudo_dice(logits: torch.Tensor, target: torch.Tensor, n_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-class TP, FP, FN over a batch (nnU-Net's online pseudo-Dice accumulates these)."""
+    pred = logits.argmax(1)
+    tgt = target[:, 0]
+    tp, fp, fn = (np.zeros(n_classes) for _ in range(3))
+    for c in range(1, n_classes):
+        p, t = pred == c, tgt == c
+        tp[c] += float((p & t).sum()); fp[c] += float((p & ~t).sum()); fn[c] += float((~p & t).sum())
+    # whole foreground in slot 0
+    p, t = pred > 0, tgt > 0
+    tp[0], fp[0], fn[0] = float((p & t).sum()), float((p & ~t).sum()), float((~p & t).sum())
+    return tp, fp, fn
+
+
+def _dice(tp, fp, fn):
+    return np.where(2 * tp + fp + fn > 0, 2 * tp / np.maximum(2 * tp + fp + fn, 1e-9), np.nan)
+
+
+def save_checkpoint(path: Path, **state) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: Path, device: torch.device) -> dict:
+    return torch.load(path, map_location=device, weights_only=True)
+
+
+def write_curve(rows: list[dict], out_dir: Path) -> None:
+    if not rows:
+        return
+    with atomic_path(out_dir / "curve.csv") as tmp:
+        with open(tmp, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [r["epoch"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(ep, [r["train_loss"] for r in rows], label="train loss", color="tab:blue")
+    ax.set_xlabel("epoch"), ax.set_ylabel("loss")
+    ax2 = ax.twinx()
+    ax2.plot(ep, [r["val_dice_fg"] for r in rows], label="val pseudo-Dice (foreground)", color="tab:green")
+    ax2.plot(ep, [r["val_dice_mean"] for r in rows], label="val pseudo-Dice (mean class)", color="tab:olive", ls="--")
+    ax2.set_ylim(0, 1), ax2.set_ylabel("Dice")
+    fig.legend(loc="lower center", ncol=3, fontsize=7)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    with atomic_path(out_dir / "curve.png") as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
+
+
+def train_fold(train_paths: list[str], val_paths: list[str], plans: dict, cfg: dict, out_dir: str | Path,
+               device: torch.device | None = None, progress: bool = True) -> dict:
+    """Train (or resume) one fold; write checkpoint_latest.pt, model_final.pt, curve.csv/png."""
+    from tqdm import tqdm
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = device or pick_device(cfg.get("device", "auto"))
+    seed = int(cfg["seed"])
+    torch.manual_seed(seed)
+    n_classes = plans["n_classes"]
+    fmt = memory_format(plans)
+    net = network_from_plans(plans, cfg["deep_supervision"]).to(device, memory_format=fmt)
+    ds_weights = deep_supervision_weights(plans["n_stages"] - 1) if cfg["deep_supervision"] else None
+    class_weights = None
+    if cfg["loss"] == "wce":
+        class_weights = inverse_frequency_weights([plans["class_voxels"][str(v)] for v in plans["label_values"]])
+    loss_fn = make_loss(cfg["loss"], n_classes, class_weights, ds_weights)
+    if cfg["optimizer"] == "sgd":
+        opt = torch.optim.SGD(net.parameters(), lr=cfg["lr"], momentum=0.99, nesterov=True,
+                              weight_decay=cfg["weight_decay"])
+    else:
+        opt = torch.optim.AdamW(net.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    amp = bool(cfg.get("amp", True)) and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    epochs, iters = int(cfg["epochs"]), int(cfg["iters_per_epoch"])
+    total_steps = epochs * iters
+    ckpt_path = out_dir / "checkpoint_latest.pt"
+    start_epoch, rows = 0, []
+    if ckpt_path.exists():
+        state = load_checkpoint(ckpt_path, device)
+        net.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        start_epoch = int(state["epoch"])
+        rows = json.loads(state["curve"])
+        log.info("resuming from %s at epoch %d", ckpt_path, start_epoch)
+    aug_cfg = AugmentConfig.from_dict(cfg.get("augment") or {})
+    patch = sampler_patch(plans)
+    train_ds = PatchBatches(train_paths, patch, plans["batch_size"], cfg["fg_fraction"], plans["label_values"],
+                            seed=seed)
+    train_ds.epoch = start_epoch
+    loader = iter(make_loader(train_ds, int(cfg["workers"])))
+    val_batches = _fixed_val_batches(val_paths or train_paths, patch, plans, cfg, seed)
+    gen = torch.Generator(device=device).manual_seed(seed + 7919 * start_epoch)
+    for epoch in range(start_epoch, epochs):
+        net.train()
+        t0, wait, losses = time.time(), 0.0, []
+        bar = tqdm(range(iters), desc=f"epoch {epoch + 1}/{epochs}", disable=not progress, mininterval=5)
+        for it in bar:
+            tw = time.time()
+            img, lab = next(loader)
+            wait += time.time() - tw
+            img, lab = img.to(device, non_blocking=True), lab.to(device, non_blocking=True)
+            img, lab = to_network_input(img, lab, plans)
+            img, lab = augment_batch(img, lab, aug_cfg, gen)
+            img = img.contiguous(memory_format=fmt)
+            for g in opt.param_groups:
+                g["lr"] = poly_lr(cfg["lr"], epoch * iters + it, total_steps) if cfg["optimizer"] == "sgd" else g["lr"]
+            opt.zero_grad(set_to_none=True)
+            with torch.autocast(device.type, enabled=amp):
+                out = net(img)
+                loss = loss_fn(out, lab.long())
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 12.0)
+            scaler.step(opt)
+            scaler.update()
+            losses.append(float(loss.detach()))
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+        dice = _validate(net, val_batches, plans, device, amp)
+        step_s = (time.time() - t0) / iters
+        rows.append({"epoch": epoch + 1, "train_loss": round(float(np.mean(losses)), 5),
+                     "val_dice_fg": round(float(dice[0]), 5) if not math.isnan(dice[0]) else "",
+                     "val_dice_mean": round(float(np.nanmean(dice[1:])), 5) if np.any(~np.isnan(dice[1:])) else "",
+                     "lr": round(opt.param_groups[0]["lr"], 7), "it_per_s": round(1 / step_s, 3),
+                     "data_wait_fraction": round(wait / (time.time() - t0), 3)})
+        log.info("epoch %d: %s", epoch + 1, rows[-1])
+        write_curve(rows, out_dir)
+        if (epoch + 1) % int(cfg["checkpoint_every"]) == 0 or epoch + 1 == epochs:
+            save_checkpoint(ckpt_path, model=net.state_dict(), optimizer=opt.state_dict(),
+                            scaler=scaler.state_dict(), epoch=epoch + 1, curve=json.dumps(rows))
+    final = out_dir / "model_final.pt"
+    save_checkpoint(final, model=net.state_dict(), plans=json.dumps(plans), curve=json.dumps(rows),
+                    deep_supervision=bool(cfg["deep_supervision"]))
+    return {"epochs": epochs, "final": str(final), "last": rows[-1] if rows else {}}
+
+
+def _fixed_val_batches(paths, patch, plans, cfg, seed):
+    """A fixed set of foreground-containing validation patches, so epochs are comparable."""
+    n = int(cfg["val_patches"])
+    if n <= 0:
+        return []
+    ds = PatchBatches(paths, patch, batch_size=max(1, plans["batch_size"]), fg_fraction=1.0,
+                      label_values=plans["label_values"], seed=seed + 1)
+    it = iter(ds)
+    return [next(it) for _ in range(max(1, n // max(1, plans["batch_size"])))]
+
+
+@torch.no_grad()
+def _validate(net, batches, plans, device, amp) -> np.ndarray:
+    if not batches:
+        return np.full(plans["n_classes"], np.nan)
+    net.eval()
+    tp = fp = fn = 0
+    for img, lab in batches:
+        img, lab = to_network_input(img.to(device), lab.to(device), plans)
+        img = img.contiguous(memory_format=memory_format(plans))
+        with torch.autocast(device.type, enabled=amp):
+            logits = net(img)
+        a, b, c = pseudo_dice(logits.float(), lab, plans["n_classes"])
+        tp, fp, fn = tp + a, fp + b, fn + c
+    return _dice(tp, fp, fn)
+
+
+def load_trained(model_path: str | Path, device: torch.device) -> tuple[torch.nn.Module, dict]:
+    """Load a fold's final model (weights_only=True: a checkpoint cannot run code)."""
+    state = load_checkpoint(Path(model_path), device)
+    plans = json.loads(state["plans"])
+    net = network_from_plans(plans, deep_supervision=bool(state.get("deep_supervision", False)))
+    net = net.to(device, memory_format=memory_format(plans))
+    net.load_state_dict(state["model"])
+    net.eval()
+    return net, plans

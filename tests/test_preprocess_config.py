@@ -1,0 +1,88 @@
+"""Config validation (voxflow.config.validate_config): one-line errors that name the culprit, defaults filled."""
+
+from __future__ import annotations
+
+import copy
+import re
+
+import pytest
+import yaml
+
+from conftest import PROJECT, SCHEMA
+
+
+def _validate(cfg: dict) -> dict:
+    from voxflow.config import validate_config
+
+    return validate_config(copy.deepcopy(cfg), SCHEMA)
+
+
+def _error(cfg: dict) -> str:
+    from voxflow.config import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        _validate(cfg)
+    return str(info.value)
+
+
+def _allowed_list(msg: str, what: str) -> list:
+    m = re.search(rf"allowed {what}: (\[.*?\])", msg)
+    assert m, f"no 'allowed {what}' list in {msg!r}"
+    return yaml.safe_load(m.group(1))
+
+
+def test_unknown_top_level_key():
+    msg = _error({"output_dir": "x", "preprocesss": {}})
+    assert "'preprocesss'" in msg
+    allowed = _allowed_list(msg, "keys")
+    assert {"input", "output_dir", "preprocess", "demo"} <= set(allowed) and "preprocesss" not in allowed
+
+
+def test_unknown_nested_key_names_section_and_allowed_keys():
+    msg = _error({"preprocess": {"n4": {"fit_spacing": 4}}})
+    assert "'preprocess.n4'" in msg and "'fit_spacing'" in msg
+    assert set(_allowed_list(msg, "keys")) == {"enabled", "fit_spacing_mm", "iterations", "spline_distance_mm"}
+
+
+@pytest.mark.parametrize("section, key, bad, allowed", [
+    ("skullstrip", "method", "bet", ["deepbet", "template", "none"]),
+    ("mni", "transform", "bspline", ["rigid", "affine", "syn"]),
+    ("zarr", "compressor", "gzip", ["zstd", "lz4"]),
+])
+def test_bad_enum_value_names_allowed_values(section, key, bad, allowed):
+    msg = _error({"preprocess": {section: {key: bad}}})
+    assert f"'preprocess.{section}.{key}'" in msg and repr(bad) in msg
+    assert _allowed_list(msg, "values") == allowed
+
+
+def test_every_problem_reported_one_per_line():
+    msg = _error({"input": {"layout": "flat"}, "preprocess": {"mni": {"resolution_mm": 3}}, "bogus": 1})
+    lines = msg.splitlines()
+    assert len(lines) == 3 and all(line.startswith("config error at ") for line in lines)
+
+
+def test_defaults_filled():
+    cfg = _validate({"input": {"modalities": ["t2", "flair"]}, "preprocess": {"n4": {"enabled": False}}})
+    assert cfg["input"]["modalities"] == ["t2", "flair"]  # given values kept
+    assert cfg["preprocess"]["n4"]["enabled"] is False
+    assert cfg["input"]["reference"] == "t2"  # default: the first modality
+    assert cfg["input"]["layout"] == "demo" and cfg["input"]["label"] == "seg"
+    assert cfg["input"]["label_values"] == [0, 1, 2, 4]
+    assert cfg["output_dir"] == "results"
+    assert cfg["demo"] == {"n_subjects": 10, "seed": 42, "spacing_scale": 2.0}
+    assert cfg["preprocess"]["n4"]["fit_spacing_mm"] == 6.0 and cfg["preprocess"]["n4"]["iterations"] == [30, 20]
+    assert cfg["preprocess"]["skullstrip"]["method"] == "deepbet"
+    assert cfg["preprocess"]["mni"] == {"resolution_mm": 2, "transform": "affine", "interpolation": "linear"}
+    assert cfg["preprocess"]["normalize"]["method"] == "zscore"
+    assert cfg["preprocess"]["zarr"] == {"dtype": "float16", "chunk": 64, "compressor": "zstd", "clevel": 3,
+                                         "fg_samples": 10000}
+
+
+def test_cross_field_checks():
+    assert "input.reference" in _error({"input": {"modalities": ["t1", "t2"], "reference": "flair"}})
+    assert "input.root" in _error({"input": {"layout": "folders"}})
+
+
+def test_shipped_config_is_valid():
+    cfg = _validate(yaml.safe_load((PROJECT / "config" / "config.yaml").read_text()))
+    assert cfg["input"]["reference"] in cfg["input"]["modalities"]

@@ -1,0 +1,167 @@
+"""The Snakemake workflow, run as a user runs it: a tiny demo cohort end to end (through the zarr stores),
+and a folders-layout cohort with broken subjects under --keep-going."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import PROJECT, SCHEMA, VENV_BIN, dice, tmp_names_under
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+RULES = ["ingest", "coreg", "n4", "skullstrip", "mni", "to_zarr"]
+
+
+def _small_training_split(cfg: dict, n_subjects: int) -> dict:
+    """The training rules build the cross-validation split at parse time (5 folds by default), which a
+    cohort of 3-4 subjects cannot fill; these tests only ask for the preprocessing targets."""
+    props = yaml.safe_load(SCHEMA.read_text()).get("properties", {})
+    if "n_folds" in props.get("split", {}).get("properties", {}):
+        cfg["split"] = {"n_folds": 2}
+    return cfg
+
+
+def run_snakemake(workdir: Path, cfg: dict, targets: list[str], *extra: str, timeout: int = 900):
+    cfg_path = workdir / "config.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    env = dict(os.environ, PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    for var in ("OMP_NUM_THREADS", "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "MKL_NUM_THREADS"):
+        env.setdefault(var, "1")
+    # --max-threads 1: two single-threaded jobs at a time on 2 cores instead of one job with 2 threads
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(PROJECT / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(cfg_path), "--cores", "2", "--max-threads", "1", *extra, *targets]
+    return subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _fail_msg(res) -> str:
+    return f"snakemake exited {res.returncode}\n--- stdout\n{res.stdout[-4000:]}\n--- stderr\n{res.stderr[-8000:]}"
+
+
+# --- end to end on the demo cohort ---------------------------------------------------------------------------
+
+DEMO = ["demo000", "demo001", "demo002"]
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("e2e")
+    out = work / "results"
+    cfg = _small_training_split({
+        "output_dir": str(out),
+        "input": {"layout": "demo", "modalities": ["t1", "t2", "flair"]},
+        "demo": {"n_subjects": 3, "spacing_scale": 3.0},  # 3-4.5 mm (flair 9 mm through-plane)
+        "preprocess": {"mni": {"resolution_mm": 2}},
+    }, 3)
+    targets = [str(out / "zarr" / f"{s}.zarr") for s in DEMO]
+    targets += [str(out / "qc" / s / f"{q}.png") for s in DEMO for q in ("n4", "skullstrip", "mni")]
+    first = run_snakemake(work, cfg, targets)
+    return dict(work=work, out=out, cfg=cfg, targets=targets, first=first)
+
+
+@pytest.mark.slow
+def test_demo_end_to_end(demo_run):
+    from voxflow.preprocess.store import read_subject_store
+
+    res, out = demo_run["first"], demo_run["out"]
+    assert res.returncode == 0, _fail_msg(res)
+    import ants
+
+    template_mask = ants.image_read(str(out / "template" / "mni152_2mm_mask.nii.gz")).numpy().T > 0
+    for s in DEMO:
+        store = read_subject_store(out / "zarr" / f"{s}.zarr")
+        meta, image, label, mask = store["meta"], store["image"], store["label"], store["mask"] > 0
+        assert meta["modalities"] == ["t1", "t2", "flair"] and image.shape[0] == 3
+        assert image.shape[1:] == template_mask.shape == label.shape == mask.shape  # MNI 2 mm grid
+        assert meta["spacing_zyx"] == [2.0, 2.0, 2.0]
+        assert np.isfinite(image.astype(np.float32)).all()
+        for c in range(3):  # z-scored inside the brain
+            vals = image[c][mask].astype(np.float32)
+            assert abs(vals.mean()) < 0.05 and abs(vals.std() - 1) < 0.05
+        # the brain lands on the template's brain
+        assert dice(mask, template_mask) > 0.9, s
+        # labels present, with BraTS values, inside the brain, and each lesion where the generator put it
+        assert meta["has_label"] and set(np.unique(label)) <= {0, 1, 2, 4} and (label > 0).sum() > 100
+        assert ((label > 0) & mask).sum() >= 0.95 * (label > 0).sum()
+        truth = json.loads((out / "demo" / "truth" / f"{s}_truth.json").read_text())
+        direction = np.array(meta["direction"]).reshape(3, 3)
+        idx = np.argwhere(label == 1)[:, ::-1] * np.array(meta["spacing_zyx"][::-1])  # necrosis, (x,y,z) mm
+        necrosis_ras = (np.array(meta["origin_xyz"]) + idx @ direction.T) * [-1, -1, 1]  # LPS -> RAS (MNI)
+        for lesion in truth["lesions"]:
+            dist = np.linalg.norm(necrosis_ras - lesion["centre_mni_mm"], axis=1).min()
+            assert dist < 4.0, f"{s}: lesion centre {lesion['centre_mni_mm']} is {dist:.1f} mm from its necrosis"
+        # transforms kept for the way back
+        xfm = Path(meta["transforms"]["dir"])
+        assert all((xfm / n).is_file() for n in meta["transforms"]["mni_to_native"])
+        # QC, logs and benchmarks
+        for q in ("n4", "skullstrip", "mni"):
+            png = out / "qc" / s / f"{q}.png"
+            assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 5000, png
+        for rule in ["demo_subject"] + RULES:
+            bench = (out / "benchmarks" / rule / f"{s}.tsv").read_text().splitlines()
+            assert bench[0].split("\t")[0] == "s" and float(bench[1].split("\t")[0]) > 0, (rule, s)
+            assert (out / "logs" / rule / f"{s}.log").is_file()
+    assert tmp_names_under(out) == []
+
+
+@pytest.mark.slow
+def test_demo_second_run_is_a_no_op(demo_run):
+    assert demo_run["first"].returncode == 0, _fail_msg(demo_run["first"])
+    stores = [demo_run["out"] / "zarr" / f"{s}.zarr" for s in DEMO]
+    before = {p: p.stat().st_mtime_ns for p in stores}
+    again = run_snakemake(demo_run["work"], demo_run["cfg"], demo_run["targets"])
+    assert again.returncode == 0, _fail_msg(again)
+    assert "Nothing to be done" in again.stdout + again.stderr, _fail_msg(again)
+    assert {p: p.stat().st_mtime_ns for p in stores} == before
+
+
+# --- folders layout with broken subjects ---------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_folders_keep_going_reports_broken_subjects(tmp_path):
+    from voxflow.demo import generate_subject
+
+    root = tmp_path / "data"
+    for i, s in enumerate(["good1", "good2"]):
+        generate_subject(s, i, root, tmp_path / "truth", modalities=("t1", "t2"), spacing_scale=3.0)
+    shutil.copytree(root / "good1", root / "bad_missing")
+    (root / "bad_missing" / "t2.nii.gz").unlink()
+    shutil.copytree(root / "good2", root / "bad_truncated")
+    t1 = root / "bad_truncated" / "t1.nii.gz"
+    t1.write_bytes(t1.read_bytes()[: t1.stat().st_size * 2 // 3])
+
+    out = tmp_path / "results"
+    cfg = _small_training_split({
+        "output_dir": str(out),
+        "input": {"layout": "folders", "root": str(root), "modalities": ["t1", "t2"], "label": "seg"},
+        "preprocess": {"n4": {"enabled": False}, "skullstrip": {"method": "none"},
+                       "mni": {"resolution_mm": 2, "transform": "rigid"}},
+    }, 4)
+    subjects = ["bad_missing", "bad_truncated", "good1", "good2"]
+    res = run_snakemake(tmp_path, cfg, [str(out / "zarr" / f"{s}.zarr") for s in subjects], "--keep-going")
+    assert res.returncode != 0, _fail_msg(res)
+    for s in ("good1", "good2"):
+        assert (out / "zarr" / f"{s}.zarr" / ".zattrs").is_file(), _fail_msg(res)
+    for s in ("bad_missing", "bad_truncated"):
+        assert not (out / "zarr" / f"{s}.zarr").exists()
+        assert not (out / "preprocess" / s / "ingest").exists() or not any((out / "preprocess" / s / "ingest").iterdir())
+
+    lines = [ln for ln in (res.stdout + res.stderr).splitlines() if "voxflow ERROR" in ln]
+    expected = {"bad_missing": (str(root / "bad_missing" / "t2.nii.gz"), "missing"),
+                "bad_truncated": (str(t1), "truncated")}
+    for s, (file, problem) in expected.items():
+        mine = [ln for ln in lines if f"subject={s} " in ln]
+        assert mine, f"no error line for {s}:\n{_fail_msg(res)}"
+        assert all(f"file={file}" in ln and problem in ln and "[ingest]" in ln for ln in mine), mine
+        # the same line closes the job's log
+        log = (out / "logs" / "ingest" / f"{s}.log").read_text().strip().splitlines()
+        assert log[-1] == mine[0].strip()
+    assert not [ln for ln in lines if "subject=good" in ln]
+    assert tmp_names_under(out) == [] and tmp_names_under(root) == []

@@ -1,0 +1,56 @@
+# Cohort: deterministic split, dataset fingerprint and plans.json (voxflow.learn.plan).
+from voxflow.learn.plan import make_split
+
+MODEL_DIR = os.path.join(OUT, "model")
+SPLIT_CFG = config["split"]
+# The split is a pure function of the config, so the DAG knows the test subjects at parse time;
+# the split rule writes the same split to split.json, which later steps read.
+SPLIT = make_split(SUBJECTS, SPLIT_CFG["n_folds"], SPLIT_CFG["test_fraction"], SPLIT_CFG["seed"],
+                   SPLIT_CFG["test_subjects"]) if HAS_LABEL else None
+TRAIN_SUBJECTS = sorted({s for f in SPLIT["folds"] for s in f["train"] + f["val"]}) if SPLIT else []
+FOLDS = SPLIT_CFG["folds_to_train"] if SPLIT_CFG["folds_to_train"] is not None else list(range(SPLIT_CFG["n_folds"]))
+
+
+def store(subject):
+    return os.path.join(OUT, "zarr", f"{subject}.zarr")
+
+
+rule split:
+    output:
+        split=os.path.join(MODEL_DIR, "split.json"),
+    params:
+        io=io_params(SPLIT_CFG | {"subjects": SUBJECTS}),
+    log:
+        os.path.join(OUT, "logs", "split", "split.log"),
+    benchmark:
+        os.path.join(OUT, "benchmarks", "split", "split.tsv")
+    threads: 1
+    resources:
+        mem_mb=RES["mem_mb_light"],
+    conda:
+        CONDA_ENV
+    shell:
+        step_cmd("split").replace("{wildcards.subject}", "cohort")
+
+
+rule plan:
+    input:
+        split=os.path.join(MODEL_DIR, "split.json"),
+        **{f"store_{s}": store(s) for s in TRAIN_SUBJECTS},
+    output:
+        fingerprint=os.path.join(MODEL_DIR, "fingerprint.json"),
+        plans=os.path.join(MODEL_DIR, "plans.json"),
+    params:
+        io=io_params({"scheduler": config["dask"]["scheduler"], "model": config["model"],
+                      "train": config["train"], "modalities": MODS, "label_values": INP["label_values"]}),
+    log:
+        os.path.join(OUT, "logs", "plan", "plan.log"),
+    benchmark:
+        os.path.join(OUT, "benchmarks", "plan", "plan.tsv")
+    threads: 2
+    resources:
+        mem_mb=RES["mem_mb_heavy"],
+    conda:
+        CONDA_ENV
+    shell:
+        step_cmd("plan").replace("{wildcards.subject}", "cohort")

@@ -1,0 +1,50 @@
+# One training job per fold (voxflow.learn.train); rerunning resumes from checkpoint_latest.pt.
+
+
+def fold_stores(wildcards):
+    f = SPLIT["folds"][int(wildcards.fold)]
+    return {f"store_{s}": store(s) for s in f["train"] + f["val"]}
+
+
+rule train:
+    input:
+        unpack(fold_stores),
+        split=os.path.join(MODEL_DIR, "split.json"),
+        plans=os.path.join(MODEL_DIR, "plans.json"),
+    output:
+        model=os.path.join(MODEL_DIR, "fold_{fold}", "model_final.pt"),
+        val_predictions=os.path.join(MODEL_DIR, "fold_{fold}", "val_predictions.npz"),
+    params:
+        io=io_params(lambda w: {"fold": int(w.fold), "train": config["train"], "infer": config["infer"]}),
+    log:
+        os.path.join(OUT, "logs", "train", "fold_{fold}.log"),
+    benchmark:
+        os.path.join(OUT, "benchmarks", "train", "fold_{fold}.tsv")
+    threads: config["train"]["threads"]
+    resources:
+        mem_mb=RES["mem_mb_heavy"],
+        gpu=1 if config["train"]["gpu"] else 0,
+    conda:
+        CONDA_ENV
+    shell:
+        step_cmd("train").replace("{wildcards.subject}", "fold{wildcards.fold}")
+
+
+rule postprocess_plan:
+    input:
+        **{f"val_{k}": os.path.join(MODEL_DIR, f"fold_{k}", "val_predictions.npz") for k in FOLDS},
+    output:
+        postprocessing=os.path.join(MODEL_DIR, "postprocessing.json"),
+    params:
+        io=io_params(config["postprocess"] | {"stores": {s: store(s) for s in TRAIN_SUBJECTS}}),
+    log:
+        os.path.join(OUT, "logs", "postprocess_plan", "postprocess_plan.log"),
+    benchmark:
+        os.path.join(OUT, "benchmarks", "postprocess_plan", "postprocess_plan.tsv")
+    threads: 1
+    resources:
+        mem_mb=RES["mem_mb_light"],
+    conda:
+        CONDA_ENV
+    shell:
+        step_cmd("postprocess_plan").replace("{wildcards.subject}", "cohort")
