@@ -19,6 +19,7 @@ include: "workflow/rules/zarr.smk"
 include: "workflow/rules/plan.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/infer.smk"
+include: "workflow/rules/evaluate.smk"
 
 
 rule all:

@@ -55,7 +55,7 @@ def main() -> int:
     timed("coreg", coreg.coregister_subject, "bench", {m: p("ingest", m) for m in mods}, "t1",
           {m: p("coreg", m) for m in mods}, {m: str(w / f"{m}.mat") for m in mods if m != "t1"})
     timed("n4", n4.correct_subject, {m: p("coreg", m) for m in mods}, {m: p("n4", m) for m in mods},
-          {m: p("field", m) for m in mods}, {}, 6.0, (30, 20), 100.0)
+          {m: p("field", m) for m in mods}, {}, 6.0, (20, 10), 100.0)
     timed("skullstrip", skullstrip.strip_subject, {m: p("n4", m) for m in mods}, "t1",
           {m: p("brain", m) for m in mods}, str(w / "mask.nii.gz"), "deepbet", threads=os.cpu_count() or 2)
     tpl, tpl_mask = str(w / "tpl.nii.gz"), str(w / "tpl_mask.nii.gz")

@@ -198,7 +198,7 @@ def test_empty_policy(kind: str, spacing) -> None:
         assert got[k] == want, k
         assert not np.isnan(got[k])
     if kind == "both":
-        assert (got["dice"], got["jaccard"], got["precision"], got["recall"], got["hd"], got["nsd"]) == (1, 1, 1, 1, 0, 1)
+        assert [got[k] for k in ("dice", "jaccard", "precision", "recall", "hd", "nsd")] == [1, 1, 1, 1, 0, 1]
     else:
         assert (got["dice"], got["precision"], got["recall"], got["nsd"]) == (0, 0, 0, 0)
         assert got["hd"] == got["hd95"] == got["assd"] == diag

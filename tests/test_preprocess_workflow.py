@@ -165,3 +165,14 @@ def test_folders_keep_going_reports_broken_subjects(tmp_path):
         assert log[-1] == mine[0].strip()
     assert not [ln for ln in lines if "subject=good" in ln]
     assert tmp_names_under(out) == [] and tmp_names_under(root) == []
+
+
+def test_listed_demo_subject_keeps_its_identity(tmp_path):
+    """input.subjects listing demo007 generates subject 7 of the cohort (same files as in the full cohort)."""
+    out = tmp_path / "results"
+    cfg = _small_training_split({"output_dir": str(out),
+                                 "input": {"layout": "demo", "subjects": ["demo004", "demo007", "demo002"]}}, 3)
+    res = run_snakemake(tmp_path, cfg, [str(out / "demo" / "raw" / "demo007" / "t1.nii.gz")], "-n", "-p")
+    assert res.returncode == 0, _fail_msg(res)
+    text = res.stdout + res.stderr
+    assert '"index": 7' in text and '"index": 1' not in text, _fail_msg(res)  # not its position in the list

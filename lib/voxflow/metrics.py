@@ -122,7 +122,7 @@ def bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...] | None:
     """
     if mask.ndim == 1:
         idx = np.flatnonzero(mask)
-        return None if idx.size == 0 else (slice(max(idx[0] - margin, 0), idx[-1] + 1 + margin),)
+        return None if idx.size == 0 else (slice(max(int(idx[0]) - margin, 0), int(idx[-1]) + 1 + margin),)
     first = np.flatnonzero(mask.any(axis=tuple(range(1, mask.ndim))))
     if first.size == 0:
         return None

@@ -76,4 +76,5 @@ def all_targets():
                       step=["n4", "skullstrip", "mni"])
     if HAS_LABEL and config["train"]["epochs"] > 0:
         targets += [os.path.join(OUT, "predictions", s, f"{s}_seg.nii.gz") for s in PREDICT_SUBJECTS]
+        targets += [os.path.join(OUT, "evaluation", "summary.tsv")]
     return targets

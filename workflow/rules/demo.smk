@@ -1,7 +1,19 @@
 # The built-in demo cohort: synthetic heads from nilearn's MNI152 template (see voxflow.demo).
 DEMO_RAW = os.path.join(OUT, "demo", "raw")
 DEMO_TRUTH = os.path.join(OUT, "demo", "truth")
-DEMO_INDEX = {s: i for i, s in enumerate(SUBJECTS)}
+
+
+def demo_index(subject):
+    """demoNNN is subject NNN of the demo cohort whatever input.subjects lists (its position in that list
+    would make input.subjects: [demo003] regenerate demo000); other names get a stable index from the name."""
+    import re
+    import zlib
+
+    m = re.fullmatch(r"demo(\d+)", subject)
+    return int(m.group(1)) if m else 1_000_000 + zlib.crc32(subject.encode())
+
+
+DEMO_INDEX = {s: demo_index(s) for s in SUBJECTS}
 
 
 rule demo_subject:

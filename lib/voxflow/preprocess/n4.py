@@ -12,24 +12,30 @@ import numpy as np
 
 
 def head_mask(img):
-    """A foreground (head) mask: N4 must ignore air, whose noise has no bias to estimate."""
-    import ants
+    """A foreground (head) mask: N4 must ignore air, whose noise has no bias to estimate.
 
-    return ants.get_mask(img, cleanup=2)
+    Threshold at the image mean (what ants.get_mask does) plus hole filling, on the small copy
+    N4 runs on: ants.get_mask's morphological clean-up costs 2-3 s at full resolution for nothing
+    the bias fit can see.
+    """
+    from scipy import ndimage
+
+    arr = img.numpy()
+    fg = ndimage.binary_fill_holes(ndimage.binary_opening(arr > arr.mean(), iterations=1))
+    return img.new_image_like(fg.astype(np.float32))
 
 
-def n4_correct(img, mask=None, *, fit_spacing_mm: float = 6.0, iterations=(30, 20),
+def n4_correct(img, mask=None, *, fit_spacing_mm: float = 6.0, iterations=(20, 10),
                spline_distance_mm: float = 100.0, convergence_tol: float = 1e-6):
     """Return (corrected image, multiplicative bias field), both on the input grid."""
     import ants
 
-    if mask is None:
-        mask = head_mask(img)
     spacing = np.array(img.spacing)
     factor = np.maximum(fit_spacing_mm / spacing, 1.0)
     small_shape = tuple(int(max(8, round(s / f))) for s, f in zip(img.shape, factor))
     small = ants.resample_image(img, small_shape, use_voxels=True, interp_type=0)
-    small_mask = ants.resample_image_to_target(mask, small, interp_type="nearestNeighbor")
+    small_mask = (head_mask(small) if mask is None
+                  else ants.resample_image_to_target(mask, small, interp_type="nearestNeighbor"))
     # N4 works on positive intensities; shift tiny/negative values (z-scored inputs) away from 0.
     arr = small.numpy()
     offset = float(max(0.0, -arr.min())) + 1e-3 * float(np.abs(arr).max())

@@ -1,0 +1,47 @@
+# Metrics per subject (native and MNI space) and their cohort aggregation with dask
+# (voxflow.evaluate, voxflow.metrics).
+EVAL_DIR = os.path.join(OUT, "evaluation")
+EVAL_CFG = config["evaluate"] | {"label_values": INP["label_values"]}
+
+
+rule evaluate:
+    input:
+        native=os.path.join(PRED_DIR, "{subject}", "{subject}_seg.nii.gz"),
+        mni=os.path.join(PRED_DIR, "{subject}", "{subject}_seg_mni.nii.gz"),
+        store=os.path.join(OUT, "zarr", "{subject}.zarr"),
+    output:
+        metrics=os.path.join(EVAL_DIR, "subjects", "{subject}.tsv"),
+    params:
+        io=io_params(lambda w: EVAL_CFG | {"label": COHORT.labels[w.subject]}),
+    log:
+        log_path("evaluate"),
+    benchmark:
+        bench_path("evaluate")
+    threads: 1
+    resources:
+        mem_mb=RES["mem_mb_light"],
+    conda:
+        CONDA_ENV
+    shell:
+        step_cmd("evaluate")
+
+
+rule aggregate:
+    input:
+        **{f"metrics_{s}": os.path.join(EVAL_DIR, "subjects", f"{s}.tsv") for s in PREDICT_SUBJECTS},
+    output:
+        metrics=os.path.join(EVAL_DIR, "metrics.tsv"),
+        summary=os.path.join(EVAL_DIR, "summary.tsv"),
+    params:
+        io=io_params({"scheduler": config["dask"]["scheduler"]}),
+    log:
+        os.path.join(OUT, "logs", "aggregate", "aggregate.log"),
+    benchmark:
+        os.path.join(OUT, "benchmarks", "aggregate", "aggregate.tsv")
+    threads: 2
+    resources:
+        mem_mb=RES["mem_mb_light"],
+    conda:
+        CONDA_ENV
+    shell:
+        step_cmd("aggregate").replace("{wildcards.subject}", "cohort")
