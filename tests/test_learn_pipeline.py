@@ -124,7 +124,7 @@ def plans_for(cfg: dict, stores: dict[str, str], **model) -> dict:
 def test_batches_shapes_dtypes_and_label_mapping(tmp_path):
     label = synthetic_label(seed=1)
     path = write_store(tmp_path / "c.zarr", label, coded=True)
-    patch = [16, 16, 16]
+    patch = [32, 16, 16]  # deeper than the volume (24): every patch is zero-padded in z
     ds = PatchBatches([str(path)], patch, batch_size=3, fg_fraction=1 / 3, label_values=LABEL_VALUES, seed=3)
     lut = {0: 0, 1: 1, 2: 2, 4: 3}
     seen = set()
@@ -317,7 +317,8 @@ def test_automatic_patch_shrinks_with_the_memory_budget(base_cfg, dim):
     cfg["model"].update(dim=dim, patch_size=None, batch_size=None, base_features=32, context_slices=3)
     fp = _fake_fp([150, 190, 160])
     patches = []
-    for budget in (0.5, 1.0, 2.0, 4.0, 8.0, 16.0):
+    budgets = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0) if dim == "3d" else (0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
+    for budget in budgets:
         cfg["train"]["memory_gb_cpu"] = budget
         p = make_plans(fp, cfg, MODS, [0, 1], "cpu")
         full = p["patch_size"] if dim == "3d" else [1] + p["patch_size"]
@@ -328,11 +329,13 @@ def test_automatic_patch_shrinks_with_the_memory_budget(base_cfg, dim):
     for small, big in zip(patches, patches[1:]):
         assert all(a <= b for a, b in zip(small, big)), patches  # monotone in every axis
     assert np.prod(patches[0]) < np.prod(patches[-1]), patches
-    if dim == "3d":
-        assert patches[-1] == [128, 128, 128]  # capped by max_patch
+    cfg["train"]["memory_gb_cpu"] = 1000.0
+    capped = make_plans(fp, cfg, MODS, [0, 1], "cpu")["patch_size"]
+    assert capped == ([128, 128, 128] if dim == "3d" else [192, 160])  # capped by max_patch / the median shape
     # the GPU budget applies on cuda
-    cfg["train"].update(memory_gb_cpu=0.5, memory_gb_gpu=16.0)
-    assert make_plans(fp, cfg, MODS, [0, 1], "cuda")["memory_budget_gb"] == 16.0
+    cfg["train"].update(memory_gb_cpu=budgets[0], memory_gb_gpu=budgets[-1])
+    on_gpu = make_plans(fp, cfg, MODS, [0, 1], "cuda")
+    assert on_gpu["memory_budget_gb"] == budgets[-1] and on_gpu["patch_size"] == patches[-1][-len(capped):]
 
 
 def test_2d_automatic_patch_uses_the_budget_for_one_slice():
@@ -478,6 +481,8 @@ def test_resume_after_sigkill(base_cfg, stores, tmp_path, caplog):
     killed_rows = _read_curve(out / "curve.csv")
     assert len(killed_rows) >= e
 
+    # what a kill during a write leaves (atomic writes: a temporary name, never a truncated checkpoint)
+    (out / f".checkpoint_latest.tmp-{proc.pid}.pt").write_bytes(b"half")
     caplog.set_level(logging.INFO, logger="voxflow.train")
     info = train_fold(args["train"], args["val"], plans, dict(cfg, epochs=e + 2), out, device=CPU, progress=False)
     assert f"resuming from {ckpt_path} at epoch {e}" in caplog.text
@@ -512,7 +517,7 @@ def test_same_seed_same_weights(base_cfg, stores, tmp_path):
 @pytest.mark.parametrize("dim", ["2d", "2.5d"])
 def test_2d_and_2_5d_train_and_predict(base_cfg, stores, tmp_path, dim):
     from voxflow.learn.infer import predict_probabilities
-    from voxflow.learn.train import train_fold
+    from voxflow.learn.train import _fixed_val_batches, sampler_patch, to_network_input, train_fold
 
     plans = plans_for(base_cfg, stores, dim=dim, context_slices=3, patch_size=[32, 32], batch_size=2)
     assert plans["dim"] == dim and plans["patch_size"] == [32, 32]
@@ -520,6 +525,15 @@ def test_2d_and_2_5d_train_and_predict(base_cfg, stores, tmp_path, dim):
     cfg = _train_cfg(base_cfg, epochs=1, iters_per_epoch=2)
     train_fold([stores["s0"]], [stores["s1"]], plans, cfg, tmp_path, device=CPU, progress=False)
     assert len(_read_curve(tmp_path / "curve.csv")) == 1
+    # validation patches (all forced foreground) have it on the slice the 2D network is scored on,
+    # also for a lesion one slice thick
+    thin = np.zeros(SHAPE, np.uint8)
+    thin[12, 10:20, 8:18] = 2
+    thin_store = str(write_store(tmp_path / "thin.zarr", thin))
+    for img, lab in _fixed_val_batches([thin_store], sampler_patch(plans), plans, dict(cfg, val_patches=16), 0):
+        x, y = to_network_input(img, lab, plans)
+        assert x.shape == (2, 2 * plans["context_slices"], 32, 32) and y.shape == (2, 1, 32, 32)
+        assert bool((y.flatten(1) > 0).any(1).all())
     probs, p = predict_probabilities(stores["s2"], [str(tmp_path / "model_final.pt")],
                                      dict(base_cfg["infer"], tta=True, mirror_axes=[0, 1, 2]), CPU)
     assert p["dim"] == dim

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import dice
+from conftest import SCHEMA, dice
 
 
 def test_deepbet_on_demo_subject(demo_subject, tmp_path):
@@ -51,6 +51,7 @@ def test_none_method_keeps_nonzero_region(tmp_path):
 def test_real_chain_brain_mask_matches_hdbet(tcga, tmp_path):
     import ants
 
+    from voxflow.config import validate_config
     from voxflow.preprocess.coreg import coregister_subject
     from voxflow.preprocess.ingest import ingest_subject
     from voxflow.preprocess.n4 import correct_subject
@@ -63,8 +64,9 @@ def test_real_chain_brain_mask_matches_hdbet(tcga, tmp_path):
     ingest_subject("TCGA-FG-6692", {m: str(tcga / f"{m}.nii.gz") for m in mods}, out["ingest"], "t1c")
     coregister_subject("TCGA-FG-6692", out["ingest"], "t1c", out["coreg"],
                        {m: str(tmp_path / "coreg" / f"{m}_to_t1c.mat") for m in mods})
+    n4 = validate_config({}, SCHEMA)["preprocess"]["n4"]  # the workflow's defaults
     correct_subject(out["coreg"], out["n4"], {m: str(tmp_path / "n4" / f"{m}_bias.nii.gz") for m in mods},
-                    {}, fit_spacing_mm=6.0, iterations=(30, 20), spline_distance_mm=100.0)
+                    {}, n4["fit_spacing_mm"], n4["iterations"], n4["spline_distance_mm"])
     strip_subject(out["n4"], "t1c", out["brain"], str(tmp_path / "brain" / "mask.nii.gz"), "deepbet")
 
     mask = ants.image_read(str(tmp_path / "brain" / "mask.nii.gz"))

@@ -16,6 +16,7 @@ def _run_step(args) -> int:
     from voxflow.io import InputError
     import voxflow.evaluate  # noqa: F401  (registers the evaluation steps)
     import voxflow.learn.steps  # noqa: F401  (registers the learning steps)
+    import voxflow.report  # noqa: F401  (registers the report step)
     from voxflow.steps import STEPS
 
     spec = json.loads(args.io)
@@ -39,7 +40,8 @@ def _where(args) -> int:
     cfg = yaml.safe_load(open(args.configfile))
     out = cfg.get("output_dir", "results")
     print(f"voxflow outputs are under {os.path.abspath(out)}/:")
-    for sub, what in [("evaluation", "metrics.tsv (per subject, label, space), summary.tsv (mean, std, median, IQR)"),
+    for sub, what in [("report", "report.html: the cohort report (self-contained, opens offline)"),
+                      ("evaluation", "metrics.tsv (per subject, label, space), summary.tsv (mean, std, median, IQR)"),
                       ("predictions", "<subject>/<subject>_seg.nii.gz: predictions in native space (+ _seg_mni)"),
                       ("model", "plans.json, fingerprint.json, split.json, fold_<k>/ (model, curve.csv/png)"),
                       ("zarr", "per-subject zarr stores (OME-Zarr)"), ("qc", "QC images per subject and step"),

@@ -152,7 +152,7 @@ def read_image(path: str | os.PathLike, subject: str, *, what: str = "image",
                allow_constant: bool = False) -> sitk.Image:
     """Read a 3D scalar image with SimpleITK and check it is usable.
 
-    Checks: the file exists and decodes fully (a truncated NIfTI fails here: see `_check_nifti`), it is 3D and scalar,
+    Checks: the file exists and decodes fully (for NIfTI see `_check_nifti`), it is 3D and scalar,
     spacing is positive, direction cosines are orthonormal, voxels are finite, and the image is
     not constant (an all-zero scan is a failed export, not data).
     """

@@ -127,31 +127,33 @@ def mni(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict
 
 @step
 def to_zarr(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
-    """Normalize intensities inside the brain mask and write the subject's zarr store."""
-    import ants
+    """Normalize intensities inside the brain mask and write the subject's zarr store.
+
+    SimpleITK, not ANTs, for I/O here: importing antspyx costs seconds per job and nothing
+    below needs it (both use ITK's LPS geometry, so origin/spacing/direction agree).
+    """
+    import SimpleITK as sitk
 
     from voxflow.preprocess.normalize import normalize
     from voxflow.preprocess.store import write_subject_store
 
     mods = cfg["modalities"]
-    mask_img = ants.image_read(inp["mask"])
-    mask = mask_img.numpy().T.astype(np.uint8)
-    chans = []
-    for m in mods:
-        arr = ants.image_read(inp[f"img_{m}"]).numpy().T
-        if not np.any(mask):
-            raise InputError(subject, inp["mask"], "brain mask is empty in MNI space")
-        chans.append(normalize(arr, mask, cfg["method"], tuple(cfg["percentiles"]), cfg.get("window")))
+    mask_img = sitk.ReadImage(inp["mask"])
+    mask = sitk.GetArrayFromImage(mask_img).astype(np.uint8)
+    if not np.any(mask):
+        raise InputError(subject, inp["mask"], "brain mask is empty in MNI space")
+    chans = [normalize(sitk.GetArrayFromImage(sitk.ReadImage(inp[f"img_{m}"], sitk.sitkFloat32)), mask,
+                       cfg["method"], tuple(cfg["percentiles"]), cfg.get("window")) for m in mods]
     image = np.stack(chans)
-    label = ants.image_read(inp["label"]).numpy().T.astype(np.uint8) if inp.get("label") else None
+    label = sitk.GetArrayFromImage(sitk.ReadImage(inp["label"])).astype(np.uint8) if inp.get("label") else None
     xfm_dir = Path(inp["xfm"])
     transforms = json.loads((xfm_dir / "transforms.json").read_text())
     transforms["dir"] = str(xfm_dir.resolve())
     transforms["native_reference"] = str(Path(cfg["native_reference"]).resolve())
-    write_subject_store(out["zarr"], image, mask, label, mods, _zyx(mask_img), mask_img.origin,
-                        mask_img.direction, transforms, dtype=cfg["dtype"], chunk=cfg["chunk"],
-                        compressor=cfg["compressor"], clevel=cfg["clevel"], fg_samples=cfg["fg_samples"],
-                        extra_attrs={"subject": subject})
+    write_subject_store(out["zarr"], image, mask, label, mods, mask_img.GetSpacing()[::-1], mask_img.GetOrigin(),
+                        np.array(mask_img.GetDirection()).reshape(3, 3), transforms, dtype=cfg["dtype"],
+                        chunk=cfg["chunk"], compressor=cfg["compressor"], clevel=cfg["clevel"],
+                        fg_samples=cfg["fg_samples"], extra_attrs={"subject": subject})
     return {"shape": list(image.shape)}
 
 

@@ -74,7 +74,9 @@ def all_targets():
     targets = expand(os.path.join(OUT, "zarr", "{subject}.zarr"), subject=SUBJECTS)
     targets += expand(os.path.join(OUT, "qc", "{subject}", "{step}.png"), subject=SUBJECTS,
                       step=["n4", "skullstrip", "mni"])
-    if HAS_LABEL and config["train"]["epochs"] > 0:
+    if config["predict"]["model_dir"] or (HAS_LABEL and config["train"]["epochs"] > 0):
         targets += [os.path.join(OUT, "predictions", s, f"{s}_seg.nii.gz") for s in PREDICT_SUBJECTS]
+        targets += [os.path.join(OUT, "report", "report.html")]
+    if EVALUATE:
         targets += [os.path.join(OUT, "evaluation", "summary.tsv")]
     return targets

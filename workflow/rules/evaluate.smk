@@ -2,6 +2,7 @@
 # (voxflow.evaluate, voxflow.metrics).
 EVAL_DIR = os.path.join(OUT, "evaluation")
 EVAL_CFG = config["evaluate"] | {"label_values": INP["label_values"]}
+EVALUATE = HAS_LABEL and (bool(PREDICT_MODEL) or config["train"]["epochs"] > 0)
 
 
 rule evaluate:
@@ -31,7 +32,7 @@ rule aggregate:
         **{f"metrics_{s}": os.path.join(EVAL_DIR, "subjects", f"{s}.tsv") for s in PREDICT_SUBJECTS},
     output:
         metrics=os.path.join(EVAL_DIR, "metrics.tsv"),
-        summary=os.path.join(EVAL_DIR, "summary.tsv"),
+        summary=report(os.path.join(EVAL_DIR, "summary.tsv"), caption="../report/summary.rst", category="Evaluation"),
     params:
         io=io_params({"scheduler": config["dask"]["scheduler"]}),
     log:

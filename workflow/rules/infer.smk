@@ -1,21 +1,32 @@
 # Sliding-window inference with the fold ensemble, postprocessing, and the prediction back in
 # the subject's native space (voxflow.learn.infer).
 PRED_DIR = os.path.join(OUT, "predictions")
-PREDICT_SUBJECTS = (SPLIT["test"] if SPLIT and config["infer"]["subjects"] == "test" else SUBJECTS)
+PREDICT_MODEL = config["predict"]["model_dir"]
+if PREDICT_MODEL:
+    # Predict-only: a trained model folder, every subject, no training.
+    MODEL_SRC = PREDICT_MODEL
+    PRED_FOLDS = sorted(int(e.name[5:]) for e in os.scandir(PREDICT_MODEL) if e.name.startswith("fold_")
+                        and os.path.exists(os.path.join(e.path, "model_final.pt")))
+    if not PRED_FOLDS:
+        raise WorkflowError(f"config error at 'predict.model_dir': no fold_<k>/model_final.pt in {PREDICT_MODEL!r}")
+    PREDICT_SUBJECTS = SUBJECTS
+else:
+    MODEL_SRC, PRED_FOLDS = MODEL_DIR, FOLDS
+    PREDICT_SUBJECTS = SPLIT["test"] if SPLIT and config["infer"]["subjects"] == "test" else SUBJECTS
 
 
 rule predict:
     input:
         store=os.path.join(OUT, "zarr", "{subject}.zarr"),
-        **{f"model_{k}": os.path.join(MODEL_DIR, f"fold_{k}", "model_final.pt") for k in FOLDS},
-        postprocessing=os.path.join(MODEL_DIR, "postprocessing.json"),
+        **{f"model_{k}": os.path.join(MODEL_SRC, f"fold_{k}", "model_final.pt") for k in PRED_FOLDS},
+        postprocessing=os.path.join(MODEL_SRC, "postprocessing.json"),
     output:
         mni=os.path.join(PRED_DIR, "{subject}", "{subject}_seg_mni.nii.gz"),
         native=os.path.join(PRED_DIR, "{subject}", "{subject}_seg.nii.gz"),
         **({"prob_native": os.path.join(PRED_DIR, "{subject}", "{subject}_prob.nii.gz")}
            if config["infer"]["probabilities"] else {}),
     params:
-        io=io_params(config["infer"]),
+        io=io_params(config["infer"] | {"modalities": MODS}),
     log:
         log_path("predict"),
     benchmark:

@@ -34,7 +34,8 @@ rule mni:
         mask=sub_path("mni", "brain_mask.nii.gz"),
         **({"label": sub_path("mni", "label.nii.gz")} if HAS_LABEL else {}),
         xfm=directory(os.path.join(OUT, "preprocess", "{subject}", "xfm")),
-        qc=qc_path("mni"),
+        qc=report(qc_path("mni"), caption="../report/qc.rst", category="Preprocessing QC",
+                  subcategory="{subject}", labels={"subject": "{subject}", "step": "mni"}),
     params:
         io=io_params(PRE["mni"] | {"reference": REF}),
     log:

@@ -7,7 +7,8 @@ rule n4:
     output:
         **images("n4"),
         **{f"field_{m}": sub_path("n4", f"{m}_bias.nii.gz") for m in MODS},
-        qc=qc_path("n4"),
+        qc=report(qc_path("n4"), caption="../report/qc.rst", category="Preprocessing QC",
+                  subcategory="{subject}", labels={"subject": "{subject}", "step": "n4"}),
     params:
         io=io_params(PRE["n4"] | {"reference": REF, "modality_types": INP["modality_types"]}),
     log:

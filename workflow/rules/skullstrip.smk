@@ -8,7 +8,8 @@ rule skullstrip:
     output:
         **images("brain"),
         mask=sub_path("brain", "brain_mask.nii.gz"),
-        qc=qc_path("skullstrip"),
+        qc=report(qc_path("skullstrip"), caption="../report/qc.rst", category="Preprocessing QC",
+                  subcategory="{subject}", labels={"subject": "{subject}", "step": "skullstrip"}),
     params:
         io=io_params(PRE["skullstrip"] | {"reference": REF}),
     log:

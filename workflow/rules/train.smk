@@ -14,6 +14,8 @@ rule train:
     output:
         model=os.path.join(MODEL_DIR, "fold_{fold}", "model_final.pt"),
         val_predictions=os.path.join(MODEL_DIR, "fold_{fold}", "val_predictions.npz"),
+        curve=report(os.path.join(MODEL_DIR, "fold_{fold}", "curve.png"), caption="../report/curve.rst",
+                     category="Training", labels={"fold": "{fold}"}),
     params:
         io=io_params(lambda w: {"fold": int(w.fold), "train": config["train"], "infer": config["infer"]}),
     log:

@@ -90,7 +90,7 @@ def auto_patch(median_shape: Sequence[int], spacing: Sequence[float], budget_gb:
     Starts from the median shape capped at `max_patch` and shrinks the axis that is largest in
     millimetres, as nnU-Net does, so the patch stays roughly isotropic in physical space.
     """
-    patch = [min(max_patch, int(math.ceil(s / divisor) * divisor)) for s in median_shape]
+    patch = [1 if s == 1 else min(max_patch, int(math.ceil(s / divisor) * divisor)) for s in median_shape]  # 1: 2D
     while estimate_memory_gb(patch, batch, base_features, n_channels) > budget_gb:
         mm = [p * s for p, s in zip(patch, spacing)]
         ax = int(np.argmax([m if p > divisor else -1 for m, p in zip(mm, patch)]))

@@ -37,12 +37,13 @@ class Store:
 
 def read_patch(store: Store, start: Sequence[int], size: Sequence[int]) -> tuple[np.ndarray, np.ndarray | None]:
     """Read image (C,*size) and label (*size) at `start` (may extend outside: zero-padded)."""
-    lo = [max(0, s) for s in start]
-    hi = [min(d, s + n) for s, n, d in zip(start, size, store.shape)]
+    lo = [min(max(0, s), d) for s, d in zip(start, store.shape)]
+    hi = [max(a, min(d, s + n)) for s, n, d, a in zip(start, size, store.shape, lo)]
     sl = tuple(slice(a, b) for a, b in zip(lo, hi))
     img = np.asarray(store.image[(slice(None),) + sl], dtype=np.float32)
     lab = np.asarray(store.label[sl]) if store.label is not None else None
-    pad = [(a - s, (s + n) - b) for s, n, a, b in zip(start, size, lo, hi)]
+    before = [min(n, a - s) if a > s else 0 for s, n, a in zip(start, size, lo)]  # patch entirely outside: all pad
+    pad = [(p, n - p - (b - a)) for p, n, a, b in zip(before, size, lo, hi)]
     if any(p != (0, 0) for p in pad):
         img = np.pad(img, [(0, 0)] + pad)
         lab = np.pad(lab, pad) if lab is not None else None
@@ -70,11 +71,14 @@ class PatchBatches(torch.utils.data.IterableDataset):
     """Infinite stream of (image (B,C,*patch), label (B,1,*patch) int64) batches.
 
     `label_lut` maps stored label values (e.g. BraTS 0,1,2,4) to contiguous class indices.
+    `centre_z`: a forced-foreground patch has its foreground voxel on its centre z slice (2D/2.5D
+    train on the centre slice of a k-slice patch, which must then contain the foreground).
     """
 
     def __init__(self, paths: Sequence[str], patch: Sequence[int], batch_size: int, fg_fraction: float = 1 / 3,
-                 label_values: Sequence[int] = (0, 1), seed: int = 0):
+                 label_values: Sequence[int] = (0, 1), seed: int = 0, centre_z: bool = False):
         self.paths, self.patch, self.batch_size = list(paths), list(patch), batch_size
+        self.centre_z = centre_z
         self.n_fg = min(batch_size, max(1, math.ceil(batch_size * fg_fraction))) if fg_fraction > 0 else 0
         lut = np.zeros(256, dtype=np.int64)
         for i, v in enumerate(label_values):
@@ -96,6 +100,8 @@ class PatchBatches(torch.utils.data.IterableDataset):
             if len(coords):
                 center = coords[int(rng.integers(len(coords)))]
         start = choose_start(store.shape, self.patch, rng, center)
+        if self.centre_z and center is not None:
+            start[0] = int(center[0]) - self.patch[0] // 2
         return read_patch(store, start, self.patch)
 
     def __iter__(self):

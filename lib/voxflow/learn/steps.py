@@ -108,6 +108,12 @@ def predict(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> 
     from voxflow.learn.infer import predict_subject
 
     torch.set_num_threads(max(1, threads))
+    from voxflow.io import InputError
+
     models = [v for k, v in sorted(inp.items()) if k.startswith("model_")]
+    plans = json.loads((Path(models[0]).parent.parent / "plans.json").read_text()) if models else {}
+    if plans and cfg.get("modalities") and plans["modalities"] != cfg["modalities"]:
+        raise InputError(subject, models[0], f"model was trained on modalities {plans['modalities']}, "
+                                             f"the config gives {cfg['modalities']}")
     post = json.loads(Path(inp["postprocessing"]).read_text()) if inp.get("postprocessing") else None
     return predict_subject(inp["store"], models, post, cfg, out["mni"], out["native"], out.get("prob_native"))

@@ -141,6 +141,9 @@ def train_fold(train_paths: list[str], val_paths: list[str], plans: dict, cfg: d
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    for stem in ("checkpoint_latest", "model_final", "curve"):  # half-written files of a killed run
+        for stale in out_dir.glob(f".{stem}.tmp-*"):
+            stale.unlink(missing_ok=True)
     device = device or pick_device(cfg.get("device", "auto"))
     seed = int(cfg["seed"])
     torch.manual_seed(seed)
@@ -174,7 +177,7 @@ def train_fold(train_paths: list[str], val_paths: list[str], plans: dict, cfg: d
     aug_cfg = AugmentConfig.from_dict(cfg.get("augment") or {})
     patch = sampler_patch(plans)
     train_ds = PatchBatches(train_paths, patch, plans["batch_size"], cfg["fg_fraction"], plans["label_values"],
-                            seed=seed)
+                            seed=seed, centre_z=plans["dim"] != "3d")
     train_ds.epoch = start_epoch
     loader = iter(make_loader(train_ds, int(cfg["workers"])))
     val_batches = _fixed_val_batches(val_paths or train_paths, patch, plans, cfg, seed)
@@ -228,7 +231,7 @@ def _fixed_val_batches(paths, patch, plans, cfg, seed):
     if n <= 0:
         return []
     ds = PatchBatches(paths, patch, batch_size=max(1, plans["batch_size"]), fg_fraction=1.0,
-                      label_values=plans["label_values"], seed=seed + 1)
+                      label_values=plans["label_values"], seed=seed + 1, centre_z=plans["dim"] != "3d")
     it = iter(ds)
     return [next(it) for _ in range(max(1, n // max(1, plans["batch_size"])))]
 

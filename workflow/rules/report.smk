@@ -1,0 +1,32 @@
+# The cohort report: ONE self-contained HTML file (voxflow.report) with the metrics, QC images,
+# training curves, run times and provenance. Only the evaluation tables are named inputs (named
+# inputs travel in --io on the command line); predictions, models and QC images are positional:
+# they order the DAG, and the step finds them under OUT, so the command stays short on big cohorts.
+REPORT_CFG = {"config": config, "subjects": PREDICT_SUBJECTS, "output_dir": OUT, "model_dir": MODEL_SRC,
+              "workflow_dir": workflow.basedir, "max_qc_subjects": 12}
+
+
+rule report:
+    input:
+        [os.path.join(PRED_DIR, s, f"{s}_seg_mni.nii.gz") for s in PREDICT_SUBJECTS],
+        [os.path.join(MODEL_SRC, f"fold_{k}", "model_final.pt") for k in PRED_FOLDS],
+        expand(os.path.join(OUT, "qc", "{subject}", "{step}.png"), subject=SUBJECTS,
+               step=["n4", "skullstrip", "mni"]),
+        **({"metrics": os.path.join(EVAL_DIR, "metrics.tsv"), "summary": os.path.join(EVAL_DIR, "summary.tsv")}
+           if EVALUATE else {}),
+    output:
+        html=report(os.path.join(OUT, "report", "report.html"), caption="../report/report.rst",
+                    category="Report"),
+    params:
+        io=io_params(REPORT_CFG),
+    log:
+        os.path.join(OUT, "logs", "report", "report.log"),
+    benchmark:
+        os.path.join(OUT, "benchmarks", "report", "report.tsv")
+    threads: 1
+    resources:
+        mem_mb=RES["mem_mb_light"],
+    conda:
+        CONDA_ENV
+    shell:
+        step_cmd("report").replace("{wildcards.subject}", "cohort")
