@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from conftest import dice
 
 
 def _affine_parts(tx):
     """(A, b) with tx(p) = A p + b, for any SimpleITK affine-like transform."""
-    import SimpleITK as sitk
-
     b = np.array(tx.TransformPoint((0.0, 0.0, 0.0)))
     A = np.stack([np.array(tx.TransformPoint(tuple(e))) - b for e in np.eye(3)], axis=1)
     return A, b

@@ -29,6 +29,11 @@ def _run_step(args) -> int:
         # One line, last in the log, that names subject, file and problem.
         print(f"voxflow ERROR [{args.name}] {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # noqa: BLE001 - anything else: traceback first, then the one line
+        log.exception("step %s failed", args.name)
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        print(f"voxflow ERROR [{args.name}] subject={args.subject}: {type(exc).__name__}: {first}", file=sys.stderr)
+        return 1
     log.info("done %s subject=%s in %.1fs: %s", args.name, args.subject, time.time() - t0,
              json.dumps(info, default=str)[:2000] if info else "")
     return 0

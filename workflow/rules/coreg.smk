@@ -14,7 +14,7 @@ rule coreg:
         log_path("coreg"),
     benchmark:
         bench_path("coreg")
-    threads: 2
+    threads: 1
     resources:
         mem_mb=RES["mem_mb_heavy"],
     conda:

@@ -31,7 +31,7 @@ rule predict:
         log_path("predict"),
     benchmark:
         bench_path("predict")
-    threads: 2
+    threads: 1
     resources:
         mem_mb=RES["mem_mb_heavy"],
         gpu=1 if config["train"]["gpu"] else 0,

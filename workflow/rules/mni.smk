@@ -42,7 +42,7 @@ rule mni:
         log_path("mni"),
     benchmark:
         bench_path("mni")
-    threads: 2
+    threads: 1
     resources:
         mem_mb=RES["mem_mb_heavy"],
     conda:

@@ -15,7 +15,7 @@ rule n4:
         log_path("n4"),
     benchmark:
         bench_path("n4")
-    threads: 2
+    threads: 1
     resources:
         mem_mb=RES["mem_mb_heavy"],
     conda:

@@ -5,8 +5,11 @@ MODEL_DIR = os.path.join(OUT, "model")
 SPLIT_CFG = config["split"]
 # The split is a pure function of the config, so the DAG knows the test subjects at parse time;
 # the split rule writes the same split to split.json, which later steps read.
-SPLIT = make_split(SUBJECTS, SPLIT_CFG["n_folds"], SPLIT_CFG["test_fraction"], SPLIT_CFG["seed"],
-                   SPLIT_CFG["test_subjects"]) if HAS_LABEL else None
+try:
+    SPLIT = make_split(SUBJECTS, SPLIT_CFG["n_folds"], SPLIT_CFG["test_fraction"], SPLIT_CFG["seed"],
+                       SPLIT_CFG["test_subjects"]) if HAS_LABEL and not config["predict"]["model_dir"] else None
+except ValueError as exc:
+    raise WorkflowError(f"config error at 'split': {exc} (lower split.n_folds or split.test_fraction)") from None
 TRAIN_SUBJECTS = sorted({s for f in SPLIT["folds"] for s in f["train"] + f["val"]}) if SPLIT else []
 FOLDS = SPLIT_CFG["folds_to_train"] if SPLIT_CFG["folds_to_train"] is not None else list(range(SPLIT_CFG["n_folds"]))
 

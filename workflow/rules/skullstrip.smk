@@ -16,7 +16,7 @@ rule skullstrip:
         log_path("skullstrip"),
     benchmark:
         bench_path("skullstrip")
-    threads: 2
+    threads: 1
     resources:
         mem_mb=RES["mem_mb_heavy"],
     conda:
