@@ -13,8 +13,9 @@ from typing import Sequence
 import numpy as np
 
 # Activation bytes per voxel and per base feature, forward + backward, fp32, summed over a U-Net's
-# stages: ~ 2 convs x (feat x 4 bytes) x 2 (grad) x ~2.5 (norm/act/skip copies); calibrated on
-# DynUNet so that a 128^3 patch, batch 2, 32 base features is ~9 GB as with nnU-Net's defaults.
+# stages: ~ 2 convs x (feat x 4 bytes) x 2 (grad) x ~2.5 (norm/act/skip copies). A 128^3 patch,
+# batch 2, 32 base features gives ~18 GB in fp32; mixed precision on CUDA roughly halves it, which
+# is nnU-Net's default configuration on a ~10 GB card. Conservative on purpose: an OOM costs a run.
 _BYTES_PER_VOXEL_FEATURE = 135.0
 
 

@@ -195,7 +195,7 @@ def train_fold(train_paths: list[str], val_paths: list[str], plans: dict, cfg: d
             img, lab = augment_batch(img, lab, aug_cfg, gen)
             img = img.contiguous(memory_format=fmt)
             for g in opt.param_groups:
-                g["lr"] = poly_lr(cfg["lr"], epoch * iters + it, total_steps) if cfg["optimizer"] == "sgd" else g["lr"]
+                g["lr"] = poly_lr(cfg["lr"], epoch * iters + it, total_steps)
             opt.zero_grad(set_to_none=True)
             with torch.autocast(device.type, enabled=amp):
                 out = net(img)
