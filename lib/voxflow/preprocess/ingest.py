@@ -55,8 +55,8 @@ def ingest_subject(subject: str, images: Mapping[str, str], out_images: Mapping[
     for mod, path in images.items():
         if not path:
             raise InputError(subject, None, f"modality '{mod}' is missing for this subject")
-        img = read_image(path, subject, what=f"{mod} image")
-        loaded[mod] = sitk.Cast(img, sitk.sitkFloat32)
+        # kept in the scanner's dtype (int16 gzips twice as fast as float32); later steps read float
+        loaded[mod] = read_image(path, subject, what=f"{mod} image")
     if reference not in loaded:
         raise InputError(subject, None, f"reference modality '{reference}' is missing")
     lab = None

@@ -27,7 +27,11 @@ def head_mask(img):
 
 def n4_correct(img, mask=None, *, fit_spacing_mm: float = 6.0, iterations=(20, 10),
                spline_distance_mm: float = 100.0, convergence_tol: float = 1e-6):
-    """Return (corrected image, multiplicative bias field), both on the input grid."""
+    """Return (corrected image on the input grid, multiplicative bias field on the coarse fit grid).
+
+    The field is returned at the fit resolution: it is smooth, and writing it at full resolution
+    cost as much as the correction itself.
+    """
     import ants
 
     spacing = np.array(img.spacing)
@@ -47,9 +51,8 @@ def n4_correct(img, mask=None, *, fit_spacing_mm: float = 6.0, iterations=(20, 1
     log_field = ants.image_clone(field)
     log_field = log_field.new_image_like(np.log(np.maximum(field.numpy(), 1e-6)))
     log_full = ants.resample_image_to_target(log_field, img, interp_type="linear")
-    bias = log_full.new_image_like(np.exp(log_full.numpy()))
-    corrected = img.new_image_like(img.numpy() / bias.numpy())
-    return corrected, bias
+    corrected = img.new_image_like(img.numpy() / np.exp(log_full.numpy()))
+    return corrected, field
 
 
 def correct_subject(images: dict, out_images: dict, out_fields: dict, modality_types: dict,
