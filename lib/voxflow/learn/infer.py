@@ -121,7 +121,8 @@ def predict_subject(store_path: str, model_paths: Sequence[str], postprocess: di
     brain = zarr.open_group(store_path, mode="r")["labels/brain/0"][:] > 0
     seg = np.where(brain, seg, 0).astype(np.uint8)
     if postprocess:
-        seg = apply_postprocessing(seg, postprocess)
+        seg = apply_postprocessing(seg, postprocess, fill_holes_labels=postprocess.get("fill_holes") or (),
+                                   open_close=postprocess.get("open_close"))
     write_mni(seg, meta, out_mni)
     native = to_native(seg, meta, is_label=True).astype(np.uint8)
     write_like(native, meta["transforms"]["native_reference"], out_native)

@@ -96,6 +96,8 @@ def postprocess_plan(subject: str, inp: dict, out: dict, cfg: dict, threads: int
         decision = {"groups": groups, "enabled": [mode == "on"] * len(groups), "dice_before": None,
                     "dice_after": None}
     decision["mode"] = mode
+    decision["fill_holes"] = cfg.get("fill_holes") or []
+    decision["open_close"] = cfg.get("open_close")
     decision["n_validation_cases"] = len(preds)
     write_json_atomic(decision, out["postprocessing"])
     return decision
