@@ -89,7 +89,7 @@ def test_defaults_filled():
     # a few that the preprocessing relies on, spelled out
     assert cfg["input"]["layout"] == "demo" and cfg["output_dir"] == "results"
     assert cfg["preprocess"]["skullstrip"]["method"] == "deepbet"
-    assert cfg["preprocess"]["zarr"]["compressor"] == "zstd" and cfg["preprocess"]["zarr"]["chunk"] == 64
+    assert cfg["preprocess"]["zarr"]["compressor"] == "lz4" and cfg["preprocess"]["zarr"]["chunk"] == 64
 
 
 def test_cross_field_checks():
