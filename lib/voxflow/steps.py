@@ -28,10 +28,6 @@ def by_modality(files: dict, prefix: str = "img_") -> dict[str, str]:
     return {k[len(prefix):]: v for k, v in files.items() if k.startswith(prefix)}
 
 
-def _zyx(img) -> tuple:
-    return tuple(float(s) for s in img.spacing[::-1])
-
-
 @step
 def demo(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
     from voxflow.demo import generate_subject
@@ -68,60 +64,41 @@ def coreg(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> di
 
 @step
 def n4(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
-    import ants
-
     from voxflow.preprocess.n4 import correct_subject
     from voxflow.qc import n4_qc
 
-    images, outs = by_modality(inp), by_modality(out)
-    fields = by_modality(out, "field_")
-    if not cfg["enabled"]:
-        from voxflow.io import write_ants
-
-        for m, p in images.items():
-            img = ants.image_read(p)
-            write_ants(img, outs[m])
-            write_ants(img.new_image_like(np.ones(img.shape, np.float32)), fields[m])
-        stats = {"skipped": "n4.enabled is false"}
-    else:
-        stats = correct_subject(images, outs, fields, cfg.get("modality_types", {}), cfg["fit_spacing_mm"],
-                                cfg["iterations"], cfg["spline_distance_mm"])
-    ref = cfg["reference"]
-    before, after, field = (ants.image_read(p) for p in (images[ref], outs[ref], fields[ref]))
-    n4_qc(before.numpy().T, after.numpy().T, field.numpy().T, _zyx(before), out["qc"], f"{subject}: N4 ({ref})")
+    ref, qc = cfg["reference"], {}
+    stats = correct_subject(by_modality(inp), by_modality(out), by_modality(out, "field_"),
+                            cfg.get("modality_types", {}), cfg["fit_spacing_mm"], cfg["iterations"],
+                            cfg["spline_distance_mm"], enabled=cfg["enabled"], reference=ref, qc=qc)
+    n4_qc(qc["before"], qc["after"], qc["field"], qc["spacing_zyx"], out["qc"], f"{subject}: N4 ({ref})")
     return stats
 
 
 @step
 def skullstrip(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
-    import ants
-
     from voxflow.preprocess.skullstrip import strip_subject
     from voxflow.qc import mask_qc
 
-    tpl = cfg.get("template") or {}
+    tpl, qc = cfg.get("template") or {}, {}
     info = strip_subject(by_modality(inp), cfg["reference"], by_modality(out), out["mask"], cfg["method"],
                          modality=cfg.get("modality"), threshold=cfg["threshold"], head_template=tpl.get("head"),
-                         template_brain_mask=tpl.get("brain_mask"), threads=threads)
-    ref = ants.image_read(inp[f"img_{cfg['reference']}"])
-    mask = ants.image_read(out["mask"])
-    mask_qc(ref.numpy().T, mask.numpy().T, _zyx(ref), out["qc"], f"{subject}: brain mask ({info['method']})")
+                         template_brain_mask=tpl.get("brain_mask"), threads=threads, qc=qc)
+    mask_qc(qc["image"], qc["mask"], qc["spacing_zyx"], out["qc"], f"{subject}: brain mask ({info['method']})")
     return info
 
 
 @step
 def mni(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
-    import ants
-
     from voxflow.preprocess.mni import register_subject
     from voxflow.qc import registration_qc
 
+    qc: dict = {}
     info = register_subject(by_modality(inp), cfg["reference"], inp["mask"], inp.get("label"), inp["template"],
                             by_modality(out), out["mask"], out.get("label"), out["xfm"], cfg["transform"],
-                            cfg["interpolation"])
-    reg = ants.image_read(out[f"img_{cfg['reference']}"])
-    tpl = ants.image_read(inp["template"])
-    registration_qc(reg.numpy().T, tpl.numpy().T, _zyx(tpl), out["qc"], f"{subject}: in MNI152 ({cfg['transform']})")
+                            cfg["interpolation"], qc=qc)
+    registration_qc(qc["image"], qc["template"], qc["spacing_zyx"], out["qc"],
+                    f"{subject}: in MNI152 ({cfg['transform']})")
     return info
 
 

@@ -88,8 +88,11 @@ def load_transforms(xfm_dir: str | Path, direction: str = "native_to_mni") -> tu
 
 def register_subject(images: dict, reference: str, mask: str, label: str | None, template: str,
                      out_images: dict, out_mask: str, out_label: str | None, xfm_dir: str,
-                     transform: str = "affine", interpolator: str = "linear") -> dict:
-    """Register the reference brain to MNI and bring every modality, the mask and the label there."""
+                     transform: str = "affine", interpolator: str = "linear", qc: dict | None = None) -> dict:
+    """Register the reference brain to MNI and bring every modality, the mask and the label there.
+
+    `qc`, if given, receives the registered reference and the template (Z,Y,X) already in memory.
+    """
     import ants
 
     fixed = ants.image_read(template)
@@ -101,6 +104,9 @@ def register_subject(images: dict, reference: str, mask: str, label: str | None,
         img = moving if mod == reference else ants.image_read(path)
         warped = ants.apply_transforms(fixed=fixed, moving=img, transformlist=fwd, interpolator=interpolator)
         write_ants(warped, out_images[mod])
+        if qc is not None and mod == reference:
+            qc.update(image=warped.numpy().T, template=fixed.numpy().T,
+                      spacing_zyx=tuple(float(x) for x in fixed.spacing[::-1]))
     for src, dst in ((mask, out_mask), (label, out_label)):
         if src and dst:
             lab = ants.image_read(src)

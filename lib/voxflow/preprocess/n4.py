@@ -56,8 +56,14 @@ def n4_correct(img, mask=None, *, fit_spacing_mm: float = 6.0, iterations=(20, 1
 
 
 def correct_subject(images: dict, out_images: dict, out_fields: dict, modality_types: dict,
-                    fit_spacing_mm: float, iterations, spline_distance_mm: float) -> dict:
-    """N4 on MR modalities; other modalities (CT) are copied unchanged."""
+                    fit_spacing_mm: float, iterations, spline_distance_mm: float, enabled: bool = True,
+                    reference: str | None = None, qc: dict | None = None) -> dict:
+    """N4 on MR modalities; other modalities (CT), or all when `enabled` is false, are copied
+    unchanged with a unit field (every modality gets its field file, as the rule declares).
+
+    `qc`, if given, receives the reference modality's arrays (Z,Y,X) already in memory, so the
+    QC figure needs no second read of the files just written.
+    """
     import ants
 
     from voxflow.io import write_ants
@@ -65,14 +71,20 @@ def correct_subject(images: dict, out_images: dict, out_fields: dict, modality_t
     stats = {}
     for mod, path in images.items():
         img = ants.image_read(path)
-        if modality_types.get(mod, "mr") != "mr":
-            write_ants(img, out_images[mod])
-            stats[mod] = "skipped (not MR)"
-            continue
-        corrected, bias = n4_correct(img, fit_spacing_mm=fit_spacing_mm, iterations=iterations,
-                                     spline_distance_mm=spline_distance_mm)
+        if enabled and modality_types.get(mod, "mr") == "mr":
+            corrected, bias = n4_correct(img, fit_spacing_mm=fit_spacing_mm, iterations=iterations,
+                                         spline_distance_mm=spline_distance_mm)
+            b = bias.numpy()
+            stats[mod] = {"field_min": float(b.min()), "field_max": float(b.max())}
+        else:
+            corrected = img
+            coarse = ants.resample_image(img, tuple(max(float(s), fit_spacing_mm) for s in img.spacing),
+                                         use_voxels=False, interp_type=0)
+            bias = coarse.new_image_like(np.ones(coarse.shape, np.float32))
+            stats[mod] = "skipped (N4 disabled)" if not enabled else "skipped (not MR)"
         write_ants(corrected, out_images[mod])
         write_ants(bias, out_fields[mod])
-        b = bias.numpy()
-        stats[mod] = {"field_min": float(b.min()), "field_max": float(b.max())}
+        if qc is not None and mod == reference:
+            qc.update(before=img.numpy().T, after=corrected.numpy().T, field=bias.numpy().T,
+                      spacing_zyx=tuple(float(x) for x in img.spacing[::-1]))
     return stats

@@ -70,8 +70,11 @@ def nonzero_mask(images):
 
 def strip_subject(images: dict, reference: str, out_images: dict, out_mask: str, method: str,
                   modality: str | None = None, threshold: float = 0.5, head_template: str | None = None,
-                  template_brain_mask: str | None = None, threads: int = 1) -> dict:
-    """Compute the brain mask on one modality and apply it to all of them."""
+                  template_brain_mask: str | None = None, threads: int = 1, qc: dict | None = None) -> dict:
+    """Compute the brain mask on one modality and apply it to all of them.
+
+    `qc`, if given, receives the reference image and the mask (Z,Y,X) already in memory.
+    """
     import ants
 
     from voxflow.io import write_ants
@@ -94,5 +97,8 @@ def strip_subject(images: dict, reference: str, out_images: dict, out_mask: str,
     for mod, img in loaded.items():
         write_ants(img.new_image_like(np.where(m, img.numpy(), 0).astype(np.float32)), out_images[mod])
     write_ants(mask.astype("uint8"), out_mask)
+    if qc is not None:
+        ref = loaded[reference]
+        qc.update(image=ref.numpy().T, mask=m.T, spacing_zyx=tuple(float(x) for x in ref.spacing[::-1]))
     spacing = np.prod(mask.spacing)
     return {"method": method, "brain_volume_ml": float(m.sum() * spacing / 1000.0)}
