@@ -47,8 +47,8 @@ def evaluate(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) ->
     rows += _rows(mni_pred, root["labels/lesion/0"][:], meta["spacing_zyx"], cfg, subject, "mni")
     df = pd.DataFrame(rows)
     write_tsv(df, out["metrics"])
-    whole = df[(df.space == "native") & (df.label == df.label.iloc[-1])] if len(df) else df
-    return {"rows": len(df), "last_region_native_dice": float(whole.dice.iloc[0]) if len(whole) else None}
+    native = df[df.space == "native"].set_index("label")["dice"].round(4)
+    return {"rows": len(df), "native_dice": native.to_dict()}
 
 
 @step

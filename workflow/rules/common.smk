@@ -58,10 +58,11 @@ def io_params(section):
     return _fn
 
 
-def step_cmd(name):
+def step_cmd(name, subject="{wildcards.subject}"):
+    """The shell command of a rule; `subject` names the job in logs and errors (cohort rules: "cohort")."""
     return (
         "OMP_NUM_THREADS={threads} ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS={threads} MKL_NUM_THREADS={threads} "
-        f"voxflow step {name} --subject {{wildcards.subject}} --threads {{threads}} --io {{params.io:q}} "
+        f"voxflow step {name} --subject {subject} --threads {{threads}} --io {{params.io:q}} "
         "> {log} 2>&1 || (tail -n 1 {log} >&2; exit 1)"
     )
 

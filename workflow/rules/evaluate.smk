@@ -45,4 +45,4 @@ rule aggregate:
     conda:
         CONDA_ENV
     shell:
-        step_cmd("aggregate").replace("{wildcards.subject}", "cohort")
+        step_cmd("aggregate", subject="cohort")

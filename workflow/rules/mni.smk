@@ -20,7 +20,7 @@ rule template:
     conda:
         CONDA_ENV
     shell:
-        step_cmd("template").replace("{wildcards.subject}", "template")
+        step_cmd("template", subject="template")
 
 
 rule mni:

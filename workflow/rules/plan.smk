@@ -33,7 +33,7 @@ rule split:
     conda:
         CONDA_ENV
     shell:
-        step_cmd("split").replace("{wildcards.subject}", "cohort")
+        step_cmd("split", subject="cohort")
 
 
 rule plan:
@@ -56,4 +56,4 @@ rule plan:
     conda:
         CONDA_ENV
     shell:
-        step_cmd("plan").replace("{wildcards.subject}", "cohort")
+        step_cmd("plan", subject="cohort")

@@ -29,4 +29,4 @@ rule report:
     conda:
         CONDA_ENV
     shell:
-        step_cmd("report").replace("{wildcards.subject}", "cohort")
+        step_cmd("report", subject="cohort")

@@ -29,7 +29,7 @@ rule train:
     conda:
         CONDA_ENV
     shell:
-        step_cmd("train").replace("{wildcards.subject}", "fold{wildcards.fold}")
+        step_cmd("train", subject="fold{wildcards.fold}")
 
 
 rule postprocess_plan:
@@ -49,4 +49,4 @@ rule postprocess_plan:
     conda:
         CONDA_ENV
     shell:
-        step_cmd("postprocess_plan").replace("{wildcards.subject}", "cohort")
+        step_cmd("postprocess_plan", subject="cohort")

@@ -114,11 +114,11 @@ def predict_subject(store_path: str, model_paths: Sequence[str], postprocess: di
     device = device or pick_device(cfg.get("device", "auto"))
     probs, plans = predict_probabilities(store_path, model_paths, cfg, device, progress=True)
     seg = labels_from_probabilities(probs, plans["label_values"])
-    meta = store_geometry(store_path)
-    brain = None
     import zarr
 
-    brain = zarr.open_group(store_path, mode="r")["labels/brain/0"][:] > 0
+    root = zarr.open_group(store_path, mode="r")
+    meta = dict(root.attrs["voxflow"])
+    brain = root["labels/brain/0"][:] > 0
     seg = np.where(brain, seg, 0).astype(np.uint8)
     if postprocess:
         seg = apply_postprocessing(seg, postprocess, fill_holes_labels=postprocess.get("fill_holes") or (),
