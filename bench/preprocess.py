@@ -50,7 +50,7 @@ def main() -> int:
         times[name] = time.perf_counter() - t0
         return out
 
-    p = lambda step, m: str(w / f"{step}_{m}.nii.gz")  # noqa: E731
+    p = lambda step, m: str(w / f"{step}_{m}.nii")  # as the workflow: float intermediates uncompressed  # noqa: E731
     timed("ingest", ingest.ingest_subject, "bench", raw, {m: p("ingest", m) for m in mods}, "t1")
     timed("coreg", coreg.coregister_subject, "bench", {m: p("ingest", m) for m in mods}, "t1",
           {m: p("coreg", m) for m in mods}, {m: str(w / f"{m}.mat") for m in mods if m != "t1"})

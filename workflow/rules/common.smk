@@ -32,7 +32,9 @@ def sub_path(step, name):
 
 
 def images(step, prefix="img_"):
-    return {f"{prefix}{m}": sub_path(step, f"{m}.nii.gz") for m in MODS}
+    """Float intermediates are uncompressed NIfTI: gzip shrinks float32 scans by ~10% and costs
+    ~1.3 s per 1 mm volume, a third of the preprocessing time. Masks and labels stay gzipped."""
+    return {f"{prefix}{m}": sub_path(step, f"{m}.nii") for m in MODS}
 
 
 def log_path(rule_name):

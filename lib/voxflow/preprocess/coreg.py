@@ -17,14 +17,19 @@ from voxflow.io import atomic_path, write_ants
 
 
 def coarse_copy(img, spacing_mm: float):
-    """A copy at `spacing_mm` (never finer than the image): registration metrics on a 2 mm grid
-    cost ~1/8 of 1 mm and the rigid/affine parameters they find are physical, so they apply as is."""
-    import ants
+    """A block-averaged copy at about `spacing_mm` (never finer than the image).
 
-    target = tuple(max(float(s), spacing_mm) for s in img.spacing)
-    if np.allclose(target, img.spacing):
+    Registration metrics on a 3 mm grid cost ~1/27 of 1 mm, and the rigid/affine parameters they
+    find are physical, so they apply as is. SimpleITK's BinShrink (block mean, which also
+    anti-aliases) takes 10 ms where `ants.resample_image` took 0.6 s on a 1 mm head.
+    """
+    import ants
+    import SimpleITK as sitk
+
+    factors = [max(1, int(round(spacing_mm / float(s)))) for s in img.spacing]
+    if factors == [1] * len(factors):
         return img
-    return ants.resample_image(img, target, use_voxels=False, interp_type=0)
+    return ants.from_sitk(sitk.BinShrink(ants.to_sitk(img), factors))
 
 
 def rigid_to_reference(fixed, moving, *, work_spacing_mm: float = 3.0, iterations=(100, 50),

@@ -34,10 +34,9 @@ def n4_correct(img, mask=None, *, fit_spacing_mm: float = 6.0, iterations=(20, 1
     """
     import ants
 
-    spacing = np.array(img.spacing)
-    factor = np.maximum(fit_spacing_mm / spacing, 1.0)
-    small_shape = tuple(int(max(8, round(s / f))) for s, f in zip(img.shape, factor))
-    small = ants.resample_image(img, small_shape, use_voxels=True, interp_type=0)
+    from voxflow.preprocess.coreg import coarse_copy
+
+    small = coarse_copy(img, fit_spacing_mm)
     small_mask = (head_mask(small) if mask is None
                   else ants.resample_image_to_target(mask, small, interp_type="nearestNeighbor"))
     # N4 works on positive intensities; shift tiny/negative values (z-scored inputs) away from 0.

@@ -31,13 +31,13 @@ def deepbet_mask(img, threshold: float = 0.5, threads: int = 1):
 
     torch.set_num_threads(max(1, threads))
     with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "in.nii.gz")
+        path = os.path.join(tmp, "in.nii")  # uncompressed: gzip of float noise costs ~1 s
         img.to_file(path)
         nii = nib.load(path)
         nii = nib.Nifti1Image(np.asarray(nii.dataobj, dtype=np.float32), nii.affine, nii.header)
         bet = BrainExtraction(no_gpu=not torch.cuda.is_available())
         _, mask_nii, _ = bet.run(nii, threshold=threshold)
-        out = os.path.join(tmp, "mask.nii.gz")
+        out = os.path.join(tmp, "mask.nii")
         mask_nii.to_filename(out)
         import ants
         mask = ants.image_read(out)
