@@ -5,6 +5,11 @@ All losses take logits ``(B, K, *spatial)`` (2D or 3D) and an integer target
 (one Dice per foreground class, pooled over the whole batch, which is stabler
 than per-sample Dice when a class is missing from some patches), computed on
 softmax probabilities with smoothing 1e-5.
+
+Under DDP (several processes, each holding a slice of the global batch) the batch-level terms are
+made global: the Dice statistics and the weighted-CE weight sum are summed over processes
+(``reduce_sum``, differentiable), so that DDP's mean of the per-process losses, and of their
+gradients, equals the loss of the whole batch in one process.
 """
 
 from __future__ import annotations
@@ -30,11 +35,13 @@ def _target(target: Tensor, logits: Tensor) -> Tensor:
     return target.long()
 
 
-def soft_dice_loss(logits: Tensor, target: Tensor, smooth: float = SMOOTH) -> Tensor:
+def soft_dice_loss(logits: Tensor, target: Tensor, smooth: float = SMOOTH,
+                   reduce_sum: Callable[[Tensor], Tensor] | None = None) -> Tensor:
     """1 - mean over foreground classes of (2 sum(p g) + s) / (sum p + sum g + s).
 
     p are softmax probabilities, g the one-hot target; sums run over batch and
     space (batch Dice). Background (class 0) is left out, as in nnU-Net.
+    ``reduce_sum`` sums the statistics over processes (the batch is then the global batch).
     """
     t = _target(target, logits)
     n_classes = logits.shape[1]
@@ -45,6 +52,8 @@ def soft_dice_loss(logits: Tensor, target: Tensor, smooth: float = SMOOTH) -> Te
     axes = [0] + list(range(2, logits.ndim))
     inter = (probs * onehot).sum(axes)
     denom = probs.sum(axes) + onehot.sum(axes)
+    if reduce_sum is not None:
+        inter, denom = reduce_sum(torch.stack([inter, denom])).unbind(0)
     return 1 - ((2 * inter + smooth) / (denom + smooth)).mean()
 
 
@@ -78,9 +87,11 @@ class SegLoss(nn.Module):
     """The callable that :func:`make_loss` returns (a Module so it moves with ``.to``)."""
 
     def __init__(self, name: str, n_classes: int, class_weights: Sequence[float] | None,
-                 ds_weights: Sequence[float] | None):
+                 ds_weights: Sequence[float] | None, reduce_sum: Callable[[Tensor], Tensor] | None = None,
+                 world_size: int = 1):
         super().__init__()
         self.name, self.n_classes = name, n_classes
+        self.reduce_sum, self.world_size = reduce_sum, int(world_size)
         w = None if class_weights is None else torch.tensor([float(x) for x in class_weights])
         self.register_buffer("class_weights", w, persistent=False)
         if ds_weights is not None:
@@ -99,9 +110,14 @@ class SegLoss(nn.Module):
         if self.name in ("ce", "wce", "dice_ce"):
             w = self.class_weights if self.name == "wce" else None
             w = None if w is None else w.to(logits.device)
-            loss = loss + F.cross_entropy(logits.float(), t, weight=w)
+            if w is not None and self.reduce_sum is not None:
+                # torch divides by the weights of the local target voxels; the global batch needs all of them
+                total = self.reduce_sum(w[t].sum().detach()) / self.world_size
+                loss = loss + F.cross_entropy(logits.float(), t, weight=w, reduction="sum") / total
+            else:  # plain CE: each process's mean over equally many voxels, so DDP's mean is the global one
+                loss = loss + F.cross_entropy(logits.float(), t, weight=w)
         if self.name in ("dice", "dice_ce"):
-            loss = loss + soft_dice_loss(logits, t)
+            loss = loss + soft_dice_loss(logits, t, reduce_sum=self.reduce_sum)
         return loss
 
     def forward(self, output: Tensor | Sequence[Tensor], target: Tensor) -> Tensor:
@@ -129,6 +145,8 @@ def make_loss(
     n_classes: int,
     class_weights: Sequence[float] | None = None,
     deep_supervision_weights: Sequence[float] | None = None,
+    reduce_sum: Callable[[Tensor], Tensor] | None = None,
+    world_size: int = 1,
 ) -> Callable[[Tensor, Tensor], Tensor]:
     """Build a loss ``f(logits, target) -> scalar``.
 
@@ -143,6 +161,9 @@ def make_loss(
     tensor of a deep-supervision ``DynUNet``; the target is resized to each
     output with nearest interpolation and the losses are summed with the weights.
     Outputs with weight 0 are not evaluated.
+
+    ``reduce_sum`` (e.g. :func:`voxflow.learn.ddp.sum_over_processes`) and ``world_size``: for DDP,
+    where each of ``world_size`` processes holds an equal slice of the batch.
     """
     if name not in LOSS_NAMES:
         raise ValueError(f"unknown loss {name!r}; choose one of {LOSS_NAMES}")
@@ -153,4 +174,4 @@ def make_loss(
             raise ValueError(f"{len(class_weights)} class_weights for {n_classes} classes")
     elif class_weights is not None:
         raise ValueError(f"class_weights only apply to loss 'wce', not {name!r}")
-    return SegLoss(name, n_classes, class_weights, deep_supervision_weights)
+    return SegLoss(name, n_classes, class_weights, deep_supervision_weights, reduce_sum, world_size)

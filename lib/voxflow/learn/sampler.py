@@ -73,11 +73,19 @@ class PatchBatches(torch.utils.data.IterableDataset):
     `label_lut` maps stored label values (e.g. BraTS 0,1,2,4) to contiguous class indices.
     `centre_z`: a forced-foreground patch has its foreground voxel on its centre z slice (2D/2.5D
     train on the centre slice of a k-slice patch, which must then contain the foreground).
+    `rank`/`world`: yield only samples ``[rank*B/world, (rank+1)*B/world)`` of each global batch of
+    `batch_size`. Every rank draws the whole batch from the same seeded RNG and reads only its own
+    patches, so the global batch is the same whatever the number of processes (DDP).
     """
 
     def __init__(self, paths: Sequence[str], patch: Sequence[int], batch_size: int, fg_fraction: float = 1 / 3,
-                 label_values: Sequence[int] = (0, 1), seed: int = 0, centre_z: bool = False):
+                 label_values: Sequence[int] = (0, 1), seed: int = 0, centre_z: bool = False,
+                 rank: int = 0, world: int = 1):
+        if batch_size % world or not 0 <= rank < world:
+            raise ValueError(f"batch size {batch_size} cannot be split over {world} processes (rank {rank})")
         self.paths, self.patch, self.batch_size = list(paths), list(patch), batch_size
+        local = batch_size // world
+        self.mine = range(rank * local, (rank + 1) * local)
         self.centre_z = centre_z
         self.n_fg = min(batch_size, max(1, math.ceil(batch_size * fg_fraction))) if fg_fraction > 0 else 0
         lut = np.zeros(256, dtype=np.int64)
@@ -92,6 +100,10 @@ class PatchBatches(torch.utils.data.IterableDataset):
         return np.random.default_rng([self.seed, self.epoch, wid])
 
     def sample(self, store: Store, rng: np.random.Generator, force_fg: bool):
+        return read_patch(store, self.draw(store, rng, force_fg), self.patch)
+
+    def draw(self, store: Store, rng: np.random.Generator, force_fg: bool) -> list[int]:
+        """A patch origin; uses only the store's metadata, so it costs no read."""
         center = None
         if force_fg and store.fg:
             classes = [k for k in store.fg if k != "any" and len(store.fg[k])]
@@ -102,7 +114,7 @@ class PatchBatches(torch.utils.data.IterableDataset):
         start = choose_start(store.shape, self.patch, rng, center)
         if self.centre_z and center is not None:
             start[0] = int(center[0]) - self.patch[0] // 2
-        return read_patch(store, start, self.patch)
+        return start
 
     def __iter__(self):
         rng = self._rng()
@@ -111,7 +123,11 @@ class PatchBatches(torch.utils.data.IterableDataset):
             imgs, labs = [], []
             for i in range(self.batch_size):
                 force = i >= self.batch_size - self.n_fg
-                img, lab = self.sample(stores[int(rng.integers(len(stores)))], rng, force)
+                store = stores[int(rng.integers(len(stores)))]
+                start = self.draw(store, rng, force)
+                if i not in self.mine:
+                    continue
+                img, lab = read_patch(store, start, self.patch)
                 imgs.append(img)
                 labs.append(self.lut[lab] if lab is not None else np.zeros(img.shape[1:], np.int64))
             yield torch.from_numpy(np.stack(imgs)), torch.from_numpy(np.stack(labs)[:, None])

@@ -49,10 +49,11 @@ def plan(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dic
 def train(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
     import torch
 
+    from voxflow.learn.ddp import env_rank
     from voxflow.learn.infer import labels_from_probabilities, predict_probabilities
     from voxflow.learn.train import pick_device, train_fold
 
-    torch.set_num_threads(max(1, threads))
+    torch.set_num_threads(max(1, threads // env_rank()[1]))  # under torchrun: the job's threads shared
     fold = int(cfg["fold"])
     sp = json.loads(Path(inp["split"]).read_text())
     plans = json.loads(Path(inp["plans"]).read_text())
@@ -61,6 +62,10 @@ def train(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> di
     device = pick_device(cfg["train"]["device"])
     info = train_fold([inp[f"store_{s}"] for s in f["train"]], [inp[f"store_{s}"] for s in f["val"]], plans,
                       cfg["train"], out_dir, device=device)
+    info.pop("step_losses", None)  # for tests; the curve has the epoch means
+    if info["rank"] != 0:  # DDP: rank 0 alone writes the outputs
+        return info
+    torch.set_num_threads(max(1, threads))  # the other processes have finished
     # Full-volume validation predictions: the input of the postprocessing decision.
     preds = {}
     for s in f["val"]:

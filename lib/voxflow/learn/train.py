@@ -3,6 +3,11 @@
 Resumable by construction: a checkpoint (model, optimizer, scaler, epoch, curve) is written
 atomically every `checkpoint_every` epochs and rerunning the rule continues from it. The curve
 (loss, validation pseudo-Dice) goes to CSV and PNG after every epoch.
+
+Under torchrun (WORLD_SIZE > 1) the same function runs in every process with DDP: each process
+reads and trains on its slice of every global batch (`plans["batch_size"]`), the batch and its
+augmentation being drawn per sample from seeds that do not depend on the number of processes, so
+N processes compute the same steps as one; only rank 0 validates and writes files.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import numpy as np
 import torch
 
 from voxflow.io import atomic_path
+from voxflow.learn import ddp
 from voxflow.learn.augment import AugmentConfig, augment_batch
 from voxflow.learn.losses import deep_supervision_weights, inverse_frequency_weights, make_loss
 from voxflow.learn.networks import SliceWise, build_network
@@ -79,6 +85,21 @@ def poly_lr(base_lr: float, step: int, total: int, exponent: float = 0.9) -> flo
     return base_lr * (1 - min(step, total - 1) / total) ** exponent
 
 
+def sample_generator(seed: int, step: int, index: int, device: torch.device) -> torch.Generator:
+    """The augmentation generator of sample `index` of the global batch at `step`: the same in
+    whichever process holds the sample, and on resume."""
+    state = np.random.SeedSequence([seed, step, index]).generate_state(1, np.uint64)[0]
+    return torch.Generator(device=device).manual_seed(int(state) & (2**63 - 1))
+
+
+def augment_samples(img: torch.Tensor, lab: torch.Tensor, cfg: AugmentConfig, seed: int, step: int,
+                    first: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Augment each sample with its own generator; `first` is the index of img[0] in the global batch."""
+    out = [augment_batch(img[i:i + 1], lab[i:i + 1], cfg, sample_generator(seed, step, first + i, img.device))
+           for i in range(img.shape[0])]
+    return torch.cat([o[0] for o in out]), torch.cat([o[1] for o in out])
+
+
 def pseudo_dice(logits: torch.Tensor, target: torch.Tensor, n_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-class TP, FP, FN over a batch (nnU-Net's online pseudo-Dice accumulates these)."""
     pred = logits.argmax(1)
@@ -136,15 +157,30 @@ def write_curve(rows: list[dict], out_dir: Path) -> None:
 
 def train_fold(train_paths: list[str], val_paths: list[str], plans: dict, cfg: dict, out_dir: str | Path,
                device: torch.device | None = None, progress: bool = True) -> dict:
-    """Train (or resume) one fold; write checkpoint_latest.pt, model_final.pt, curve.csv/png."""
+    """Train (or resume) one fold; write checkpoint_latest.pt, model_final.pt, curve.csv/png.
+
+    Returns the last curve row, this call's per-step losses of its last epoch (`step_losses`, mean
+    over processes), the samples this process trained on, its rank and the world size.
+    """
+    d = ddp.setup(device or pick_device(cfg.get("device", "auto")), cfg.get("ddp_backend", "auto"))
+    info = _train(train_paths, val_paths, plans, cfg, Path(out_dir), d, progress and d.main)
+    ddp.teardown(d)  # not on an error: a process that fails exits, and torchrun stops the others
+    return info
+
+
+def _train(train_paths, val_paths, plans, cfg, out_dir: Path, d: ddp.Dist, progress: bool) -> dict:
     from tqdm import tqdm
 
-    out_dir = Path(out_dir)
+    device, batch = d.device, int(plans["batch_size"])
+    if batch % d.world:
+        raise ValueError(f"the planned batch size {batch} (global, over all processes) is not divisible by "
+                         f"{d.world} training processes; set model.batch_size to a multiple of {d.world}")
+    first = d.rank * (batch // d.world)  # index of this process's first sample in each global batch
     out_dir.mkdir(parents=True, exist_ok=True)
-    for stem in ("checkpoint_latest", "model_final", "curve"):  # half-written files of a killed run
-        for stale in out_dir.glob(f".{stem}.tmp-*"):
-            stale.unlink(missing_ok=True)
-    device = device or pick_device(cfg.get("device", "auto"))
+    if d.main:
+        for stem in ("checkpoint_latest", "model_final", "curve"):  # half-written files of a killed run
+            for stale in out_dir.glob(f".{stem}.tmp-*"):
+                stale.unlink(missing_ok=True)
     seed = int(cfg["seed"])
     torch.manual_seed(seed)
     n_classes = plans["n_classes"]
@@ -154,7 +190,8 @@ def train_fold(train_paths: list[str], val_paths: list[str], plans: dict, cfg: d
     class_weights = None
     if cfg["loss"] == "wce":
         class_weights = inverse_frequency_weights([plans["class_voxels"][str(v)] for v in plans["label_values"]])
-    loss_fn = make_loss(cfg["loss"], n_classes, class_weights, ds_weights)
+    loss_fn = make_loss(cfg["loss"], n_classes, class_weights, ds_weights,
+                        ddp.sum_over_processes if d.enabled else None, d.world)
     if cfg["optimizer"] == "sgd":
         opt = torch.optim.SGD(net.parameters(), lr=cfg["lr"], momentum=0.99, nesterov=True,
                               weight_decay=cfg["weight_decay"])
@@ -174,14 +211,19 @@ def train_fold(train_paths: list[str], val_paths: list[str], plans: dict, cfg: d
         start_epoch = int(state["epoch"])
         rows = json.loads(state["curve"])
         log.info("resuming from %s at epoch %d", ckpt_path, start_epoch)
+    model = net  # the bare network: what is saved, validated and loaded
+    net = ddp.wrap(net, d)
+    if d.enabled:
+        log.info("DDP: %d processes (%s), global batch %d, %d per process", d.world, d.backend, batch,
+                 batch // d.world)
     aug_cfg = AugmentConfig.from_dict(cfg.get("augment") or {})
     patch = sampler_patch(plans)
-    train_ds = PatchBatches(train_paths, patch, plans["batch_size"], cfg["fg_fraction"], plans["label_values"],
-                            seed=seed, centre_z=plans["dim"] != "3d")
+    train_ds = PatchBatches(train_paths, patch, batch, cfg["fg_fraction"], plans["label_values"],
+                            seed=seed, centre_z=plans["dim"] != "3d", rank=d.rank, world=d.world)
     train_ds.epoch = start_epoch
     loader = iter(make_loader(train_ds, int(cfg["workers"])))
-    val_batches = _fixed_val_batches(val_paths or train_paths, patch, plans, cfg, seed)
-    gen = torch.Generator(device=device).manual_seed(seed + 7919 * start_epoch)
+    val_batches = _fixed_val_batches(val_paths or train_paths, patch, plans, cfg, seed) if d.main else []
+    seen = 0
     for epoch in range(start_epoch, epochs):
         net.train()
         t0, wait, losses = time.time(), 0.0, []
@@ -192,7 +234,8 @@ def train_fold(train_paths: list[str], val_paths: list[str], plans: dict, cfg: d
             wait += time.time() - tw
             img, lab = img.to(device, non_blocking=True), lab.to(device, non_blocking=True)
             img, lab = to_network_input(img, lab, plans)
-            img, lab = augment_batch(img, lab, aug_cfg, gen)
+            img, lab = augment_samples(img, lab, aug_cfg, seed, epoch * iters + it, first)
+            seen += img.shape[0]
             img = img.contiguous(memory_format=fmt)
             for g in opt.param_groups:
                 g["lr"] = poly_lr(cfg["lr"], epoch * iters + it, total_steps)
@@ -207,7 +250,11 @@ def train_fold(train_paths: list[str], val_paths: list[str], plans: dict, cfg: d
             scaler.update()
             losses.append(float(loss.detach()))
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
-        dice = _validate(net, val_batches, plans, device, amp)
+        losses = ddp.mean_over_processes(losses, d)  # each process's loss is that of its slice
+        if not d.main:  # rank 0 validates and writes; the others wait for it
+            ddp.barrier(d)
+            continue
+        dice = _validate(model, val_batches, plans, device, amp)
         step_s = (time.time() - t0) / iters
         rows.append({"epoch": epoch + 1, "train_loss": round(float(np.mean(losses)), 5),
                      "val_dice_fg": round(float(dice[0]), 5) if not math.isnan(dice[0]) else "",
@@ -217,12 +264,16 @@ def train_fold(train_paths: list[str], val_paths: list[str], plans: dict, cfg: d
         log.info("epoch %d: %s", epoch + 1, rows[-1])
         write_curve(rows, out_dir)
         if (epoch + 1) % int(cfg["checkpoint_every"]) == 0 or epoch + 1 == epochs:
-            save_checkpoint(ckpt_path, model=net.state_dict(), optimizer=opt.state_dict(),
-                            scaler=scaler.state_dict(), epoch=epoch + 1, curve=json.dumps(rows))
+            save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=opt.state_dict(),
+                            scaler=scaler.state_dict(), epoch=epoch + 1, curve=json.dumps(rows), world_size=d.world)
+        ddp.barrier(d)
     final = out_dir / "model_final.pt"
-    save_checkpoint(final, model=net.state_dict(), plans=json.dumps(plans), curve=json.dumps(rows),
-                    deep_supervision=bool(cfg["deep_supervision"]))
-    return {"epochs": epochs, "final": str(final), "last": rows[-1] if rows else {}}
+    if d.main:
+        save_checkpoint(final, model=model.state_dict(), plans=json.dumps(plans), curve=json.dumps(rows),
+                        deep_supervision=bool(cfg["deep_supervision"]), world_size=d.world)
+    return {"epochs": epochs, "final": str(final), "last": rows[-1] if rows else {},
+            "step_losses": losses if start_epoch < epochs else [], "samples": seen, "rank": d.rank,
+            "world_size": d.world}
 
 
 def _fixed_val_batches(paths, patch, plans, cfg, seed):

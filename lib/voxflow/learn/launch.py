@@ -1,0 +1,42 @@
+"""How the train rule launches a fold: one process, or `torchrun` with one process per GPU (DDP).
+
+Torch-free on purpose: the Snakefile calls it at parse time, where importing torch would cost
+seconds on every `snakemake` invocation.
+"""
+
+from __future__ import annotations
+
+from voxflow.config import ConfigError
+
+
+def train_processes(train: dict) -> int:
+    """World size of a training job: `train.processes` if given, else `train.gpus`.
+
+    Checked at parse time so that a contradictory config fails before any job runs.
+    """
+    gpus, procs = int(train.get("gpus", 1)), train.get("processes")
+    if procs is not None and gpus > 1 and int(procs) != gpus:
+        raise ConfigError(f"config error at 'train.processes': {procs} processes but train.gpus is {gpus}; "
+                          "training runs one process per GPU, set only one of them")
+    if procs is None and gpus > 1 and train.get("device") == "cpu":
+        raise ConfigError(f"config error at 'train.gpus': {gpus} GPUs with train.device 'cpu'; "
+                          "for several CPU processes (gloo) set train.processes instead")
+    if train.get("ddp_backend") == "nccl" and train.get("device") == "cpu" and (procs or gpus) > 1:
+        raise ConfigError("config error at 'train.ddp_backend': nccl needs CUDA, train.device is 'cpu'; use gloo or auto")
+    return int(procs) if procs is not None else gpus
+
+
+def train_gpus(train: dict) -> int:
+    """The `gpu` resource of a training job: train.gpus when GPUs are asked for (train.gpu, or more than one GPU)."""
+    gpus = int(train.get("gpus", 1))
+    return gpus if (train.get("gpu") or gpus > 1) else 0
+
+
+def launcher(nproc: int) -> str:
+    """The command that runs `voxflow ...`: itself for one process, torchrun for several.
+
+    `--standalone` rendezvouses on a free local port, so concurrent folds on one node do not collide.
+    """
+    if nproc <= 1:
+        return "voxflow"
+    return f"torchrun --standalone --nnodes=1 --nproc_per_node={nproc} -m voxflow.cli"
