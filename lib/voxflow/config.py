@@ -6,7 +6,6 @@ never per job, so that building the DAG stays fast for thousands of subjects.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,15 +35,23 @@ def validate_config(config: dict, schema_path: str | Path) -> dict:
             problems.append(f"config error at '{key}': {err.message}")
     if problems:
         raise ConfigError("\n".join(problems))
+    given = dict(config.get("input") or {})
     validate(config, str(schema_path))  # fills defaults
     inp = config["input"]
+    if inp["layout"] == "msd" and given.get("label_values") is None:
+        inp["label_values"] = None  # taken from dataset.json's labels by voxflow.layouts.msd
     if inp["reference"] is None:
         inp["reference"] = inp["modalities"][0]
     if inp["reference"] not in inp["modalities"]:
         raise ConfigError(f"config error at 'input.reference': {inp['reference']!r} is not one of input.modalities "
                           f"{inp['modalities']}")
-    if inp["layout"] == "folders" and not inp["root"]:
-        raise ConfigError("config error at 'input.root': the folders layout needs input.root")
+    if inp["layout"] in ("folders", "brats", "msd", "bids") and not inp["root"]:
+        raise ConfigError(f"config error at 'input.root': the {inp['layout']} layout needs input.root")
+    if inp["layout"] == "sheet" and not inp["sheet"]:
+        raise ConfigError("config error at 'input.sheet': the sheet layout needs input.sheet (a CSV/TSV file)")
+    if inp["layout"] == "bids" and inp["label"] and not inp["derivatives"]:
+        raise ConfigError("config error at 'input.derivatives': the bids layout reads labels from a derivatives "
+                          f"folder (e.g. derivatives/manual); set it, or input.label: null (now {inp['label']!r})")
     if inp["layout"] == "demo":
         bad = set(inp["modalities"]) - {"t1", "t1c", "t2", "flair"}
         if bad or not 2 <= len(inp["modalities"]) <= 4:
@@ -55,11 +62,16 @@ def validate_config(config: dict, schema_path: str | Path) -> dict:
 
 @dataclass
 class Cohort:
-    """Subjects and the expected path of each of their input files (present or not)."""
+    """Subjects and the expected path of each of their input files (present or not).
+
+    `problems` holds, per subject, a (file, problem) that the layout found at parse time (an empty
+    sheet cell, no T1w in a BIDS folder): that subject's ingest job fails with it, the rest run.
+    """
 
     subjects: list[str]
-    images: dict[str, dict[str, str]] = field(default_factory=dict)   # subject -> modality -> path
+    images: dict[str, dict[str, str]] = field(default_factory=dict)   # subject -> modality -> path ("" = none)
     labels: dict[str, str | None] = field(default_factory=dict)       # subject -> label path
+    problems: dict[str, tuple[str, str]] = field(default_factory=dict)  # subject -> (file, problem)
 
 
 def demo_subject_ids(n: int) -> list[str]:
@@ -67,27 +79,7 @@ def demo_subject_ids(n: int) -> list[str]:
 
 
 def build_cohort(config: dict) -> Cohort:
-    inp, out = config["input"], config["output_dir"]
-    mods, ext = inp["modalities"], inp["extension"]
-    if inp["layout"] == "demo":
-        subjects = inp["subjects"] or demo_subject_ids(config["demo"]["n_subjects"])
-        root = os.path.join(out, "demo", "raw")
-        ext = ".nii.gz"
-    else:
-        root = inp["root"]
-        if not os.path.isdir(root):
-            raise ConfigError(f"config error at 'input.root': {root!r} is not a directory")
-        subjects = inp["subjects"] or sorted(e.name for e in os.scandir(root) if e.is_dir()
-                                             and not e.name.startswith("."))
-        if not subjects:
-            raise ConfigError(f"config error at 'input.root': no subject folders in {root!r}")
-    dup = sorted({s for s in subjects if subjects.count(s) > 1})
-    if dup:
-        raise ConfigError(f"duplicated subject IDs: {dup}")
-    cohort = Cohort(subjects=list(subjects))
-    for s in subjects:
-        names = inp.get("file_names") or {}
-        cohort.images[s] = {m: os.path.join(root, s, names.get(m, f"{m}{ext}")) for m in mods}
-        label_name = inp.get("label_file") or f"{inp['label']}{ext}"
-        cohort.labels[s] = os.path.join(root, s, label_name) if inp["label"] else None
-    return cohort
+    """The cohort of `input.layout` (see voxflow.layouts), once per DAG build."""
+    from voxflow import layouts
+
+    return getattr(layouts, config["input"]["layout"])(config)

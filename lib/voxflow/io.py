@@ -148,22 +148,61 @@ def _check_nifti(p: Path, subject: str, what: str) -> None:
             raise InputError(subject, p, f"{what} has {n_bad} NaN/Inf voxels")
 
 
+def _read_dicom_series(d: Path, subject: str, what: str) -> sitk.Image:
+    """A folder holding exactly one DICOM series, slices ordered by GDCM along the slice normal.
+
+    ITK stacks whatever slices it is given (a missing slice only prints a warning) and takes the
+    spacing from the first two, so the slice positions are checked here: evenly spaced, no
+    duplicates. Patient tags are not loaded into the image (no metadata dictionary is read), so
+    nothing identifying can reach the outputs through it.
+    """
+    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(d))
+    if not series:
+        raise InputError(subject, d, f"{what} folder holds no DICOM series")
+    if len(series) > 1:
+        raise InputError(subject, d, f"{what} folder holds {len(series)} DICOM series ({', '.join(series[:3])}"
+                                     f"{', ...' if len(series) > 3 else ''}); put one series per folder")
+    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(d), series[0])
+    if len(files) < 2:
+        raise InputError(subject, d, f"{what} DICOM series has {len(files)} slice: a 3D volume needs at least 2")
+    positions = []
+    for f in files:
+        r = sitk.ImageFileReader()
+        r.SetFileName(f)
+        r.ReadImageInformation()
+        positions.append(r.GetOrigin())
+    pos = np.array(positions, dtype=np.float64)
+    steps = np.linalg.norm(np.diff(pos, axis=0), axis=1)
+    if steps.min() < 1e-3:
+        raise InputError(subject, d, f"{what} DICOM series has slices at the same position (duplicated slices?)")
+    if steps.max() - steps.min() > max(0.01 * steps.min(), 1e-3):
+        raise InputError(subject, d, f"{what} DICOM series has uneven slice spacing ({steps.min():.3g} to "
+                                     f"{steps.max():.3g} mm: missing slices?)")
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(files)
+    return reader.Execute()
+
+
 def read_image(path: str | os.PathLike, subject: str, *, what: str = "image",
                allow_constant: bool = False) -> sitk.Image:
     """Read a 3D scalar image with SimpleITK and check it is usable.
 
-    Checks: the file exists and decodes fully (for NIfTI see `_check_nifti`), it is 3D and scalar,
+    `path` is a file in any SimpleITK format (NIfTI, NRRD, MHA, a DICOM file) or a folder holding
+    one DICOM series. Checks: the file exists and decodes fully (for NIfTI see `_check_nifti`), it is 3D and scalar,
     spacing is positive, direction cosines are orthonormal, voxels are finite, and the image is
     not constant (an all-zero scan is a failed export, not data).
     """
     p = Path(path)
     if not p.exists():
         raise InputError(subject, p, f"{what} file is missing")
-    if p.stat().st_size == 0:
-        raise InputError(subject, p, f"{what} file is empty")
-    _check_nifti(p, subject, what)
     try:
-        img = sitk.ReadImage(str(p))
+        if p.is_dir():
+            img = _read_dicom_series(p, subject, what)
+        else:
+            if p.stat().st_size == 0:
+                raise InputError(subject, p, f"{what} file is empty")
+            _check_nifti(p, subject, what)
+            img = sitk.ReadImage(str(p))
     except RuntimeError as exc:
         detail = _itk_reason(exc)
         if "orthonormal" in detail:  # ITK's NIfTI reader refuses sheared/scaled qform and sform

@@ -41,6 +41,8 @@ def demo(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dic
 def ingest(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
     from voxflow.preprocess.ingest import ingest_subject
 
+    if cfg.get("problem"):  # (file, problem) the input layout found at parse time: e.g. an empty sheet cell
+        raise InputError(subject, *cfg["problem"])
     expected = cfg["expected"]  # modality -> path, also for files absent on disk
     images = {m: expected["images"].get(m) for m in cfg["modalities"]}
     values = set(cfg["label_values"]) if cfg.get("label_values") else None

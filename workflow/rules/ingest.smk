@@ -8,13 +8,14 @@ def ingest_inputs(wildcards):
         files["label"] = COHORT.labels[wildcards.subject]
     if INP["layout"] == "demo":
         return {k if k == "label" else f"img_{k}": v for k, v in files.items()}
-    return {k if k == "label" else f"img_{k}": v for k, v in files.items() if os.path.exists(v)}
+    return {k if k == "label" else f"img_{k}": v for k, v in files.items() if v and os.path.exists(v)}
 
 
 def ingest_config(wildcards):
     return {"modalities": MODS, "reference": REF, "label_values": INP["label_values"],
             "modality_types": INP["modality_types"],
-            "expected": {"images": COHORT.images[wildcards.subject], "label": COHORT.labels[wildcards.subject]}}
+            "expected": {"images": COHORT.images[wildcards.subject], "label": COHORT.labels[wildcards.subject]},
+            "problem": COHORT.problems.get(wildcards.subject)}  # found by the layout at parse time
 
 
 rule ingest:
