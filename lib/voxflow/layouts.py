@@ -171,3 +171,176 @@ def _restrict(cohort: Cohort, subjects: list[str]) -> Cohort:
     return Cohort(subjects=subjects, images={s: cohort.images[s] for s in subjects},
                   labels={s: cohort.labels[s] for s in subjects},
                   problems={s: p for s, p in cohort.problems.items() if s in keep})
+
+
+# --- BraTS ---------------------------------------------------------------------------------------------------
+
+# config modality -> (suffix up to BraTS 2021: <subject>_<suffix>, BraTS 2023: <subject>-<suffix>)
+BRATS_NAMES = {
+    "t1": ("t1", "t1n"), "t1n": ("t1", "t1n"),
+    "t1c": ("t1ce", "t1c"), "t1ce": ("t1ce", "t1c"), "t1gd": ("t1ce", "t1c"),
+    "t2": ("t2", "t2w"), "t2w": ("t2", "t2w"),
+    "flair": ("flair", "t2f"), "t2f": ("flair", "t2f"),
+    "seg": ("seg", "seg"),
+}
+
+
+def brats(config: dict) -> Cohort:
+    """<root>/<subject>/<subject>_{t1,t1ce,t2,flair,seg}.nii.gz (to BraTS 2021) or
+    <subject>-{t1n,t1c,t2w,t2f,seg}.nii.gz (BraTS 2023), per subject whichever is there (see
+    BRATS_NAMES: config modalities t1, t1c, t2, flair read both; other names are used as suffixes).
+    One listing per subject folder picks the naming; a file absent in both is expected in the
+    naming the subject's other files use, so its ingest names a concrete missing file."""
+    inp = config["input"]
+    root, ext = _root_dir(inp), inp["extension"]
+    found = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    subjects = _select(found, inp, root)
+    keys = list(inp["modalities"]) + ([inp["label"]] if inp["label"] else [])
+    cohort = Cohort(subjects=subjects)
+    for s in subjects:
+        present = set(_listdir(os.path.join(root, s)))
+        cands = {k: (f"{s}_{BRATS_NAMES.get(k, (k, k))[0]}{ext}", f"{s}-{BRATS_NAMES.get(k, (k, k))[1]}{ext}")
+                 for k in keys}
+        new_style = sum(c[1] in present for c in cands.values()) > sum(c[0] in present for c in cands.values())
+        paths = {k: os.path.join(root, s, next((n for n in c if n in present), c[new_style])) for k, c in cands.items()}
+        cohort.images[s] = {m: paths[m] for m in inp["modalities"]}
+        cohort.labels[s] = paths[inp["label"]] if inp["label"] else None
+    return cohort
+
+
+# --- Medical Segmentation Decathlon / nnU-Net raw --------------------------------------------------------------
+
+def _norm_name(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def msd_dataset(root: str) -> dict:
+    path = os.path.join(root, "dataset.json")
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config error at 'input.root': the msd layout needs {path} (channel names and labels)"
+                          ) from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"config error at 'input.root': cannot read {path}: {exc}") from None
+
+
+def msd_labels(ds: dict) -> list[int]:
+    """Label values of dataset.json: MSD {"0": "background", ...} or nnU-Net v2 {"background": 0, ...}
+    (region lists contribute their members)."""
+    values = set()
+    for k, v in (ds.get("labels") or {}).items():
+        if isinstance(v, str) and k.strip().isdigit():
+            values.add(int(k))
+        else:
+            values.update(int(x) for x in (v if isinstance(v, list) else [v]))
+    return sorted(values)
+
+
+def msd(config: dict) -> Cohort:
+    """imagesTr/<case>_<channel:04d><ending>, labelsTr/<case><ending>, imagesTs/ (no labels), with
+    dataset.json naming the channels (`modality` in MSD, `channel_names` in nnU-Net v2). Config
+    modalities are those names, matched ignoring case and punctuation (flair = FLAIR, t1w = T1w);
+    input.label_values unset = dataset.json's labels."""
+    inp = config["input"]
+    root = _root_dir(inp)
+    ds = msd_dataset(root)
+    channels = ds.get("channel_names") or ds.get("modality") or {}
+    by_name = {_norm_name(str(n)): int(i) for i, n in channels.items()}
+    if not by_name:
+        raise ConfigError(f"config error at 'input.root': {root}/dataset.json names no channels "
+                          "(neither 'modality' nor 'channel_names')")
+    unknown = [m for m in inp["modalities"] if _norm_name(m) not in by_name]
+    if unknown:
+        raise ConfigError(f"config error at 'input.modalities': {unknown} are not channels of {root}/dataset.json; "
+                          f"allowed values: {[str(n) for n in channels.values()]}")
+    if inp["label"] and inp["label_values"] is None:
+        inp["label_values"] = msd_labels(ds) or None
+    ending = ds.get("file_ending", ".nii.gz")
+    pattern = re.compile(r"^(.+)_(\d{4})" + re.escape(ending) + "$")
+    cases: dict[str, str] = {}  # case -> image folder
+    for folder in inp["msd_sets"]:
+        d = os.path.join(root, folder)
+        for name in sorted(_listdir(d)):
+            if not name.endswith(ending):
+                continue
+            m = pattern.match(name)
+            if not m:
+                raise ConfigError(f"config error at 'input.root': {d}/{name} has no _NNNN channel suffix: the msd "
+                                  "layout reads one file per channel (convert 4D MSD files with "
+                                  "nnUNetv2_convert_MSD_dataset)")
+            if cases.setdefault(m.group(1), folder) != folder:
+                raise ConfigError(f"config error at 'input.root': case {m.group(1)} is in both imagesTr and imagesTs")
+    subjects = _select(sorted(cases), inp, " and ".join(os.path.join(root, f) for f in inp["msd_sets"]))
+    cohort = Cohort(subjects=subjects)
+    for s in subjects:
+        folder = os.path.join(root, cases[s])
+        cohort.images[s] = {m: os.path.join(folder, f"{s}_{by_name[_norm_name(m)]:04d}{ending}")
+                            for m in inp["modalities"]}
+        if not inp["label"]:
+            cohort.labels[s] = None
+        elif cases[s] == "imagesTr":
+            cohort.labels[s] = os.path.join(root, "labelsTr", f"{s}{ending}")
+        else:
+            cohort.labels[s] = None
+            cohort.problems[s] = (folder, f"imagesTs case {s} has no label; run imagesTs with input.label: null")
+    return cohort
+
+
+# --- BIDS ------------------------------------------------------------------------------------------------------
+
+def _bids_sessions(root: str) -> list[tuple[str, str]]:
+    """(subject ID, relative folder) per sub-X or sub-X/ses-Y that holds an anat folder."""
+    out = []
+    for sub in sorted(n for n in _listdir(root) if n.startswith("sub-")):
+        entries = _listdir(os.path.join(root, sub))
+        sessions = sorted(n for n in entries if n.startswith("ses-"))
+        if sessions:
+            out += [(f"{sub}_{ses}", os.path.join(sub, ses)) for ses in sessions]
+        elif "anat" in entries:
+            out.append((sub, sub))
+    return out
+
+
+def _bids_suffixes(folder: str, ext: str) -> dict[str, list[str]]:
+    """suffix (lower case) -> file names of folder/anat ending in _<suffix><ext>."""
+    found: dict[str, list[str]] = {}
+    for name in sorted(_listdir(os.path.join(folder, "anat"))):
+        if name.endswith(ext) and "_" in name:
+            found.setdefault(name[: -len(ext)].rsplit("_", 1)[1].lower(), []).append(name)
+    return found
+
+
+def bids(config: dict) -> Cohort:
+    """BIDS raw: sub-X/[ses-Y/]anat/*_<suffix><extension>, config modalities = suffixes (T1w, T2w,
+    FLAIR; case ignored); subject ID sub-X or sub-X_ses-Y. Labels: the same relative folder under
+    input.derivatives, file *_<input.label><extension>. A missing or ambiguous file (two runs) is
+    that subject's problem."""
+    inp = config["input"]
+    root, ext = _root_dir(inp), inp["extension"]
+    sessions = dict(_bids_sessions(root))
+    subjects = _select(list(sessions), inp, f"{root} (sub-*/[ses-*/]anat)")
+    deriv = os.path.join(root, inp["derivatives"]) if inp["label"] else None
+    if deriv and not os.path.isdir(deriv):
+        raise ConfigError(f"config error at 'input.derivatives': {deriv!r} is not a directory")
+    cohort = Cohort(subjects=subjects)
+    for s in subjects:
+        rel = sessions[s]
+        wanted = [(m, os.path.join(root, rel), m) for m in inp["modalities"]]
+        if deriv:
+            wanted.append(("label", os.path.join(deriv, rel), inp["label"]))
+        listing = {}
+        files: dict[str, str] = {}
+        for key, folder, suffix in wanted:
+            names = listing.setdefault(folder, _bids_suffixes(folder, ext)).get(suffix.lower(), [])
+            anat = os.path.join(folder, "anat")
+            files[key] = os.path.join(anat, names[0]) if len(names) == 1 else ""
+            if len(names) != 1 and s not in cohort.problems:
+                what = "label" if key == "label" else f"modality '{key}'"
+                problem = (f"no *_{suffix}{ext} file for {what}" if not names else
+                           f"{len(names)} *_{suffix}{ext} files for {what} ({', '.join(names[:3])}): keep one")
+                cohort.problems[s] = (anat, problem)
+        cohort.labels[s] = (files.pop("label") or None) if deriv else None
+        cohort.images[s] = files
+    return cohort
