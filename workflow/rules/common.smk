@@ -5,6 +5,7 @@ from snakemake.exceptions import WorkflowError
 import os
 
 from voxflow.config import ConfigError, build_cohort, validate_config
+from voxflow.learn.launch import launcher
 
 try:
     validate_config(config, os.path.join(workflow.basedir, "config", "config.schema.yaml"))
@@ -60,8 +61,19 @@ def io_params(section):
     return _fn
 
 
-def step_cmd(name, subject="{wildcards.subject}"):
-    """The shell command of a rule; `subject` names the job in logs and errors (cohort rules: "cohort")."""
+def step_cmd(name, subject="{wildcards.subject}", nproc=1):
+    """The shell command of a rule; `subject` names the job in logs and errors (cohort rules: "cohort").
+
+    nproc > 1 (multi-GPU or multi-process training): torchrun starts nproc copies of the step (DDP),
+    each with its share of the threads; on failure the first `voxflow ERROR` line is shown, not
+    torchrun's summary."""
+    if nproc > 1:
+        t = f"$(( {{threads}} / {nproc} > 0 ? {{threads}} / {nproc} : 1 ))"
+        return (
+            f"OMP_NUM_THREADS={t} ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS={t} MKL_NUM_THREADS={t} "
+            f"{launcher(nproc)} step {name} --subject {subject} --threads {{threads}} --io {{params.io:q}} "
+            "> {log} 2>&1 || (grep -m 1 'voxflow ERROR' {log} >&2 || tail -n 1 {log} >&2; exit 1)"
+        )
     return (
         "OMP_NUM_THREADS={threads} ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS={threads} MKL_NUM_THREADS={threads} "
         f"voxflow step {name} --subject {subject} --threads {{threads}} --io {{params.io:q}} "

@@ -1,4 +1,11 @@
 # One training job per fold (voxflow.learn.train); rerunning resumes from checkpoint_latest.pt.
+# train.gpus / train.processes > 1: the job runs under torchrun, one DDP process per GPU.
+from voxflow.learn.launch import train_gpus, train_processes
+
+try:
+    TRAIN_PROCESSES = train_processes(config["train"])
+except ConfigError as exc:
+    raise WorkflowError(str(exc)) from None
 
 
 def fold_stores(wildcards):
@@ -25,11 +32,11 @@ rule train:
     threads: config["train"]["threads"]
     resources:
         mem_mb=RES["mem_mb_heavy"],
-        gpu=1 if config["train"]["gpu"] else 0,
+        gpu=train_gpus(config["train"]),
     conda:
         CONDA_ENV
     shell:
-        step_cmd("train", subject="fold{wildcards.fold}")
+        step_cmd("train", subject="fold{wildcards.fold}", nproc=TRAIN_PROCESSES)
 
 
 rule postprocess_plan:
