@@ -50,6 +50,19 @@ def qc_path(step):
     return os.path.join(OUT, "qc", "{subject}", f"{step}.png")
 
 
+def mem_mb(kind):
+    """Memory of a job ("light"/"heavy" from config.resources), doubled at each retry: a job killed
+    for memory on a cluster is resubmitted (the SLURM profile sets `retries`) with more."""
+    base = RES[f"mem_mb_{kind}"]
+    return lambda wildcards, attempt: base * attempt
+
+
+def runtime_min(kind):
+    """Wall-time limit in minutes (Snakemake's standard `runtime`), from config.resources; longer on retry."""
+    base = RES[f"runtime_min_{kind}"]
+    return lambda wildcards, attempt: base * attempt
+
+
 def io_params(section):
     """params function: the rule's named inputs/outputs and its config section (a dict, or a
     function of the wildcards), as JSON for `voxflow step`."""

@@ -16,7 +16,8 @@ rule coreg:
         bench_path("coreg")
     threads: 1
     resources:
-        mem_mb=RES["mem_mb_heavy"],
+        mem_mb=mem_mb("heavy"),
+        runtime=runtime_min("heavy"),
     conda:
         CONDA_ENV
     shell:

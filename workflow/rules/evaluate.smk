@@ -20,7 +20,8 @@ rule evaluate:
         bench_path("evaluate")
     threads: 1
     resources:
-        mem_mb=RES["mem_mb_light"],
+        mem_mb=mem_mb("light"),
+        runtime=runtime_min("light"),
     conda:
         CONDA_ENV
     shell:
@@ -41,7 +42,8 @@ rule aggregate:
         os.path.join(OUT, "benchmarks", "aggregate", "aggregate.tsv")
     threads: 2
     resources:
-        mem_mb=RES["mem_mb_light"],
+        mem_mb=mem_mb("light"),
+        runtime=runtime_min("light"),
     conda:
         CONDA_ENV
     shell:

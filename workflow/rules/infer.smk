@@ -33,7 +33,8 @@ rule predict:
         bench_path("predict")
     threads: 1
     resources:
-        mem_mb=RES["mem_mb_heavy"],
+        mem_mb=mem_mb("heavy"),
+        runtime=runtime_min("infer"),
         gpu=1 if config["train"]["gpu"] else 0,
     conda:
         CONDA_ENV

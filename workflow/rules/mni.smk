@@ -16,7 +16,8 @@ rule template:
         os.path.join(OUT, "benchmarks", "template", "mni152.tsv")
     threads: 1
     resources:
-        mem_mb=RES["mem_mb_light"],
+        mem_mb=mem_mb("light"),
+        runtime=runtime_min("light"),
     conda:
         CONDA_ENV
     shell:
@@ -44,7 +45,8 @@ rule mni:
         bench_path("mni")
     threads: 1
     resources:
-        mem_mb=RES["mem_mb_heavy"],
+        mem_mb=mem_mb("heavy"),
+        runtime=runtime_min("heavy"),
     conda:
         CONDA_ENV
     shell:

@@ -17,7 +17,8 @@ rule n4:
         bench_path("n4")
     threads: 1
     resources:
-        mem_mb=RES["mem_mb_heavy"],
+        mem_mb=mem_mb("heavy"),
+        runtime=runtime_min("heavy"),
     conda:
         CONDA_ENV
     shell:

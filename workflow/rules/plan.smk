@@ -29,7 +29,8 @@ rule split:
         os.path.join(OUT, "benchmarks", "split", "split.tsv")
     threads: 1
     resources:
-        mem_mb=RES["mem_mb_light"],
+        mem_mb=mem_mb("light"),
+        runtime=runtime_min("light"),
     conda:
         CONDA_ENV
     shell:
@@ -52,7 +53,8 @@ rule plan:
         os.path.join(OUT, "benchmarks", "plan", "plan.tsv")
     threads: 2
     resources:
-        mem_mb=RES["mem_mb_heavy"],
+        mem_mb=mem_mb("heavy"),
+        runtime=runtime_min("heavy"),
     conda:
         CONDA_ENV
     shell:

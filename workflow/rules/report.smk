@@ -25,7 +25,8 @@ rule report:
         os.path.join(OUT, "benchmarks", "report", "report.tsv")
     threads: 1
     resources:
-        mem_mb=RES["mem_mb_light"],
+        mem_mb=mem_mb("light"),
+        runtime=runtime_min("light"),
     conda:
         CONDA_ENV
     shell:

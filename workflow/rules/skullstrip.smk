@@ -18,7 +18,8 @@ rule skullstrip:
         bench_path("skullstrip")
     threads: 1
     resources:
-        mem_mb=RES["mem_mb_heavy"],
+        mem_mb=mem_mb("heavy"),
+        runtime=runtime_min("heavy"),
     conda:
         CONDA_ENV
     shell:

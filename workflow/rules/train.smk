@@ -31,7 +31,8 @@ rule train:
         os.path.join(OUT, "benchmarks", "train", "fold_{fold}.tsv")
     threads: config["train"]["threads"]
     resources:
-        mem_mb=RES["mem_mb_heavy"],
+        mem_mb=mem_mb("heavy"),
+        runtime=runtime_min("train"),
         gpu=train_gpus(config["train"]),
     conda:
         CONDA_ENV
@@ -52,7 +53,8 @@ rule postprocess_plan:
         os.path.join(OUT, "benchmarks", "postprocess_plan", "postprocess_plan.tsv")
     threads: 1
     resources:
-        mem_mb=RES["mem_mb_light"],
+        mem_mb=mem_mb("light"),
+        runtime=runtime_min("light"),
     conda:
         CONDA_ENV
     shell:
