@@ -22,7 +22,8 @@ def train_processes(train: dict) -> int:
         raise ConfigError(f"config error at 'train.gpus': {gpus} GPUs with train.device 'cpu'; "
                           "for several CPU processes (gloo) set train.processes instead")
     if train.get("ddp_backend") == "nccl" and train.get("device") == "cpu" and (procs or gpus) > 1:
-        raise ConfigError("config error at 'train.ddp_backend': nccl needs CUDA, train.device is 'cpu'; use gloo or auto")
+        raise ConfigError("config error at 'train.ddp_backend': nccl needs CUDA, train.device is 'cpu'; "
+                          "use gloo or auto")
     return int(procs) if procs is not None else gpus
 
 
