@@ -206,6 +206,31 @@ def test_read_image_dicom_series_nrrd_mha(tmp_path):
     assert "DICOM series has 1 slice: a 3D volume needs at least 2" in error(single)
 
 
+def test_native_outputs_on_a_dicom_reference_grid(tmp_path):
+    """Predictions go back onto the raw reference grid: for a DICOM reference, that of the series."""
+    import ants
+
+    from voxflow.learn.infer import write_like
+
+    img = _oblique_image(seed=3)
+    write_dicom_series(img, tmp_path / "series", "1.2.826.0.1.3680043.2.1125.11")
+    sitk.WriteImage(img, str(tmp_path / "same.nii.gz"))
+    arr = np.zeros(img.GetSize(), np.uint8)
+    arr[2:5, 3:9, 1:4] = 2
+    write_like(arr, str(tmp_path / "series"), tmp_path / "pred.nii.gz")
+    pred = sitk.ReadImage(str(tmp_path / "pred.nii.gz"))
+    assert pred.GetSize() == img.GetSize() and np.array_equal(sitk.GetArrayFromImage(pred), arr.T)
+    assert np.allclose(pred.GetOrigin(), img.GetOrigin(), atol=1e-4)
+    assert np.allclose(pred.GetDirection(), img.GetDirection(), atol=1e-5)
+    # the grid infer.to_native resamples onto equals ANTs' reading of the same volume as NIfTI
+    from voxflow.io import read_raw
+
+    via_dicom, via_nifti = ants.from_sitk(read_raw(tmp_path / "series")), ants.image_read(str(tmp_path / "same.nii.gz"))
+    assert via_dicom.shape == via_nifti.shape and np.allclose(via_dicom.origin, via_nifti.origin, atol=1e-4)
+    assert np.allclose(via_dicom.spacing, via_nifti.spacing) and np.allclose(via_dicom.direction, via_nifti.direction,
+                                                                              atol=1e-5)
+
+
 # --- a real run: sheet cohort with NIfTI, DICOM + MHA + NRRD, and an empty cell, through zarr ----------------
 
 @pytest.mark.slow

@@ -162,7 +162,7 @@ def _read_dicom_series(d: Path, subject: str, what: str) -> sitk.Image:
     if len(series) > 1:
         raise InputError(subject, d, f"{what} folder holds {len(series)} DICOM series ({', '.join(series[:3])}"
                                      f"{', ...' if len(series) > 3 else ''}); put one series per folder")
-    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(d), series[0])
+    files = _series_files(d, series[0])
     if len(files) < 2:
         raise InputError(subject, d, f"{what} DICOM series has {len(files)} slice: a 3D volume needs at least 2")
     positions = []
@@ -180,6 +180,21 @@ def _read_dicom_series(d: Path, subject: str, what: str) -> sitk.Image:
                                      f"{steps.max():.3g} mm: missing slices?)")
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
+    return reader.Execute()
+
+
+def _series_files(d: Path, series: str) -> list[str]:
+    return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(d), series))
+
+
+def read_raw(path: str | os.PathLike) -> sitk.Image:
+    """A raw input as stored, unchecked (file or DICOM series folder): the grid that native-space
+    outputs copy. Its input already passed `read_image` at ingest."""
+    p = Path(path)
+    if not p.is_dir():
+        return sitk.ReadImage(str(p))
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(_series_files(p, sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(p))[0]))
     return reader.Execute()
 
 

@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from voxflow.io import atomic_path
+from voxflow.io import atomic_path, read_raw
 from voxflow.learn.sliding_window import sliding_window_predict
 from voxflow.learn.train import load_trained, volume_predictor
 
@@ -77,7 +77,7 @@ def write_like(arr_native_xyz: np.ndarray, reference_path: str, out_path: str | 
         else:
             import SimpleITK as sitk
 
-            raw = sitk.ReadImage(ref)
+            raw = read_raw(ref)  # NRRD, MHA, or a DICOM series folder
             img = sitk.GetImageFromArray(arr_native_xyz.T.astype(dtype))
             img.CopyInformation(raw)
             sitk.WriteImage(img, str(tmp), True)
@@ -91,7 +91,8 @@ def to_native(arr_zyx: np.ndarray, meta: dict, is_label: bool = True) -> np.ndar
 
     tr = meta["transforms"]
     files, invert = load_transforms(tr["dir"], "mni_to_native")
-    native = ants.image_read(tr["native_reference"])
+    ref = tr["native_reference"]
+    native = ants.from_sitk(read_raw(ref)) if Path(ref).is_dir() else ants.image_read(ref)  # DICOM series folder
     if native.dimension == 4:
         native = ants.slice_image(native, axis=3, idx=0)
     warped = ants.apply_transforms(fixed=native, moving=mni_image(arr_zyx, meta), transformlist=files,
