@@ -115,16 +115,19 @@ def test_sheet_errors_are_one_line(tmp_path):
                                           ["s1", "z.nii.gz"]])
     msg = _config_error(base | {"sheet": str(dup)})
     assert msg == f"config error at 'input.sheet': duplicated subject IDs in {dup}: s1 (lines 2, 4)"
+    # a path leaving the data root fails only that subject (its ingest), and is never handed to a reader
     esc = _write_sheet(data / "esc.csv", [["subject", "t1"], ["s1", "s1/t1.nii.gz"], ["s2", "../s2/t1.nii.gz"]])
-    msg = _config_error(base | {"sheet": str(esc)})
-    assert msg == (f"config error at 'input.sheet': subject=s2 file=../s2/t1.nii.gz: path escapes the data root "
-                   f"{data} (input.root; default the sheet's folder)")
+    cohort, _ = _cohort(base | {"sheet": str(esc)})
+    assert cohort.subjects == ["s1", "s2"] and set(cohort.problems) == {"s2"} and cohort.images["s2"]["t1"] == ""
+    assert cohort.problems["s2"] == ("../s2/t1.nii.gz", f"path escapes the data root {data} (input.root; default "
+                                                         f"the sheet's folder; line 3 of {esc})")
     # absolute paths too; a wider input.root admits them
     outside = str(tmp_path / "other" / "t1.nii.gz")
     absolute = _write_sheet(data / "abs.csv", [["subject", "t1"], ["s1", outside]])
-    assert "subject=s1 file=" + outside + ": path escapes" in _config_error(base | {"sheet": str(absolute)})
+    cohort, _ = _cohort(base | {"sheet": str(absolute)})
+    assert cohort.problems["s1"][0] == outside and "path escapes the data root" in cohort.problems["s1"][1]
     cohort, _ = _cohort(base | {"sheet": str(absolute), "root": str(tmp_path)})
-    assert cohort.images["s1"]["t1"] == outside
+    assert cohort.images["s1"]["t1"] == outside and not cohort.problems
     nocol = _write_sheet(data / "nocol.csv", [["subject", "T1"], ["s1", "a.nii.gz"]])
     assert "config error at 'input.modalities': ['t1'] are not columns of" in _config_error(base | {"sheet": str(nocol)})
     nolabel = _write_sheet(data / "nolabel.csv", [["subject", "t1"], ["s1", "a.nii.gz"]])

@@ -12,7 +12,7 @@ import contextlib
 import os
 import shutil
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -79,10 +79,11 @@ def _itk_reason(exc: Exception) -> str:
     return line.split("ERROR:", 1)[-1].strip() or "unreadable"
 
 
-def _check_nifti(p: Path, subject: str, what: str) -> None:
+def _check_nifti(p: Path, subject: str, what: str, data: bool = True) -> None:
     """Checks that ITK's NIfTI reader skips: it fills a truncated file's missing voxels with zeros,
     silently replaces a zero pixdim with 1 mm and NaN/Inf voxels with 0. Reads the raw header
-    (nibabel would "fix" it too) and the raw data bytes (kept only for float data, to count NaN/Inf)."""
+    (nibabel would "fix" it too) and the raw data bytes (kept only for float data, to count NaN/Inf);
+    data=False stops after the header."""
     import gzip
     import zlib
 
@@ -116,6 +117,8 @@ def _check_nifti(p: Path, subject: str, what: str) -> None:
         if np.all(np.isfinite(cols)) and np.all(norms > 0) and not _orthonormal(cols / norms):
             raise InputError(subject, p, f"{what} has non-orthogonal direction cosines in its sform "
                                          f"{tuple((cols / norms).round(3).ravel().tolist())}")
+    if not data:
+        return
     try:
         dtype = hdr.get_data_dtype()
     except Exception:  # noqa: BLE001 - unknown datatype code: ITK reports it
@@ -198,49 +201,111 @@ def read_raw(path: str | os.PathLike) -> sitk.Image:
     return reader.Execute()
 
 
+class Grid(NamedTuple):
+    """An image's 3D geometry from its header alone; has the getters `same_grid`/`grid_summary` use."""
+
+    size: tuple
+    spacing: tuple
+    origin: tuple
+    direction: tuple
+
+    def GetSize(self):  # noqa: N802 - SimpleITK's getter names, so images and grids mix
+        return self.size
+
+    def GetSpacing(self):  # noqa: N802
+        return self.spacing
+
+    def GetOrigin(self):  # noqa: N802
+        return self.origin
+
+    def GetDirection(self):  # noqa: N802
+        return self.direction
+
+
+def check_geometry(subject: str, p: Path, what: str, size, spacing, origin, direction, components: int = 1) -> Grid:
+    """The checks that need only the header (shared by `read_image` and the header pass of
+    `voxflow validate`): scalar, 3D (a 4D image with one volume counts as 3D), at least 2 voxels per
+    axis, spacing positive and plausible for MRI/CT (0.01-20 mm), finite origin, orthonormal direction."""
+    if components != 1:
+        raise InputError(subject, p, f"{what} has {components} components per voxel, expected a scalar image")
+    size, dim = tuple(size), len(size)
+    if dim == 4 and size[3] == 1:
+        dim, size = 3, size[:3]
+        spacing, origin = tuple(spacing)[:3], tuple(origin)[:3]
+        direction = tuple(np.array(direction, dtype=np.float64).reshape(4, 4)[:3, :3].ravel())
+    if dim != 3:
+        raise InputError(subject, p, f"{what} is {dim}D with size {size}, expected a 3D volume")
+    if min(size) < 2:
+        raise InputError(subject, p, f"{what} has size {size}: a 3D volume needs at least 2 voxels per axis")
+    sp = np.array(spacing, dtype=np.float64)
+    if not np.all(np.isfinite(sp)) or np.any(sp <= 0):
+        raise InputError(subject, p, f"{what} has invalid voxel spacing {tuple(sp.round(4))}")
+    if np.any(sp > 20) or np.any(sp < 0.01):  # < 0.01: metres written as millimetres
+        raise InputError(subject, p, f"{what} has implausible voxel spacing {tuple(sp.round(4))} mm")
+    if not np.all(np.isfinite(origin)):
+        raise InputError(subject, p, f"{what} has a non-finite origin {tuple(origin)}")
+    d = np.array(direction, dtype=np.float64).reshape(3, 3)
+    if not np.all(np.isfinite(d)) or not _orthonormal(d):
+        raise InputError(subject, p, f"{what} has non-orthogonal direction cosines {tuple(d.round(3).ravel())}")
+    return Grid(size, tuple(spacing), tuple(origin), tuple(direction))
+
+
+def _unreadable(subject: str, p: Path, what: str, exc: RuntimeError) -> InputError:
+    detail = _itk_reason(exc)
+    if "orthonormal" in detail:  # ITK's NIfTI reader refuses sheared/scaled qform and sform
+        return InputError(subject, p, f"{what} has non-orthogonal direction cosines (ITK: {detail[:120]})")
+    return InputError(subject, p, f"cannot read {what} (truncated or corrupt?): {detail[:160]}")
+
+
+def _check_file(p: Path, subject: str, what: str) -> None:
+    if not p.exists():
+        raise InputError(subject, p, f"{what} file is missing")
+    if not p.is_dir() and p.stat().st_size == 0:
+        raise InputError(subject, p, f"{what} file is empty")
+
+
+def read_header(path: str | os.PathLike, subject: str, *, what: str = "image") -> Grid | None:
+    """`read_image`'s checks that need no voxel data (milliseconds for a .nii.gz: the header is at
+    the start of the gzip stream), with the same messages. None for a DICOM series folder, whose
+    checks need every slice's header: `read_image` does them."""
+    p = Path(path)
+    _check_file(p, subject, what)
+    if p.is_dir():
+        return None
+    _check_nifti(p, subject, what, data=False)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(p))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        raise _unreadable(subject, p, what, exc) from None
+    return check_geometry(subject, p, what, reader.GetSize(), reader.GetSpacing(), reader.GetOrigin(),
+                          reader.GetDirection(), reader.GetNumberOfComponents())
+
+
 def read_image(path: str | os.PathLike, subject: str, *, what: str = "image",
                allow_constant: bool = False) -> sitk.Image:
     """Read a 3D scalar image with SimpleITK and check it is usable.
 
     `path` is a file in any SimpleITK format (NIfTI, NRRD, MHA, a DICOM file) or a folder holding
-    one DICOM series. Checks: the file exists and decodes fully (for NIfTI see `_check_nifti`), it is 3D and scalar,
-    spacing is positive, direction cosines are orthonormal, voxels are finite, and the image is
-    not constant (an all-zero scan is a failed export, not data).
+    one DICOM series. Checks: the file exists and decodes fully (for NIfTI see `_check_nifti`), the
+    header checks of `check_geometry` (3D, scalar, spacing, orientation), finite voxels, and the
+    image is not constant (an all-zero scan is a failed export, not data).
     """
     p = Path(path)
-    if not p.exists():
-        raise InputError(subject, p, f"{what} file is missing")
+    _check_file(p, subject, what)
     try:
         if p.is_dir():
             img = _read_dicom_series(p, subject, what)
         else:
-            if p.stat().st_size == 0:
-                raise InputError(subject, p, f"{what} file is empty")
             _check_nifti(p, subject, what)
             img = sitk.ReadImage(str(p))
     except RuntimeError as exc:
-        detail = _itk_reason(exc)
-        if "orthonormal" in detail:  # ITK's NIfTI reader refuses sheared/scaled qform and sform
-            raise InputError(subject, p, f"{what} has non-orthogonal direction cosines (ITK: {detail[:120]})") from None
-        raise InputError(subject, p, f"cannot read {what} (truncated or corrupt?): {detail[:160]}") from None
-    dim = img.GetDimension()
-    if img.GetNumberOfComponentsPerPixel() != 1:
-        raise InputError(subject, p, f"{what} has {img.GetNumberOfComponentsPerPixel()} components per voxel, expected a scalar image")
-    if dim == 4 and img.GetSize()[3] == 1:
+        raise _unreadable(subject, p, what, exc) from None
+    check_geometry(subject, p, what, img.GetSize(), img.GetSpacing(), img.GetOrigin(), img.GetDirection(),
+                   img.GetNumberOfComponentsPerPixel())
+    if img.GetDimension() == 4:  # one volume (check_geometry refused any other 4D image)
         img = img[:, :, :, 0]
-        dim = 3
-    if dim != 3:
-        raise InputError(subject, p, f"{what} is {dim}D with size {img.GetSize()}, expected a 3D volume")
-    if min(img.GetSize()) < 2:
-        raise InputError(subject, p, f"{what} has size {img.GetSize()}: a 3D volume needs at least 2 voxels per axis")
-    spacing = np.array(img.GetSpacing())
-    if not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
-        raise InputError(subject, p, f"{what} has invalid voxel spacing {tuple(spacing.round(4))}")
-    if np.any(spacing > 20):
-        raise InputError(subject, p, f"{what} has implausible voxel spacing {tuple(spacing.round(4))} mm")
-    direction = np.array(img.GetDirection()).reshape(3, 3)
-    if not _orthonormal(direction):
-        raise InputError(subject, p, f"{what} has non-orthogonal direction cosines {tuple(direction.round(3).ravel())}")
     arr = sitk.GetArrayViewFromImage(img)
     if np.issubdtype(arr.dtype, np.floating):
         n_bad = int(np.count_nonzero(~np.isfinite(arr)))

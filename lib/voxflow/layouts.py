@@ -68,7 +68,7 @@ def folders(config: dict) -> Cohort:
 def _per_subject_folders(subjects: list[str], inp: dict, root: str, ext: str) -> Cohort:
     dup = sorted(s for s, n in Counter(subjects).items() if n > 1)
     if dup:
-        raise ConfigError(f"duplicated subject IDs: {dup}")
+        raise ConfigError(f"config error at 'input.subjects': duplicated subject IDs: {dup}")
     names = inp.get("file_names") or {}
     label_name = inp.get("label_file") or f"{inp['label']}{ext}"
     cohort = Cohort(subjects=list(subjects))
@@ -94,7 +94,8 @@ def _delimiter(path: str, first_line: str) -> str:
 def sheet(config: dict) -> Cohort:
     """A CSV/TSV sample sheet: column `subject`, one column per modality, optional label column
     (named like input.label). Paths are relative to the sheet's folder or absolute; every path
-    must stay inside input.root (default the sheet's folder). An empty cell is a missing file."""
+    must stay inside input.root (default the sheet's folder). An empty cell or a path outside the
+    root is that subject's problem (a duplicated subject ID is a config error)."""
     inp = config["input"]
     path = inp["sheet"]
     if not os.path.isfile(path):
@@ -151,8 +152,11 @@ def sheet(config: dict) -> Cohort:
             full = os.path.normpath(value if value[0] == os.sep else os.path.join(base, value))
             full_abs = full if full[0] == os.sep else os.path.normpath(cwd + os.sep + full)
             if not (full_abs.startswith(prefix) or full_abs == root_abs):
-                raise ConfigError(f"config error at 'input.sheet': subject={s} file={value}: path escapes the data "
-                                  f"root {root_abs} (input.root; default the sheet's folder)")
+                # that subject's problem, not the cohort's; the file is never opened
+                cohort.problems.setdefault(s, (value, f"path escapes the data root {root_abs} (input.root; "
+                                                      f"default the sheet's folder; line {lineno} of {path})"))
+                resolved[key] = ""
+                continue
             resolved[key] = full
         cohort.subjects.append(s)
         cohort.labels[s] = (resolved.pop("label") or None) if label else None
