@@ -209,6 +209,25 @@ def test_read_image_dicom_series_nrrd_mha(tmp_path):
     assert "DICOM series has 1 slice: a 3D volume needs at least 2" in error(single)
 
 
+def test_folders_layout_with_dicom_series_folders(tmp_path):
+    """extension "" makes <root>/<subject>/<modality> a folder, which read_image takes as one DICOM series."""
+    from voxflow.io import read_image
+
+    img = _oblique_image(seed=2)
+    write_dicom_series(img, tmp_path / "data" / "p1" / "t1", "1.2.826.0.1.3680043.2.1125.12")
+    cohort, _ = _cohort({"layout": "folders", "root": str(tmp_path / "data"), "modalities": ["t1"], "extension": "",
+                         "label": None})
+    assert cohort.subjects == ["p1"] and cohort.images["p1"] == {"t1": str(tmp_path / "data" / "p1" / "t1")}
+    assert np.array_equal(sitk.GetArrayFromImage(read_image(cohort.images["p1"]["t1"], "p1")),
+                          sitk.GetArrayFromImage(img))
+
+
+def test_layout_enum_error_lists_the_layouts():
+    msg = _config_error({"layout": "nnunet"})
+    assert msg == ("config error at 'input.layout': 'nnunet' is not allowed; allowed values: "
+                   "['demo', 'folders', 'sheet', 'brats', 'msd', 'bids']")
+
+
 def test_native_outputs_on_a_dicom_reference_grid(tmp_path):
     """Predictions go back onto the raw reference grid: for a DICOM reference, that of the series."""
     import ants
