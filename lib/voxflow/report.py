@@ -29,7 +29,7 @@ log = logging.getLogger("voxflow")
 PACKAGES = ("voxflow", "torch", "monai", "antspyx", "SimpleITK", "zarr", "snakemake", "numpy")
 PLOT_METRICS = ("dice", "hd95", "assd", "nsd")
 TABLE_METRICS = ("dice", "precision", "recall", "hd95", "assd", "nsd", "vol_diff_ml")
-QC_STEPS = ("n4", "skullstrip", "mni")
+QC_STEPS = ("n4", "skullstrip", "mni", "native")  # columns shown: those with at least one image
 REF_COLOR, PRED_COLOR = "#22c55e", "#ef4444"
 
 CSS = """*{box-sizing:border-box}body{margin:0;color:#1f2937;background:#f3f4f6;
@@ -348,11 +348,13 @@ def _preprocessing_qc(out_dir: Path, cap: int) -> str:
     subjects = sorted(p.name for p in qc.iterdir() if p.is_dir()) if qc.is_dir() else []
     if not subjects:
         return _note(f"No QC images under {qc}.")
-    rows = ['<div class="row3"><b></b>' + "".join(f"<b>{s}</b>" for s in QC_STEPS) + "</div>"]
+    steps = [st for st in QC_STEPS if any((qc / s / f"{st}.png").is_file() for s in subjects)]
+    grid = f' style="grid-template-columns:110px repeat({len(steps)},1fr)"'
+    rows = [f'<div class="row3"{grid}><b></b>' + "".join(f"<b>{s}</b>" for s in steps) + "</div>"]
     for s in subjects[:cap]:
         cells = [f'<img src="{png_uri(p, 420)}" alt="{_e(s)} {st}">' if (p := qc / s / f"{st}.png").is_file()
-                 else _note("missing") for st in QC_STEPS]
-        rows.append(f'<div class="row3"><b>{_e(s)}</b>{"".join(cells)}</div>')
+                 else _note("missing") for st in steps]
+        rows.append(f'<div class="row3"{grid}><b>{_e(s)}</b>{"".join(cells)}</div>')
     return "".join(rows) + (_note(f"Showing the first {cap} of {len(subjects)} subjects; every image is under "
                                   f"{qc}/.") if len(subjects) > cap else "")
 

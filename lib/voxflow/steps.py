@@ -40,7 +40,12 @@ def demo(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dic
 @step
 def ingest(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
     from voxflow.preprocess.ingest import ingest_subject
+    from voxflow.validate import read_table
 
+    rows = read_table(inp["validation"]) if inp.get("validation") else []
+    if rows:  # the validate rule found problems: the first is this job's one-line error, the table has them all
+        more = f" (+{len(rows) - 1} more in {inp['validation']})" if len(rows) > 1 else ""
+        raise InputError(rows[0][0], rows[0][1], rows[0][2] + more)
     if cfg.get("problem"):  # (file, problem) the input layout found at parse time: e.g. an empty sheet cell
         raise InputError(subject, *cfg["problem"])
     expected = cfg["expected"]  # modality -> path, also for files absent on disk
@@ -106,8 +111,10 @@ def mni(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict
 
 @step
 def to_zarr(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
-    """Normalize intensities inside the brain mask and write the subject's zarr store.
+    """Normalize intensities inside the brain/foreground mask and write the subject's zarr store.
 
+    Per-modality methods (`normalize.per_modality` over `normalize.method`); dataset-level methods
+    read the statistics learned over the training subjects (input `normalization`).
     SimpleITK, not ANTs, for I/O here: importing antspyx costs seconds per job and nothing
     below needs it (both use ITK's LPS geometry, so origin/spacing/direction agree).
     """
@@ -117,23 +124,86 @@ def to_zarr(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> 
     from voxflow.preprocess.store import write_subject_store
 
     mods = cfg["modalities"]
+    native = cfg.get("space") == "native"
     mask_img = sitk.ReadImage(inp["mask"])
     mask = sitk.GetArrayFromImage(mask_img).astype(np.uint8)
     if not np.any(mask):
-        raise InputError(subject, inp["mask"], "brain mask is empty in MNI space")
+        raise InputError(subject, inp["mask"], f"{'foreground' if native else 'brain'} mask is empty in "
+                                               f"{'native' if native else 'MNI'} space")
+    methods = {m: (cfg.get("per_modality") or {}).get(m, cfg["method"]) for m in mods}
+    learned = json.loads(Path(inp["normalization"]).read_text())["modalities"] if inp.get("normalization") else {}
     chans = [normalize(sitk.GetArrayFromImage(sitk.ReadImage(inp[f"img_{m}"], sitk.sitkFloat32)), mask,
-                       cfg["method"], tuple(cfg["percentiles"]), cfg.get("window")) for m in mods]
+                       methods[m], tuple(cfg["percentiles"]), cfg.get("window"), learned.get(m)) for m in mods]
     image = np.stack(chans)
     label = sitk.GetArrayFromImage(sitk.ReadImage(inp["label"])).astype(np.uint8) if inp.get("label") else None
     xfm_dir = Path(inp["xfm"])
     transforms = json.loads((xfm_dir / "transforms.json").read_text())
     transforms["dir"] = str(xfm_dir.resolve())
     transforms["native_reference"] = str(Path(cfg["native_reference"]).resolve())
+    extra = {"subject": subject, "normalization": methods, **({"space": "native"} if native else {})}
     write_subject_store(out["zarr"], image, mask, label, mods, mask_img.GetSpacing()[::-1], mask_img.GetOrigin(),
                         np.array(mask_img.GetDirection()).reshape(3, 3), transforms, dtype=cfg["dtype"],
                         chunk=cfg["chunk"], compressor=cfg["compressor"], clevel=cfg["clevel"],
-                        fg_samples=cfg["fg_samples"], extra_attrs={"subject": subject})
-    return {"shape": list(image.shape)}
+                        fg_samples=cfg["fg_samples"], extra_attrs=extra)
+    return {"shape": list(image.shape), "normalization": methods}
+
+
+@step
+def denoise(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
+    from voxflow.preprocess.denoise import denoise_subject
+
+    return denoise_subject(by_modality(inp), by_modality(out), cfg.get("modality_types") or {},
+                           modalities=cfg.get("modalities_to_denoise"), noise_model=cfg["noise_model"],
+                           patch_radius=cfg["patch_radius"], search_radius=cfg["search_radius"],
+                           shrink_factor=cfg["shrink_factor"])
+
+
+@step
+def native(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
+    """Native space: crop to the foreground and resample to the target spacing (no template)."""
+    from voxflow.preprocess.native import native_subject
+    from voxflow.qc import panel_rows
+
+    qc: dict = {}
+    info = native_subject(subject, by_modality(inp), cfg["reference"], cfg.get("modality_types") or {},
+                          inp.get("mask"), inp.get("label"), by_modality(out), out["mask"], out.get("label"), out["xfm"],
+                          cfg["spacing_mm"], crop=cfg["crop"], margin_mm=cfg["crop_margin_mm"],
+                          body_threshold_hu=cfg["body_threshold_hu"], interpolation=cfg["interpolation"],
+                          anisotropy_threshold=cfg["anisotropy_threshold"], qc=qc)
+    image = qc["image"]
+    if (cfg.get("modality_types") or {}).get(cfg["reference"], "mr") == "ct":
+        lo, hi = -160.0, 240.0  # abdominal soft-tissue window (level 40, width 400 HU)
+    else:
+        lo, hi = np.percentile(image[qc["mask"]], [1, 99.5]) if qc["mask"].any() else (image.min(), image.max())
+    sp = " x ".join(f"{s:g}" for s in cfg["spacing_mm"])
+    panel_rows([("image + foreground", image, dict(vmin=lo, vmax=hi))], qc["spacing_zyx"], out["qc"],
+               f"{subject}: native space, cropped, {sp} mm", overlays=[(0, qc["mask"], "red")])
+    return info
+
+
+@step
+def normalization_stats(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
+    """Learn the dataset-level normalization over the training subjects (split.json's train + val
+    when there is a split, else every subject) with dask; write normalization.json."""
+    from voxflow.preprocess.dataset_norm import learn
+    from voxflow.preprocess.store import write_json_atomic
+
+    subjects = cfg["subjects"]
+    if inp.get("split"):
+        sp = json.loads(Path(inp["split"]).read_text())
+        subjects = sorted({s for f in sp["folds"] for s in f["train"] + f["val"]})
+    paths = cfg["paths"]  # templates with {subject} and {modality}
+    files = {s: {"images": {m: paths["image"].format(subject=s, modality=m) for m in cfg["modalities"]},
+                 "mask": paths["mask"].format(subject=s),
+                 "label": paths["label"].format(subject=s) if paths.get("label") else None} for s in subjects}
+    methods = {m: (cfg.get("per_modality") or {}).get(m, cfg["method"]) for m in cfg["modalities"]}
+    nyul = cfg.get("nyul") or {}
+    result = learn(files, methods, scheduler=cfg["scheduler"], ct_percentiles=cfg["percentiles"],
+                   nyul_percentiles=nyul.get("percentiles", (1, 10, 20, 30, 40, 50, 60, 70, 80, 90, 99)),
+                   scale=nyul.get("scale", (0.0, 1.0)), n_samples=cfg["samples_per_subject"])
+    result["space"] = cfg.get("space", "mni")
+    write_json_atomic(result, out["normalization"])
+    return {"subjects": len(subjects), "methods": methods}
 
 
 @step

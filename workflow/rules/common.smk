@@ -22,6 +22,23 @@ PRE = config["preprocess"]
 RES = config["resources"]
 SUBJECTS = COHORT.subjects
 CONDA_ENV = "../../envs/voxflow.yaml"
+# Where the stores' grid comes from: the MNI registration, or the native-space crop + resampling.
+SPACE_STEP = "mni" if PRE["space"] == "mni" else "native"
+# Every modality CT, no skull stripping, native space: N4 would only copy the images and skull stripping
+# 'none' would keep the whole field of view, so the chain goes from co-registration (or denoising)
+# straight to the native-space crop.
+CT_DIRECT = (PRE["space"] == "native" and PRE["skullstrip"]["method"] == "none"
+             and all(INP["modality_types"].get(m, "mr") == "ct" for m in MODS))
+PRE_N4_STEP = "denoise" if PRE["denoise"]["enabled"] else "coreg"
+QC_STEPS = ([] if CT_DIRECT else ["n4", "skullstrip"]) + [SPACE_STEP]
+SPACE_MASK = os.path.join(OUT, "preprocess", "{subject}", SPACE_STEP,
+                          "brain_mask.nii.gz" if SPACE_STEP == "mni" else "mask.nii.gz")
+SPACE_XFM = os.path.join(OUT, "preprocess", "{subject}", "xfm" if SPACE_STEP == "mni" else "native/xfm")
+# Dataset-level normalization (ct_dataset, nyul): learned over the training subjects into the model
+# folder (predict-only: the trained model's own file), read back by every subject's to_zarr.
+NORM_METHODS = {m: PRE["normalize"]["per_modality"].get(m, PRE["normalize"]["method"]) for m in MODS}
+NORM_JSON = (os.path.join(config["predict"]["model_dir"] or os.path.join(OUT, "model"), "normalization.json")
+             if set(NORM_METHODS.values()) & {"ct_dataset", "nyul"} else None)
 
 wildcard_constraints:
     subject="[^/]+",
@@ -101,7 +118,7 @@ def raw_reference(wildcards):
 def all_targets():
     targets = expand(os.path.join(OUT, "zarr", "{subject}.zarr"), subject=SUBJECTS)
     targets += expand(os.path.join(OUT, "qc", "{subject}", "{step}.png"), subject=SUBJECTS,
-                      step=["n4", "skullstrip", "mni"])
+                      step=QC_STEPS)
     if config["predict"]["model_dir"] or (HAS_LABEL and config["train"]["epochs"] > 0):
         targets += [os.path.join(OUT, "predictions", s, f"{s}_seg.nii.gz") for s in PREDICT_SUBJECTS]
         targets += [os.path.join(OUT, "report", "report.html")]

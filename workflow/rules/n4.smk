@@ -3,7 +3,7 @@
 
 rule n4:
     input:
-        **images("coreg"),
+        **images(PRE_N4_STEP),
     output:
         **images("n4"),
         **{f"field_{m}": sub_path("n4", f"{m}_bias.nii.gz") for m in MODS},

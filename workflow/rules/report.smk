@@ -11,7 +11,7 @@ rule report:
         [os.path.join(PRED_DIR, s, f"{s}_seg_mni.nii.gz") for s in PREDICT_SUBJECTS],
         [os.path.join(MODEL_SRC, f"fold_{k}", "model_final.pt") for k in PRED_FOLDS],
         expand(os.path.join(OUT, "qc", "{subject}", "{step}.png"), subject=SUBJECTS,
-               step=["n4", "skullstrip", "mni"]),
+               step=QC_STEPS),
         **({"metrics": os.path.join(EVAL_DIR, "metrics.tsv"), "summary": os.path.join(EVAL_DIR, "summary.tsv")}
            if EVALUATE else {}),
     output:

@@ -1,16 +1,19 @@
-# Intensity normalization and the per-subject zarr store (voxflow.preprocess.normalize, .store).
+# Intensity normalization and the per-subject zarr store (voxflow.preprocess.normalize, .store), from the
+# MNI or the native-space grid; dataset-level methods read normalization.json (workflow/rules/intensity.smk).
 
 
 rule to_zarr:
     input:
-        **images("mni"),
-        mask=sub_path("mni", "brain_mask.nii.gz"),
-        **({"label": sub_path("mni", "label.nii.gz")} if HAS_LABEL else {}),
-        xfm=os.path.join(OUT, "preprocess", "{subject}", "xfm"),
+        **images(SPACE_STEP),
+        mask=SPACE_MASK,
+        **({"label": sub_path(SPACE_STEP, "label.nii.gz")} if HAS_LABEL else {}),
+        xfm=SPACE_XFM,
+        **({"normalization": NORM_JSON} if NORM_JSON else {}),
     output:
         zarr=directory(os.path.join(OUT, "zarr", "{subject}.zarr")),
     params:
-        io=io_params(lambda w: PRE["normalize"] | PRE["zarr"] | {"modalities": MODS, "native_reference": raw_reference(w)}),
+        io=io_params(lambda w: PRE["normalize"] | PRE["zarr"] | {"modalities": MODS, "space": PRE["space"],
+                                                                 "native_reference": raw_reference(w)}),
     log:
         log_path("to_zarr"),
     benchmark:

@@ -1,0 +1,38 @@
+# Dataset-level intensity normalization (ct_dataset, nyul): learned once over the training subjects with
+# dask, written to model/normalization.json, applied per subject by to_zarr (voxflow.preprocess.dataset_norm).
+# Training subjects only (the parse-time split; the step re-reads split.json): test subjects never feed it.
+# The images travel as positional inputs (they order the DAG) and as path templates in --io, so the command
+# line does not grow with the cohort. Predict-only runs read the trained model's normalization.json.
+NORM_SUBJECTS = TRAIN_SUBJECTS or SUBJECTS  # no labels, no split: every subject (nothing is evaluated)
+_norm_paths = {"image": sub_path(SPACE_STEP, "{modality}.nii"), "mask": SPACE_MASK,
+               "label": sub_path(SPACE_STEP, "label.nii.gz") if HAS_LABEL else None}
+
+if NORM_JSON and config["predict"]["model_dir"] and not os.path.exists(NORM_JSON):
+    raise WorkflowError(f"config error at 'predict.model_dir': normalization {sorted(set(NORM_METHODS.values()))} "
+                        f"needs {NORM_JSON}, written when the model was trained")
+
+if NORM_JSON and not config["predict"]["model_dir"]:
+
+    rule normalization_stats:
+        input:
+            [p.format(subject=s, modality=m) for s in NORM_SUBJECTS for m in MODS for p in [_norm_paths["image"]]],
+            [_norm_paths["mask"].format(subject=s) for s in NORM_SUBJECTS],
+            [_norm_paths["label"].format(subject=s) for s in NORM_SUBJECTS] if HAS_LABEL else [],
+            **({"split": os.path.join(MODEL_DIR, "split.json")} if SPLIT else {}),
+        output:
+            normalization=NORM_JSON,
+        params:
+            io=io_params(PRE["normalize"] | {"subjects": NORM_SUBJECTS, "modalities": MODS, "paths": _norm_paths,
+                                             "space": PRE["space"], "scheduler": config["dask"]["scheduler"]}),
+        log:
+            os.path.join(OUT, "logs", "normalization_stats", "normalization_stats.log"),
+        benchmark:
+            os.path.join(OUT, "benchmarks", "normalization_stats", "normalization_stats.tsv")
+        threads: 2
+        resources:
+            mem_mb=mem_mb("heavy"),
+            runtime=runtime_min("heavy"),
+        conda:
+            CONDA_ENV
+        shell:
+            step_cmd("normalization_stats", subject="cohort")

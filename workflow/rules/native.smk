@@ -1,0 +1,36 @@
+# Native space (preprocess.space: native): crop to the body/foreground and resample to a target spacing,
+# no MNI registration; an identity transforms.json keeps inference's way back (voxflow.preprocess.native).
+# CT only with skull stripping 'none' reads co-registration's (or denoising's) output directly (CT_DIRECT).
+# Also the parse-time checks of the CT path, so a bad combination fails before any job runs.
+from voxflow.preprocess.native import ct_config_problems
+
+if ct_config_problems(config):
+    raise WorkflowError("\n".join(ct_config_problems(config)))
+
+
+rule native:
+    input:
+        **(images(PRE_N4_STEP) if CT_DIRECT else images("brain")),
+        **({} if CT_DIRECT else {"mask": sub_path("brain", "brain_mask.nii.gz")}),
+        **({"label": sub_path("ingest", "label.nii.gz")} if HAS_LABEL else {}),
+    output:
+        **images("native"),
+        mask=sub_path("native", "mask.nii.gz"),
+        **({"label": sub_path("native", "label.nii.gz")} if HAS_LABEL else {}),
+        xfm=directory(sub_path("native", "xfm")),
+        qc=report(qc_path("native"), caption="../report/qc.rst", category="Preprocessing QC",
+                  subcategory="{subject}", labels={"subject": "{subject}", "step": "native"}),
+    params:
+        io=io_params(PRE["native"] | {"reference": REF, "modality_types": INP["modality_types"]}),
+    log:
+        log_path("native"),
+    benchmark:
+        bench_path("native")
+    threads: 1
+    resources:
+        mem_mb=mem_mb("heavy"),
+        runtime=runtime_min("heavy"),
+    conda:
+        CONDA_ENV
+    shell:
+        step_cmd("native")
