@@ -59,7 +59,8 @@ def test_coarse_axis_is_resampled_by_nearest_neighbour_in_plane_smoothly():
     res = sitk.GetArrayFromImage(out)
     assert axis == 2 and res.shape == (16, 13, 13) and out.GetSpacing() == (1.5, 1.5, 2.5)
     slice_level = (res[:, 6, :] // 100) * 100  # every output slice is one input slice: no blending across 5 mm
-    assert np.allclose(res[:, 6, :] - slice_level, res[0, 6, :]) and set(np.unique(slice_level)) == set(range(0, 800, 100))
+    assert np.allclose(res[:, 6, :] - slice_level, res[0, 6, :])
+    assert set(np.unique(slice_level)) == set(range(0, 800, 100))
     ramp = res[0, 6, :]
     assert np.allclose(np.diff(ramp), 1.5) and np.any(ramp % 1 > 0.1)  # in-plane: interpolated, not nearest
     iso = sitk.GetImageFromArray(arr)
@@ -133,3 +134,49 @@ def test_nlm_denoise_lowers_noise_and_keeps_the_edge(model, levels):
     profile = den[16:24].mean(axis=(1, 2))  # mean across the edge between x=19 and x=20
     assert abs(profile[3] - levels[0]) < 0.1 * step and abs(profile[4] - levels[1]) < 0.1 * step
     assert abs(den[24:38].mean() - noisy[24:38].mean()) < 0.03 * step
+
+
+def test_denoise_step_filters_the_chosen_modalities_only(tmp_path):
+    """The step as the rule calls it (preprocess.denoise plus the modality types): CT denoised with the
+    Gaussian model (auto), the MR modality left out of `modalities` is copied unchanged."""
+    from voxflow.steps import STEPS
+
+    rng = np.random.default_rng(1)
+    vols = {"ct": np.where(np.arange(32)[:, None, None] < 16, -100.0, 60.0) + rng.normal(0, 15, (32, 32, 10)),
+            "t1": 200 + rng.normal(0, 15, (32, 32, 10))}
+    inp, out = {}, {}
+    for m, arr in vols.items():
+        img = sitk.GetImageFromArray(arr.astype(np.float32))
+        img.SetSpacing((1.0, 1.0, 3.0))
+        inp[f"img_{m}"], out[f"img_{m}"] = str(tmp_path / f"in_{m}.nii"), str(tmp_path / "denoise" / f"{m}.nii")
+        sitk.WriteImage(img, inp[f"img_{m}"])
+    cfg = {"enabled": True, "modalities": ["ct"], "noise_model": "auto", "patch_radius": 1, "search_radius": 2,
+           "shrink_factor": 1, "modality_types": {"ct": "ct"}, "modalities_to_denoise": ["ct"]}
+    info = STEPS["denoise"]("s1", inp, out, cfg)
+    assert info["ct"]["noise_model"] == "Gaussian" and info["t1"] == "not denoised"
+    ct = sitk.GetArrayFromImage(sitk.ReadImage(out["img_ct"]))
+    assert ct[2:14].std() < 0.5 * vols["ct"][2:14].std() and abs(ct[2:14].mean() + 100) < 3  # flat -100 HU half
+    assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(out["img_t1"])),
+                          sitk.GetArrayFromImage(sitk.ReadImage(inp["img_t1"])))
+
+
+def test_native_subject_names_subject_file_and_problem(tmp_path):
+    from voxflow.io import InputError
+
+    arr = np.full((6, 40, 40), -1000.0, np.float32)
+    arr[:, 10:30, 10:30] = 40.0
+    lab = np.zeros(arr.shape, np.uint8)
+    lab[2, 1, 1] = 1  # in the air, 9 voxels from the body: outside a 5 mm crop box
+    paths = {}
+    for name, a in (("ct", arr), ("air", np.full(arr.shape, -1000.0, np.float32)), ("label", lab)):
+        img = sitk.GetImageFromArray(a)
+        paths[name] = str(tmp_path / f"{name}.nii.gz")
+        sitk.WriteImage(img, paths[name])
+    outs = ({"ct": str(tmp_path / "o" / "ct.nii")}, str(tmp_path / "o" / "mask.nii.gz"),
+            str(tmp_path / "o" / "label.nii.gz"), str(tmp_path / "o" / "xfm"))
+    with pytest.raises(InputError, match=r"subject=s7 file=.*label\.nii\.gz: 1 labelled voxels lie outside"):
+        native_subject("s7", {"ct": paths["ct"]}, "ct", {"ct": "ct"}, None, paths["label"], *outs, (1, 1, 1),
+                       margin_mm=5.0)
+    assert not (tmp_path / "o").exists()  # checked before anything is written
+    with pytest.raises(InputError, match=r"subject=s7 file=.*air\.nii\.gz: no voxel above -500 HU"):
+        native_subject("s7", {"ct": paths["air"]}, "ct", {"ct": "ct"}, None, None, *outs, (1, 1, 1))

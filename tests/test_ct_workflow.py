@@ -26,7 +26,7 @@ def ct_run(tmp_path_factory):
     cfg = yaml.safe_load((PROJECT / "config" / "examples" / "liver_ct.yaml").read_text())
     out = work / "results"
     cfg["output_dir"], cfg["input"]["root"] = str(out), str(work / "data")
-    targets = [str(out / "zarr" / f"{s}.zarr") for s in SUBJECTS] + [str(out / "qc" / s / "native.png") for s in SUBJECTS]
+    targets = [str(out / d / f) for s in SUBJECTS for d, f in (("zarr", f"{s}.zarr"), (f"qc/{s}", "native.png"))]
     res = run_snakemake(work, cfg, targets)
     return dict(work=work, out=out, cfg=cfg, res=res, truth={t["truth"]["subject"]: t for t in truth})
 

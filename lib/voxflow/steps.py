@@ -166,7 +166,8 @@ def native(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> d
 
     qc: dict = {}
     info = native_subject(subject, by_modality(inp), cfg["reference"], cfg.get("modality_types") or {},
-                          inp.get("mask"), inp.get("label"), by_modality(out), out["mask"], out.get("label"), out["xfm"],
+                          inp.get("mask"), inp.get("label"), by_modality(out), out["mask"], out.get("label"),
+                          out["xfm"],
                           cfg["spacing_mm"], crop=cfg["crop"], margin_mm=cfg["crop_margin_mm"],
                           body_threshold_hu=cfg["body_threshold_hu"], interpolation=cfg["interpolation"],
                           anisotropy_threshold=cfg["anisotropy_threshold"], qc=qc)

@@ -164,6 +164,16 @@ def native_subject(subject: str, images: dict, reference: str, modality_types: d
     def cut(img: sitk.Image) -> sitk.Image:
         return sitk.RegionOfInterest(img, size_xyz, start_xyz)
 
+    lab, classes = None, []
+    if label is not None and out_label:  # checked before anything is written
+        lab = sitk.ReadImage(label)
+        arr = sitk.GetArrayViewFromImage(lab)
+        classes = sorted(int(c) for c in np.unique(arr) if c != 0)
+        lost = int(np.count_nonzero(arr)) - int(np.count_nonzero(arr[box]))
+        if lost:
+            raise InputError(subject, label, f"{lost} labelled voxels lie outside the foreground crop box "
+                                             f"(margin {margin_mm:g} mm): raise preprocess.native.crop_margin_mm")
+
     fg_img = sitk.GetImageFromArray(fg.astype(np.uint8))
     fg_img.CopyInformation(ref)
     fg_out = resample_labels(cut(fg_img), [1], spacing_xyz, anisotropy_threshold)
@@ -181,17 +191,10 @@ def native_subject(subject: str, images: dict, reference: str, modality_types: d
     write_image(fg_out, out_mask)
     info = {"foreground": source, "crop": {"enabled": bool(crop), "start_xyz": start_xyz, "size_xyz": size_xyz,
                                            "margin_mm": float(margin_mm), "source_size_xyz": list(ref.GetSize())},
-            "source_spacing_xyz": [float(s) for s in ref.GetSpacing()], "target_spacing_xyz": list(map(float, spacing_xyz)),
+            "source_spacing_xyz": [float(s) for s in ref.GetSpacing()],
+            "target_spacing_xyz": [float(s) for s in spacing_xyz],
             "separate_axis": axis, "shape_xyz": list(fg_out.GetSize())}
-    if label is not None and out_label:
-        lab = sitk.ReadImage(label)
-        arr = sitk.GetArrayViewFromImage(lab)
-        classes = sorted(int(c) for c in np.unique(arr) if c != 0)
-        inside = arr[box]
-        lost = int(np.count_nonzero(arr)) - int(np.count_nonzero(inside))
-        if lost:
-            raise InputError(subject, label, f"{lost} labelled voxels lie outside the foreground crop box "
-                                             f"(margin {margin_mm:g} mm): raise preprocess.native.crop_margin_mm")
+    if lab is not None:
         cropped = cut(lab)
         lab_out = (resample_labels(cropped, classes, spacing_xyz, anisotropy_threshold) if classes
                    else _resample(cropped, target_grid(cropped, spacing_xyz), sitk.sitkNearestNeighbor, 0))
