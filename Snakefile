@@ -10,6 +10,7 @@ configfile: "config/config.yaml"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/demo.smk"
+include: "workflow/rules/validate.smk"
 include: "workflow/rules/ingest.smk"
 include: "workflow/rules/coreg.smk"
 include: "workflow/rules/denoise.smk"

@@ -17,6 +17,7 @@ def _run_step(args) -> int:
     import voxflow.evaluate  # noqa: F401  (registers the evaluation steps)
     import voxflow.learn.steps  # noqa: F401  (registers the learning steps)
     import voxflow.report  # noqa: F401  (registers the report step)
+    import voxflow.validate  # noqa: F401  (registers the validation steps)
     from voxflow.steps import STEPS
 
     spec = json.loads(args.io)
@@ -69,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     w = sub.add_parser("where", help="print where the outputs of a run are")
     w.add_argument("--configfile", default="config/config.yaml")
     w.set_defaults(func=_where)
+    from voxflow.validate import add_parser
+
+    add_parser(sub)
     args = p.parse_args(argv)
     return args.func(args)
 

@@ -239,14 +239,14 @@ def check_geometry(subject: str, p: Path, what: str, size, spacing, origin, dire
         raise InputError(subject, p, f"{what} has size {size}: a 3D volume needs at least 2 voxels per axis")
     sp = np.array(spacing, dtype=np.float64)
     if not np.all(np.isfinite(sp)) or np.any(sp <= 0):
-        raise InputError(subject, p, f"{what} has invalid voxel spacing {tuple(sp.round(4))}")
+        raise InputError(subject, p, f"{what} has invalid voxel spacing {tuple(sp.round(4).tolist())}")
     if np.any(sp > 20) or np.any(sp < 0.01):  # < 0.01: metres written as millimetres
-        raise InputError(subject, p, f"{what} has implausible voxel spacing {tuple(sp.round(4))} mm")
+        raise InputError(subject, p, f"{what} has implausible voxel spacing {tuple(sp.round(4).tolist())} mm")
     if not np.all(np.isfinite(origin)):
-        raise InputError(subject, p, f"{what} has a non-finite origin {tuple(origin)}")
+        raise InputError(subject, p, f"{what} has a non-finite origin {tuple(float(o) for o in origin)}")
     d = np.array(direction, dtype=np.float64).reshape(3, 3)
     if not np.all(np.isfinite(d)) or not _orthonormal(d):
-        raise InputError(subject, p, f"{what} has non-orthogonal direction cosines {tuple(d.round(3).ravel())}")
+        raise InputError(subject, p, f"{what} has non-orthogonal direction cosines {tuple(d.round(3).ravel().tolist())}")
     return Grid(size, tuple(spacing), tuple(origin), tuple(direction))
 
 

@@ -116,7 +116,8 @@ def raw_reference(wildcards):
 
 
 def all_targets():
-    targets = expand(os.path.join(OUT, "zarr", "{subject}.zarr"), subject=SUBJECTS)
+    targets = [os.path.join(OUT, "validation", "problems.tsv")]  # the cohort's input problems, one table
+    targets += expand(os.path.join(OUT, "zarr", "{subject}.zarr"), subject=SUBJECTS)
     targets += expand(os.path.join(OUT, "qc", "{subject}", "{step}.png"), subject=SUBJECTS,
                       step=QC_STEPS)
     if config["predict"]["model_dir"] or (HAS_LABEL and config["train"]["epochs"] > 0):

@@ -1,14 +1,6 @@
-# Ingest: validate each raw file and store it in canonical orientation (voxflow.preprocess.ingest).
-
-
-def ingest_inputs(wildcards):
-    """Only files that exist: a missing one must fail this subject's job, not the whole DAG."""
-    files = dict(COHORT.images[wildcards.subject])
-    if HAS_LABEL:
-        files["label"] = COHORT.labels[wildcards.subject]
-    if INP["layout"] == "demo":
-        return {k if k == "label" else f"img_{k}": v for k, v in files.items()}
-    return {k if k == "label" else f"img_{k}": v for k, v in files.items() if v and os.path.exists(v)}
+# Ingest: store each raw file in canonical orientation (voxflow.preprocess.ingest). Its input is the
+# subject's validation table (validate.smk, which depends on the raw files): a subject with problems
+# fails here with the table's first row, before reading anything.
 
 
 def ingest_config(wildcards):
@@ -20,7 +12,7 @@ def ingest_config(wildcards):
 
 rule ingest:
     input:
-        unpack(ingest_inputs),
+        validation=VALIDATION_TABLE,
     output:
         **images("ingest"),
         **({"label": sub_path("ingest", "label.nii.gz")} if HAS_LABEL else {}),

@@ -23,12 +23,15 @@ def canonical(img: sitk.Image) -> sitk.Image:
     return sitk.DICOMOrient(img, CANONICAL)
 
 
-def check_label(label: sitk.Image, reference: sitk.Image, subject: str, path: str,
-                allowed: set[int] | None) -> sitk.Image:
-    """The label must lie on the reference grid and hold only declared integer values."""
+def check_label_grid(label, reference, subject: str, path: str) -> None:
+    """The label must lie on the reference grid (images or header `Grid`s)."""
     if not same_grid(label, reference):
         raise InputError(subject, path, f"label grid ({grid_summary(label)}) does not match the reference image "
                                         f"({grid_summary(reference)})")
+
+
+def check_label_values(label: sitk.Image, subject: str, path: str, allowed: set[int] | None) -> None:
+    """Integer values in 0..255 (stored as uint8), all in the declared set when there is one."""
     arr = sitk.GetArrayViewFromImage(label)
     if np.issubdtype(arr.dtype, np.floating):
         if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
@@ -39,6 +42,13 @@ def check_label(label: sitk.Image, reference: sitk.Image, subject: str, path: st
                                         "outside 0..255")
     if allowed is not None and not values <= allowed:
         raise InputError(subject, path, f"label values {sorted(values - allowed)} not in the declared set {sorted(allowed)}")
+
+
+def check_label(label: sitk.Image, reference: sitk.Image, subject: str, path: str,
+                allowed: set[int] | None) -> sitk.Image:
+    """The label must lie on the reference grid and hold only declared integer values."""
+    check_label_grid(label, reference, subject, path)
+    check_label_values(label, subject, path, allowed)
     return sitk.Cast(label, sitk.sitkUInt8)
 
 

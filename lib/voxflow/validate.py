@@ -1,0 +1,277 @@
+"""Input validation before the DAG does work: `voxflow validate <config>` and the per-subject `validate` rule.
+
+Both run `check_subject`, which applies ingest's own checks (`voxflow.io.read_header` and
+`read_image`, `voxflow.preprocess.ingest.check_label_grid` and `check_label_values`) to every file
+of a subject and collects one (subject, file, problem) row per broken file instead of stopping at
+the first, so a cohort's
+problems come out as one table. Each file's header is checked first (milliseconds: a bad
+dimension, spacing, orientation or label grid is found without decompressing the voxels); the
+voxel checks (truncated data, NaN/Inf, constant image, label values) follow unless
+`voxels=False`. Subjects are checked in a process pool, one subject per task, so memory stays
+at one subject per worker whatever the cohort size.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+from voxflow.io import Grid, InputError, atomic_path, read_header, read_image
+from voxflow.steps import step
+
+COLUMNS = ("subject", "file", "problem")
+Row = tuple[str, str, str]
+
+
+def _grid(img) -> Grid:
+    return Grid(img.GetSize(), img.GetSpacing(), img.GetOrigin(), img.GetDirection())
+
+
+def _check(rows: list[Row], subject: str, path: str, fn, *args, **kw):
+    """fn's result, or None with its problem appended to rows (one line, also for unexpected errors)."""
+    try:
+        return fn(*args, **kw)
+    except InputError as exc:
+        rows.append((exc.subject, exc.file, exc.problem))
+    except Exception as exc:  # noqa: BLE001 - a reader crash is this file's problem, not the cohort's
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        rows.append((subject, str(path), f"unexpected error while checking: {type(exc).__name__}: {first}"))
+    return None
+
+
+def _read(path: str, subject: str, what: str, voxels: bool, allow_constant: bool = False):
+    """(grid, image or None): header checks first; the voxels only when asked (always for DICOM folders)."""
+    grid = read_header(path, subject, what=what)
+    if voxels or grid is None:
+        img = read_image(path, subject, what=what, allow_constant=allow_constant)
+        return _grid(img), img
+    return grid, None
+
+
+def check_subject(subject: str, images: dict[str, str], label: str | None, reference: str,
+                  label_values=None, problem=None, voxels: bool = True) -> list[Row]:
+    """Every problem of one subject, in ingest's order (modalities, then the label): ingest's first
+    error is the first row. `problem` is the (file, problem) the input layout found at parse time."""
+    from voxflow.preprocess.ingest import check_label_grid, check_label_values
+
+    rows: list[Row] = []
+    if problem:
+        rows.append((subject, str(problem[0] or "-"), str(problem[1])))
+    grids = {}
+    for mod, path in images.items():
+        if not path:
+            if not problem:  # the layout's problem already names it
+                rows.append((subject, "-", f"modality '{mod}' is missing for this subject"))
+            continue
+        got = _check(rows, subject, path, _read, path, subject, f"{mod} image", voxels)
+        if got:
+            grids[mod] = got[0]
+    if label:
+        got = _check(rows, subject, label, _read, label, subject, "label", voxels, allow_constant=True)
+        if got:
+            (grid, img), n = got, len(rows)
+            if reference in grids:  # else the reference's own row says why
+                _check(rows, subject, label, check_label_grid, grid, grids[reference], subject, label)
+            if img is not None and len(rows) == n:
+                allowed = set(label_values) if label_values else None
+                _check(rows, subject, label, check_label_values, img, subject, label, allowed)
+    return rows
+
+
+def _init_worker() -> None:
+    import SimpleITK as sitk
+
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)  # the pool's processes are the parallelism
+
+
+def _task(args: tuple) -> list[Row]:
+    subject, kw = args
+    return check_subject(subject, **kw)
+
+
+class _Progress:
+    """tqdm on a terminal; elsewhere (logs, CI) a counter line on stderr every ~10% or 30 s."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.total, self.done, self.bar, self.last = total, 0, None, time.time()
+        self.enabled = enabled and total >= 20  # a handful of subjects needs no progress report
+        if self.enabled and sys.stderr.isatty():
+            try:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=total, unit="subject", desc="validate", file=sys.stderr)
+            except ImportError:
+                pass
+
+    def update(self, bad: int) -> None:
+        self.done += 1
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(problems=bad, refresh=False)
+        elif self.enabled and (self.done == self.total or time.time() - self.last > 30
+                               or self.done % max(1, self.total // 10) == 0):
+            self.last = time.time()
+            print(f"validate: {self.done}/{self.total} subjects checked, {bad} with problems", file=sys.stderr)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def validate_cohort(cohort, inp: dict, jobs: int = 1, voxels: bool = True, progress: bool = True) -> list[Row]:
+    """check_subject over a `voxflow.config.Cohort` (jobs > 1: a process pool); rows in cohort order."""
+    tasks = [(s, dict(images=dict(cohort.images[s]), label=cohort.labels.get(s), reference=inp["reference"],
+                      label_values=inp["label_values"], problem=cohort.problems.get(s), voxels=voxels))
+             for s in cohort.subjects]
+    results: dict[str, list[Row]] = {}
+    bar, bad = _Progress(len(tasks), progress), 0
+    try:
+        if jobs <= 1 or len(tasks) <= 1:
+            for t in tasks:
+                results[t[0]] = _task(t)
+                bad += bool(results[t[0]])
+                bar.update(bad)
+        else:
+            with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), initializer=_init_worker) as pool:
+                futures = {pool.submit(_task, t): t[0] for t in tasks}
+                for fut in as_completed(futures):
+                    results[futures[fut]] = fut.result()
+                    bad += bool(results[futures[fut]])
+                    bar.update(bad)
+    finally:
+        bar.close()
+    return [row for s in cohort.subjects for row in results.get(s, [])]
+
+
+# --- tables ------------------------------------------------------------------------------------------------------
+
+def _clean(value) -> str:
+    return " ".join(str(value).split())  # one line per row, no tabs inside a TSV field
+
+
+def write_table(rows: list[Row], path: str | os.PathLike) -> None:
+    """TSV with a header line, written atomically (an empty table = no problems)."""
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text("\n".join("\t".join(_clean(v) for v in r) for r in [COLUMNS, *rows]) + "\n")
+
+
+def read_table(path: str | os.PathLike) -> list[Row]:
+    lines = Path(path).read_text().splitlines()
+    if not lines or tuple(lines[0].split("\t")) != COLUMNS:
+        raise ValueError(f"{path} is not a validation table (header {lines[:1]})")
+    return [tuple(ln.split("\t", 2)) for ln in lines[1:] if ln.strip()]
+
+
+def format_table(rows: list[Row]) -> str:
+    """Plain-text table, columns aligned (the problem column is last and never cut)."""
+    if not rows:
+        return ""
+    rows = [tuple(_clean(v) for v in r) for r in rows]
+    w = [max(len(r[i]) for r in [COLUMNS, *rows]) for i in range(2)]
+    return "\n".join(f"{r[0]:<{w[0]}}  {r[1]:<{w[1]}}  {r[2]}" for r in [COLUMNS, *rows])
+
+
+def summary(rows: list[Row], n_subjects: int, voxels: bool = True) -> str:
+    what = "headers and voxels" if voxels else "headers only"
+    bad = len({r[0] for r in rows})
+    if not rows:
+        return f"voxflow validate: all {n_subjects} subjects OK ({what})"
+    return (f"voxflow validate: {bad} of {n_subjects} subjects have problems ({len(rows)} problem"
+            f"{'s' if len(rows) != 1 else ''}; {what})")
+
+
+# --- workflow steps ----------------------------------------------------------------------------------------------
+
+@step
+def validate(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
+    """The `validate` rule: one subject's table; it succeeds whatever it finds, and ingest fails
+    with the table's first row, so a broken subject stops there while the table is complete."""
+    import logging
+
+    rows = check_subject(subject, cfg["images"], cfg.get("label"), cfg["reference"], cfg.get("label_values"),
+                         cfg.get("problem"), voxels=cfg.get("voxels", True))
+    for r in rows:
+        logging.getLogger("voxflow").warning("problem: subject=%s file=%s: %s", *r)
+    write_table(rows, out["table"])
+    return {"problems": len(rows)}
+
+
+def merge_tables(tables: list[str], out_table: str, out_text: str) -> str:
+    """The cohort table (rule validation_table): per-subject tables concatenated in cohort order, as
+    TSV and as text with a summary line; returns the text."""
+    rows = [r for t in tables for r in read_table(t)]
+    write_table(rows, out_table)
+    text = format_table(rows)
+    text = (text + "\n" if text else "") + summary(rows, len(tables))
+    with atomic_path(out_text) as tmp:
+        Path(tmp).write_text(text + "\n")
+    return text
+
+
+# --- command line ------------------------------------------------------------------------------------------------
+
+def load_config(configfile: str, base: str | None = "config/config.yaml") -> dict:
+    """The config as the Snakefile sees it: its `configfile:` (config/config.yaml, relative to the
+    working directory, when present) updated by the user's file, then schema defaults and the cohort."""
+    import yaml
+    from snakemake.utils import update_config
+
+    config: dict = {}
+    if base and os.path.isfile(base):
+        config = yaml.safe_load(Path(base).read_text()) or {}
+    update_config(config, yaml.safe_load(Path(configfile).read_text()) or {})
+    return config
+
+
+def main(args) -> int:
+    """`voxflow validate`: exit 0 when every subject is clean, 1 when any has a problem, 2 on a config error."""
+    from voxflow.config import ConfigError, build_cohort, validate_config
+
+    schema = args.schema or str(Path(__file__).resolve().parents[2] / "config" / "config.schema.yaml")
+    try:
+        config = validate_config(load_config(args.configfile, args.base_config), schema)
+        cohort = build_cohort(config)
+    except ConfigError as exc:
+        for line in str(exc).splitlines():
+            print(f"voxflow ERROR [config] {line}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as exc:  # unreadable or invalid YAML
+        print(f"voxflow ERROR [config] {args.configfile}: {type(exc).__name__}: {str(exc).splitlines()[0]}",
+              file=sys.stderr)
+        return 2
+    inp = config["input"]
+    if inp["layout"] == "demo":  # generated by the workflow: only subjects already generated can be checked
+        present = [s for s in cohort.subjects if os.path.isdir(os.path.dirname(next(iter(cohort.images[s].values()))))]
+        print(f"voxflow validate: demo layout, {len(present)} of {len(cohort.subjects)} subjects generated so far",
+              file=sys.stderr)
+        cohort.subjects = present
+    t0 = time.time()
+    voxels = not args.headers_only
+    rows = validate_cohort(cohort, inp, jobs=args.jobs or os.cpu_count() or 1, voxels=voxels,
+                           progress=not args.quiet)
+    if args.out:
+        write_table(rows, args.out)
+    text = format_table(rows)
+    if text:
+        print(text)
+    print(f"{summary(rows, len(cohort.subjects), voxels)} in {time.time() - t0:.1f} s"
+          + (f"; table: {args.out}" if args.out else ""))
+    return 1 if rows else 0
+
+
+def add_parser(sub) -> None:
+    v = sub.add_parser("validate", help="check every subject's input files before running the workflow",
+                       description=main.__doc__)
+    v.add_argument("configfile", help="the config given to snakemake --configfile")
+    v.add_argument("--jobs", "-j", type=int, default=0, help="processes (default: all CPU cores)")
+    v.add_argument("--out", "-o", help="also write the table as TSV (subject, file, problem)")
+    v.add_argument("--headers-only", action="store_true",
+                   help="check headers only (fast: dimensions, spacing, orientation, label grid), not the voxels")
+    v.add_argument("--base-config", default="config/config.yaml",
+                   help="the Snakefile's configfile, updated by CONFIGFILE as snakemake does (skipped if absent)")
+    v.add_argument("--schema", help="config schema (default: the project's config/config.schema.yaml)")
+    v.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    v.set_defaults(func=main)

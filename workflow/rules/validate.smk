@@ -1,0 +1,65 @@
+# Validation (voxflow.validate): each subject's raw files pass ingest's own checks before ingest runs.
+# The per-subject job succeeds whatever it finds and writes its problems (an empty table = clean);
+# ingest then fails with the table's first row. So under --keep-going a broken subject stops at its
+# ingest with one line while every other subject runs on, and the cohort table
+# (validation/problems.tsv, printed to the console as text) lists every problem of every subject.
+# A cohort rule that failed on a broken subject would block the whole run instead.
+
+VALIDATION = os.path.join(OUT, "validation")
+VALIDATION_TABLE = os.path.join(VALIDATION, "subjects", "{subject}.tsv")
+
+
+def raw_inputs(wildcards):
+    """Only files that exist: a missing one must fail this subject's validation, not the whole DAG."""
+    files = dict(COHORT.images[wildcards.subject])
+    if HAS_LABEL:
+        files["label"] = COHORT.labels[wildcards.subject]
+    if INP["layout"] == "demo":
+        return {k if k == "label" else f"img_{k}": v for k, v in files.items()}
+    return {k if k == "label" else f"img_{k}": v for k, v in files.items() if v and os.path.exists(v)}
+
+
+def validation_config(wildcards):
+    s = wildcards.subject
+    return {"images": COHORT.images[s], "label": COHORT.labels[s], "reference": REF,
+            "label_values": INP["label_values"], "problem": COHORT.problems.get(s)}  # found at parse time
+
+
+rule validate:
+    input:
+        unpack(raw_inputs),
+    output:
+        table=VALIDATION_TABLE,
+    params:
+        io=io_params(validation_config),
+    log:
+        log_path("validate"),
+    benchmark:
+        bench_path("validate")
+    priority: 10  # every subject's check before the long per-subject chains: the table comes early
+    threads: 1
+    resources:
+        mem_mb=mem_mb("light"),
+        runtime=runtime_min("light"),
+    conda:
+        CONDA_ENV
+    shell:
+        step_cmd("validate")
+
+
+rule validation_table:
+    """The cohort's problems in one table. `run:` rather than `voxflow step`: the 10 000 table paths
+    would not fit in one command-line argument."""
+    input:
+        tables=expand(VALIDATION_TABLE, subject=SUBJECTS),
+    output:
+        table=os.path.join(VALIDATION, "problems.tsv"),
+        text=os.path.join(VALIDATION, "problems.txt"),
+    priority: 10
+    localrule: True
+    run:
+        import sys
+
+        from voxflow.validate import merge_tables
+
+        print(merge_tables(list(input.tables), output.table, output.text), file=sys.stderr)
