@@ -55,6 +55,13 @@ def test_rigid_recovers_known_motion(demo_subject, tmp_path):
     assert angle_err < 1.0, f"rotation error {angle_err:.2f} degrees"
     # and it is a rigid transform
     np.testing.assert_allclose(A_est @ A_est.T, np.eye(3), atol=1e-4)
+    # reproducible: the random metric sampling is seeded (antspyx ignores a random_seed= keyword)
+    again = rigid_to_reference(ants.image_read(paths["t1"]), ants.image_read(str(tmp_path / "moving.nii.gz")))
+    np.testing.assert_array_equal(sitk.ReadTransform(again[0]).GetParameters(),
+                                  sitk.ReadTransform(files[0]).GetParameters())
+    other_seed = rigid_to_reference(ants.image_read(paths["t1"]), ants.image_read(str(tmp_path / "moving.nii.gz")),
+                                    seed=7)
+    assert sitk.ReadTransform(other_seed[0]).GetParameters() != sitk.ReadTransform(files[0]).GetParameters()
 
 
 def test_label_native_mni_native_roundtrip(demo_subject, tmp_path):

@@ -40,6 +40,13 @@ NORM_METHODS = {m: PRE["normalize"]["per_modality"].get(m, PRE["normalize"]["met
 NORM_JSON = (os.path.join(config["predict"]["model_dir"] or os.path.join(OUT, "model"), "normalization.json")
              if set(NORM_METHODS.values()) & {"ct_dataset", "nyul"} else None)
 
+# On a cluster (SLURM profile) a subject's preprocessing steps run as one job (`group:`, ignored by
+# local runs); workflow/profiles/slurm sets how many subjects share a job (group-components).
+# With dataset-level normalization, to_zarr waits for a cohort rule fed by every subject's chain,
+# so it cannot be in the chain's group: it gets a group of its own.
+CHAIN_GROUP = "subject_chain"
+ZARR_GROUP = CHAIN_GROUP if NORM_JSON is None else "subject_store"
+
 wildcard_constraints:
     subject="[^/]+",
 

@@ -14,6 +14,7 @@ rule coreg:
         log_path("coreg"),
     benchmark:
         bench_path("coreg")
+    group: CHAIN_GROUP
     threads: 1
     resources:
         mem_mb=mem_mb("heavy"),

@@ -16,6 +16,7 @@ if PRE["denoise"]["enabled"]:
             log_path("denoise"),
         benchmark:
             bench_path("denoise")
+        group: CHAIN_GROUP
         threads: 1
         resources:
             mem_mb=mem_mb("heavy"),

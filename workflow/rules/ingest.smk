@@ -24,6 +24,7 @@ rule ingest:
         log_path("ingest"),
     benchmark:
         bench_path("ingest")
+    group: CHAIN_GROUP
     threads: 1
     resources:
         mem_mb=mem_mb("light"),

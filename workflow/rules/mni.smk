@@ -43,6 +43,7 @@ rule mni:
         log_path("mni"),
     benchmark:
         bench_path("mni")
+    group: CHAIN_GROUP
     threads: 1
     resources:
         mem_mb=mem_mb("heavy"),

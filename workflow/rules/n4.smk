@@ -15,6 +15,7 @@ rule n4:
         log_path("n4"),
     benchmark:
         bench_path("n4")
+    group: CHAIN_GROUP
     threads: 1
     resources:
         mem_mb=mem_mb("heavy"),

@@ -26,6 +26,7 @@ rule native:
         log_path("native"),
     benchmark:
         bench_path("native")
+    group: CHAIN_GROUP
     threads: 1
     resources:
         mem_mb=mem_mb("heavy"),

@@ -16,6 +16,7 @@ rule skullstrip:
         log_path("skullstrip"),
     benchmark:
         bench_path("skullstrip")
+    group: CHAIN_GROUP
     threads: 1
     resources:
         mem_mb=mem_mb("heavy"),

@@ -18,9 +18,11 @@ rule to_zarr:
         log_path("to_zarr"),
     benchmark:
         bench_path("to_zarr")
+    group: ZARR_GROUP
     threads: 1
     resources:
-        mem_mb=RES["mem_mb_light"],
+        mem_mb=mem_mb("light"),
+        runtime=runtime_min("light"),
     conda:
         CONDA_ENV
     shell:

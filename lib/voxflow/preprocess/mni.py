@@ -40,16 +40,16 @@ def register_to_template(moving, fixed, transform: str = "affine", seed: int = 1
 
     if transform not in TRANSFORMS:
         raise ValueError(f"mni.transform must be one of {sorted(TRANSFORMS)}; got {transform!r}")
-    from voxflow.preprocess.coreg import coarse_copy
+    from voxflow.preprocess.coreg import coarse_copy, seeded_registration
 
     kwargs = dict(aff_metric="mattes", aff_sampling=32, aff_random_sampling_rate=sampling_rate,
                   aff_iterations=tuple(aff_iterations), aff_shrink_factors=(4, 2, 1),
-                  aff_smoothing_sigmas=(2, 1, 0), random_seed=seed, verbose=False)
+                  aff_smoothing_sigmas=(2, 1, 0), verbose=False)
     fixed, moving = coarse_copy(fixed, work_spacing_mm), coarse_copy(moving, work_spacing_mm)
     if transform == "syn":
         kwargs.update(reg_iterations=tuple(syn_iterations), syn_metric="CC", syn_sampling=2,
                       flow_sigma=3, total_sigma=0)
-    return ants.registration(fixed=fixed, moving=moving, type_of_transform=TRANSFORMS[transform], **kwargs)
+    return seeded_registration(seed, fixed=fixed, moving=moving, type_of_transform=TRANSFORMS[transform], **kwargs)
 
 
 def keep_transforms(reg: dict, xfm_dir: str | Path) -> dict:

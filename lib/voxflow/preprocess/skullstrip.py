@@ -49,12 +49,14 @@ def template_mask(img, head_template: str, brain_mask: str, transform: str = "Af
     """Register a whole-head template to the subject and carry its brain mask over."""
     import ants
 
+    from voxflow.preprocess.coreg import seeded_registration
+
     tpl = ants.image_read(head_template)
     tpl_mask = ants.image_read(brain_mask)
-    reg = ants.registration(fixed=img, moving=tpl, type_of_transform=transform,
+    reg = seeded_registration(1, fixed=img, moving=tpl, type_of_transform=transform,
                             aff_iterations=(200, 100, 50), aff_shrink_factors=(4, 2, 1),
                             aff_smoothing_sigmas=(2, 1, 0), aff_random_sampling_rate=0.25,
-                            random_seed=1, verbose=False)
+                            verbose=False)
     warped = ants.apply_transforms(fixed=img, moving=tpl_mask, transformlist=reg["fwdtransforms"],
                                    interpolator="genericLabel")
     return img.new_image_like((warped.numpy() > 0.5).astype(np.float32))
