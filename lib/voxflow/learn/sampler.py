@@ -76,6 +76,9 @@ class PatchBatches(torch.utils.data.IterableDataset):
     `rank`/`world`: yield only samples ``[rank*B/world, (rank+1)*B/world)`` of each global batch of
     `batch_size`. Every rank draws the whole batch from the same seeded RNG and reads only its own
     patches, so the global batch is the same whatever the number of processes (DDP).
+    Batch k of the stream is drawn from its own generator, seeded by (seed, k): the stream is the
+    same whatever the number of DataLoader workers, and a run resumed at batch `start` (set before
+    iterating) continues exactly where an uninterrupted one would be.
     """
 
     def __init__(self, paths: Sequence[str], patch: Sequence[int], batch_size: int, fg_fraction: float = 1 / 3,
@@ -92,12 +95,17 @@ class PatchBatches(torch.utils.data.IterableDataset):
         for i, v in enumerate(label_values):
             lut[v] = i
         self.lut, self.seed = lut, seed
-        self.epoch = 0
+        self.start = 0  # index of the first batch (a resumed run: steps already trained)
 
-    def _rng(self) -> np.random.Generator:
+    def _batch_indices(self):
+        """The global indices of the batches this worker yields: the DataLoader takes batches from its
+        workers in turn, so worker w of W yields start + w, start + w + W, ..."""
         info = torch.utils.data.get_worker_info()
-        wid = info.id if info is not None else 0
-        return np.random.default_rng([self.seed, self.epoch, wid])
+        wid, n = (info.id, info.num_workers) if info is not None else (0, 1)
+        k = self.start + wid
+        while True:
+            yield k
+            k += n
 
     def sample(self, store: Store, rng: np.random.Generator, force_fg: bool):
         return read_patch(store, self.draw(store, rng, force_fg), self.patch)
@@ -117,9 +125,9 @@ class PatchBatches(torch.utils.data.IterableDataset):
         return start
 
     def __iter__(self):
-        rng = self._rng()
         stores = [Store(p).open() for p in self.paths]
-        while True:
+        for k in self._batch_indices():
+            rng = np.random.default_rng([self.seed, k])
             imgs, labs = [], []
             for i in range(self.batch_size):
                 force = i >= self.batch_size - self.n_fg

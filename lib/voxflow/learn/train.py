@@ -220,7 +220,7 @@ def _train(train_paths, val_paths, plans, cfg, out_dir: Path, d: ddp.Dist, progr
     patch = sampler_patch(plans)
     train_ds = PatchBatches(train_paths, patch, batch, cfg["fg_fraction"], plans["label_values"],
                             seed=seed, centre_z=plans["dim"] != "3d", rank=d.rank, world=d.world)
-    train_ds.epoch = start_epoch
+    train_ds.start = start_epoch * iters  # the batches of the trained steps are skipped, not redrawn
     loader = iter(make_loader(train_ds, int(cfg["workers"])))
     val_batches = _fixed_val_batches(val_paths or train_paths, patch, plans, cfg, seed) if d.main else []
     seen = 0
