@@ -246,7 +246,8 @@ def check_geometry(subject: str, p: Path, what: str, size, spacing, origin, dire
         raise InputError(subject, p, f"{what} has a non-finite origin {tuple(float(o) for o in origin)}")
     d = np.array(direction, dtype=np.float64).reshape(3, 3)
     if not np.all(np.isfinite(d)) or not _orthonormal(d):
-        raise InputError(subject, p, f"{what} has non-orthogonal direction cosines {tuple(d.round(3).ravel().tolist())}")
+        raise InputError(subject, p, f"{what} has non-orthogonal direction cosines "
+                                     f"{tuple(d.round(3).ravel().tolist())}")
     return Grid(size, tuple(spacing), tuple(origin), tuple(direction))
 
 

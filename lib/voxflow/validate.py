@@ -228,6 +228,8 @@ def load_config(configfile: str, base: str | None = "config/config.yaml") -> dic
 
 def main(args) -> int:
     """`voxflow validate`: exit 0 when every subject is clean, 1 when any has a problem, 2 on a config error."""
+    import yaml
+
     from voxflow.config import ConfigError, build_cohort, validate_config
 
     schema = args.schema or str(Path(__file__).resolve().parents[2] / "config" / "config.schema.yaml")
@@ -238,7 +240,7 @@ def main(args) -> int:
         for line in str(exc).splitlines():
             print(f"voxflow ERROR [config] {line}", file=sys.stderr)
         return 2
-    except (OSError, ValueError) as exc:  # unreadable or invalid YAML
+    except (OSError, ValueError, yaml.YAMLError) as exc:  # unreadable file, invalid YAML
         print(f"voxflow ERROR [config] {args.configfile}: {type(exc).__name__}: {str(exc).splitlines()[0]}",
               file=sys.stderr)
         return 2
