@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -120,6 +121,36 @@ def test_demo_second_run_is_a_no_op(demo_run):
     assert again.returncode == 0, _fail_msg(again)
     assert "Nothing to be done" in again.stdout + again.stderr, _fail_msg(again)
     assert {p: p.stat().st_mtime_ns for p in stores} == before
+
+
+@pytest.mark.slow
+def test_one_job_per_subject_writes_what_the_per_step_rules_write(demo_run, tmp_path):
+    """preprocess.granularity: subject runs the chain in one job (7x fewer jobs for big cohorts);
+    registrations are seeded, so its store equals the per-step rules' store exactly."""
+    from voxflow.preprocess.store import read_subject_store
+
+    assert demo_run["first"].returncode == 0, _fail_msg(demo_run["first"])
+    s, out = DEMO[0], tmp_path / "results"
+    cfg = json.loads(json.dumps(demo_run["cfg"]))
+    cfg["output_dir"] = str(out)
+    cfg["preprocess"]["granularity"] = "subject"
+    targets = [str(out / "zarr" / f"{s}.zarr")] + [str(out / "qc" / s / f"{q}.png") for q in ("n4", "skullstrip", "mni")]
+    dry = run_snakemake(tmp_path, cfg, targets, "--quiet", "rules", "--dry-run")
+    assert dry.returncode == 0, _fail_msg(dry)
+    assert re.search(r"preprocess_subject\s+1\b", dry.stdout) and not re.search(r"^(ingest|n4|mni)\s", dry.stdout, re.M)
+    res = run_snakemake(tmp_path, cfg, targets)
+    assert res.returncode == 0, _fail_msg(res)
+    fused, per_step = read_subject_store(out / "zarr" / f"{s}.zarr"), read_subject_store(demo_run["out"] / "zarr" / f"{s}.zarr")
+    for key in ("image", "mask", "label"):
+        np.testing.assert_array_equal(fused[key], per_step[key], err_msg=key)
+    for k in ("spacing_zyx", "origin_xyz", "direction", "label_classes", "brain_voxels"):
+        assert fused["meta"][k] == per_step["meta"][k], k
+    for q in ("n4", "skullstrip", "mni"):
+        assert (out / "qc" / s / f"{q}.png").read_bytes()[:8] == PNG_MAGIC
+    log = (out / "logs" / "preprocess_subject" / f"{s}.log").read_text()
+    for step in ["validate", "ingest"] + RULES[1:]:
+        assert f"chain {step} subject={s}" in log, step
+    assert tmp_names_under(out) == []
 
 
 # --- folders layout with broken subjects ---------------------------------------------------------------------

@@ -28,12 +28,13 @@ def _run_step(args) -> int:
         info = fn(args.subject, spec.get("input", {}), spec.get("output", {}), spec.get("config", {}), args.threads)
     except InputError as exc:
         # One line, last in the log, that names subject, file and problem.
-        print(f"voxflow ERROR [{args.name}] {exc}", file=sys.stderr)
+        print(f"voxflow ERROR [{getattr(exc, 'voxflow_step', args.name)}] {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001 - anything else: traceback first, then the one line
         log.exception("step %s failed", args.name)
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-        print(f"voxflow ERROR [{args.name}] subject={args.subject}: {type(exc).__name__}: {first}", file=sys.stderr)
+        step = getattr(exc, "voxflow_step", args.name)
+        print(f"voxflow ERROR [{step}] subject={args.subject}: {type(exc).__name__}: {first}", file=sys.stderr)
         return 1
     log.info("done %s subject=%s in %.1fs: %s", args.name, args.subject, time.time() - t0,
              json.dumps(info, default=str)[:2000] if info else "")

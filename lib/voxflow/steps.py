@@ -213,3 +213,32 @@ def template(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) ->
 
     write_template(int(cfg["resolution_mm"]), out["image"], out["mask"])
     return {}
+
+
+@step
+def chain(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
+    """A subject's whole preprocessing chain in one process (preprocess.granularity: subject).
+
+    `cfg["steps"]` lists, in order, each step's name, files and config exactly as its own rule would
+    pass them, so the files written are the same; one process instead of seven saves each step's
+    start-up (importing antspyx/torch) and Snakemake builds one job per subject instead of seven.
+    An error names the step that failed, as the per-step rules do.
+    """
+    import logging
+    import time
+
+    import voxflow.validate  # noqa: F401  (registers the validate step)
+
+    log = logging.getLogger("voxflow.chain")
+    done = {}
+    for spec in cfg["steps"]:
+        name, t0 = spec["name"], time.perf_counter()
+        try:
+            info = STEPS[name](subject, spec["input"], spec["output"], spec["config"], threads)
+        except Exception as exc:
+            exc.voxflow_step = name  # the CLI's one-line error shows the failing step
+            raise
+        done[name] = round(time.perf_counter() - t0, 2)
+        log.info("chain %s subject=%s: %s done in %.1fs %s", name, subject, name, done[name],
+                 json.dumps(info, default=str)[:500] if info else "")
+    return {"seconds": done}

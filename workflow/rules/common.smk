@@ -1,6 +1,7 @@
 # Shared helpers for the rules: config validation, the subject table, and the one shell
 # command every per-subject rule runs (`voxflow step NAME`), with logs and thread limits.
 import json
+from types import SimpleNamespace
 from snakemake.exceptions import WorkflowError
 import os
 
@@ -39,6 +40,17 @@ SPACE_XFM = os.path.join(OUT, "preprocess", "{subject}", "xfm" if SPACE_STEP == 
 NORM_METHODS = {m: PRE["normalize"]["per_modality"].get(m, PRE["normalize"]["method"]) for m in MODS}
 NORM_JSON = (os.path.join(config["predict"]["model_dir"] or os.path.join(OUT, "model"), "normalization.json")
              if set(NORM_METHODS.values()) & {"ct_dataset", "nyul"} else None)
+
+# Granularity of the per-subject chain: one job per step, or one job per subject running every step
+# in one process (preprocess.smk). DAG building costs a few ms per job in Snakemake, so 10 000
+# subjects x 7 steps took minutes; fused, it is one job per subject. Dataset-level normalization
+# puts a cohort rule between the space step and to_zarr, so it keeps the per-step rules.
+FUSED = PRE["granularity"] == "subject" or (PRE["granularity"] == "auto" and len(SUBJECTS) > 200)
+if FUSED and NORM_JSON is not None:
+    if PRE["granularity"] == "subject":
+        raise WorkflowError("config error at 'preprocess.granularity': 'subject' cannot be combined with dataset-level "
+                            "normalization (nyul, ct_dataset), which runs a cohort rule inside the chain; use 'step'")
+    FUSED = False
 
 # On a cluster (SLURM profile) a subject's preprocessing steps run as one job (`group:`, ignored by
 # local runs); workflow/profiles/slurm sets how many subjects share a job (group-components).
@@ -96,6 +108,34 @@ def io_params(section):
         return json.dumps({"input": dict(input.items()), "output": dict(output.items()), "config": cfg})
 
     return _fn
+
+
+class StepIO:
+    """One per-subject step's files (patterns with {subject}) and config, declared once: its own rule
+    reads them, and so does the fused rule (preprocess.granularity: subject), in CHAIN order."""
+
+    def __init__(self, name, input, output, config):
+        self.name, self.input, self.output, self.config = name, input, output, config
+        CHAIN.append(self)
+
+    def outputs(self, *exclude):
+        return {k: v for k, v in self.output.items() if k not in exclude}
+
+    def for_subject(self, subject):
+        w = SimpleNamespace(subject=subject)
+        inp = self.input(w) if callable(self.input) else self.input
+        cfg = self.config(w) if callable(self.config) else self.config
+        fill = lambda d: {k: v.replace("{subject}", subject) for k, v in d.items()}  # noqa: E731
+        return {"name": self.name, "input": fill(inp), "output": fill(self.output), "config": cfg}
+
+
+CHAIN = []
+
+
+def qc_report(step):
+    """The QC figure of a step, as a Snakemake report item."""
+    return report(qc_path(step), caption="../report/qc.rst", category="Preprocessing QC",
+                  subcategory="{subject}", labels={"subject": "{subject}", "step": step})
 
 
 def step_cmd(name, subject="{wildcards.subject}", nproc=1):

@@ -3,15 +3,20 @@
 
 
 if PRE["denoise"]["enabled"]:
+    DENOISE = StepIO("denoise", input=images("coreg"), output=images("denoise"),
+                     config=PRE["denoise"] | {"modality_types": INP["modality_types"],
+                                              "modalities_to_denoise": PRE["denoise"]["modalities"]})
+
+
+if PRE["denoise"]["enabled"] and not FUSED:
 
     rule denoise:
         input:
-            **images("coreg"),
+            **DENOISE.input,
         output:
-            **images("denoise"),
+            **DENOISE.output,
         params:
-            io=io_params(PRE["denoise"] | {"modality_types": INP["modality_types"],
-                                           "modalities_to_denoise": PRE["denoise"]["modalities"]}),
+            io=io_params(DENOISE.config),
         log:
             log_path("denoise"),
         benchmark:

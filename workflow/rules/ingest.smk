@@ -10,26 +10,30 @@ def ingest_config(wildcards):
             "problem": COHORT.problems.get(wildcards.subject)}  # found by the layout at parse time
 
 
-rule ingest:
-    input:
-        validation=VALIDATION_TABLE,
-    output:
-        **images("ingest"),
-        **({"label": sub_path("ingest", "label.nii.gz")} if HAS_LABEL else {}),
-        info=sub_path("ingest", "info.json"),
-    params:
-        io=lambda w, input, output: json.dumps(
-            {"input": dict(input.items()), "output": dict(output.items()), "config": ingest_config(w)}),
-    log:
-        log_path("ingest"),
-    benchmark:
-        bench_path("ingest")
-    group: CHAIN_GROUP
-    threads: 1
-    resources:
-        mem_mb=mem_mb("light"),
-        runtime=runtime_min("light"),
-    conda:
-        CONDA_ENV
-    shell:
-        step_cmd("ingest")
+INGEST = StepIO("ingest", input={"validation": VALIDATION_TABLE},
+                output={**images("ingest"), **({"label": sub_path("ingest", "label.nii.gz")} if HAS_LABEL else {}),
+                        "info": sub_path("ingest", "info.json")},
+                config=ingest_config)
+
+
+if not FUSED:
+    rule ingest:
+        input:
+            **INGEST.input,
+        output:
+            **INGEST.output,
+        params:
+            io=io_params(INGEST.config),
+        log:
+            log_path("ingest"),
+        benchmark:
+            bench_path("ingest")
+        group: CHAIN_GROUP
+        threads: 1
+        resources:
+            mem_mb=mem_mb("light"),
+            runtime=runtime_min("light"),
+        conda:
+            CONDA_ENV
+        shell:
+            step_cmd("ingest")

@@ -24,31 +24,37 @@ rule template:
         step_cmd("template", subject="template")
 
 
-rule mni:
-    input:
-        **images("brain"),
-        mask=sub_path("brain", "brain_mask.nii.gz"),
-        **({"label": sub_path("ingest", "label.nii.gz")} if HAS_LABEL else {}),
-        template=TEMPLATE,
-    output:
-        **images("mni"),
-        mask=sub_path("mni", "brain_mask.nii.gz"),
-        **({"label": sub_path("mni", "label.nii.gz")} if HAS_LABEL else {}),
-        xfm=directory(os.path.join(OUT, "preprocess", "{subject}", "xfm")),
-        qc=report(qc_path("mni"), caption="../report/qc.rst", category="Preprocessing QC",
-                  subcategory="{subject}", labels={"subject": "{subject}", "step": "mni"}),
-    params:
-        io=io_params(PRE["mni"] | {"reference": REF}),
-    log:
-        log_path("mni"),
-    benchmark:
-        bench_path("mni")
-    group: CHAIN_GROUP
-    threads: 1
-    resources:
-        mem_mb=mem_mb("heavy"),
-        runtime=runtime_min("heavy"),
-    conda:
-        CONDA_ENV
-    shell:
-        step_cmd("mni")
+MNI = StepIO("mni", input={**images("brain"), "mask": sub_path("brain", "brain_mask.nii.gz"),
+                           **({"label": sub_path("ingest", "label.nii.gz")} if HAS_LABEL else {}),
+                           "template": TEMPLATE},
+             output={**images("mni"), "mask": sub_path("mni", "brain_mask.nii.gz"),
+                     **({"label": sub_path("mni", "label.nii.gz")} if HAS_LABEL else {}),
+                     "xfm": os.path.join(OUT, "preprocess", "{subject}", "xfm"), "qc": qc_path("mni")},
+             config=PRE["mni"] | {"reference": REF})
+if SPACE_STEP != "mni":
+    CHAIN.remove(MNI)
+
+
+if not FUSED:
+    rule mni:
+        input:
+            **MNI.input,
+        output:
+            **MNI.outputs("qc", "xfm"),
+            xfm=directory(MNI.output["xfm"]),
+            qc=qc_report("mni"),
+        params:
+            io=io_params(MNI.config),
+        log:
+            log_path("mni"),
+        benchmark:
+            bench_path("mni")
+        group: CHAIN_GROUP
+        threads: 1
+        resources:
+            mem_mb=mem_mb("heavy"),
+            runtime=runtime_min("heavy"),
+        conda:
+            CONDA_ENV
+        shell:
+            step_cmd("mni")

@@ -8,30 +8,37 @@ if ct_config_problems(config):
     raise WorkflowError("\n".join(ct_config_problems(config)))
 
 
-rule native:
-    input:
-        **(images(PRE_N4_STEP) if CT_DIRECT else images("brain")),
-        **({} if CT_DIRECT else {"mask": sub_path("brain", "brain_mask.nii.gz")}),
-        **({"label": sub_path("ingest", "label.nii.gz")} if HAS_LABEL else {}),
-    output:
-        **images("native"),
-        mask=sub_path("native", "mask.nii.gz"),
-        **({"label": sub_path("native", "label.nii.gz")} if HAS_LABEL else {}),
-        xfm=directory(sub_path("native", "xfm")),
-        qc=report(qc_path("native"), caption="../report/qc.rst", category="Preprocessing QC",
-                  subcategory="{subject}", labels={"subject": "{subject}", "step": "native"}),
-    params:
-        io=io_params(PRE["native"] | {"reference": REF, "modality_types": INP["modality_types"]}),
-    log:
-        log_path("native"),
-    benchmark:
-        bench_path("native")
-    group: CHAIN_GROUP
-    threads: 1
-    resources:
-        mem_mb=mem_mb("heavy"),
-        runtime=runtime_min("heavy"),
-    conda:
-        CONDA_ENV
-    shell:
-        step_cmd("native")
+NATIVE = StepIO("native", input={**(images(PRE_N4_STEP) if CT_DIRECT else images("brain")),
+                                 **({} if CT_DIRECT else {"mask": sub_path("brain", "brain_mask.nii.gz")}),
+                                 **({"label": sub_path("ingest", "label.nii.gz")} if HAS_LABEL else {})},
+                output={**images("native"), "mask": sub_path("native", "mask.nii.gz"),
+                        **({"label": sub_path("native", "label.nii.gz")} if HAS_LABEL else {}),
+                        "xfm": sub_path("native", "xfm"), "qc": qc_path("native")},
+                config=PRE["native"] | {"reference": REF, "modality_types": INP["modality_types"]})
+if SPACE_STEP != "native":
+    CHAIN.remove(NATIVE)
+
+
+if not FUSED:
+    rule native:
+        input:
+            **NATIVE.input,
+        output:
+            **NATIVE.outputs("qc", "xfm"),
+            xfm=directory(NATIVE.output["xfm"]),
+            qc=qc_report("native"),
+        params:
+            io=io_params(NATIVE.config),
+        log:
+            log_path("native"),
+        benchmark:
+            bench_path("native")
+        group: CHAIN_GROUP
+        threads: 1
+        resources:
+            mem_mb=mem_mb("heavy"),
+            runtime=runtime_min("heavy"),
+        conda:
+            CONDA_ENV
+        shell:
+            step_cmd("native")

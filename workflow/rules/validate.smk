@@ -25,27 +25,31 @@ def validation_config(wildcards):
             "label_values": INP["label_values"], "problem": COHORT.problems.get(s)}  # found at parse time
 
 
-rule validate:
-    input:
-        unpack(raw_inputs),
-    output:
-        table=VALIDATION_TABLE,
-    params:
-        io=io_params(validation_config),
-    log:
-        log_path("validate"),
-    benchmark:
-        bench_path("validate")
-    priority: 10  # every subject's check before the long per-subject chains: the table comes early
-    group: CHAIN_GROUP
-    threads: 1
-    resources:
-        mem_mb=mem_mb("light"),
-        runtime=runtime_min("light"),
-    conda:
-        CONDA_ENV
-    shell:
-        step_cmd("validate")
+VALIDATE = StepIO("validate", input=raw_inputs, output={"table": VALIDATION_TABLE}, config=validation_config)
+
+
+if not FUSED:
+    rule validate:
+        input:
+            unpack(raw_inputs),
+        output:
+            **VALIDATE.output,
+        params:
+            io=io_params(VALIDATE.config),
+        log:
+            log_path("validate"),
+        benchmark:
+            bench_path("validate")
+        priority: 10  # every subject's check before the long per-subject chains: the table comes early
+        group: CHAIN_GROUP
+        threads: 1
+        resources:
+            mem_mb=mem_mb("light"),
+            runtime=runtime_min("light"),
+        conda:
+            CONDA_ENV
+        shell:
+            step_cmd("validate")
 
 
 rule validation_table:
