@@ -286,11 +286,12 @@ def test_train_rule_runs_under_torchrun_resumes_and_writes_once(tmp_path):
     full = validate_config(copy.deepcopy(user), SCHEMA)
     sp = make_split(["demo000", "demo001", "demo002"], 2, full["split"]["test_fraction"], full["split"]["seed"],
                     ["demo002"])
-    stores = {k[6:]: v for k, v in io["input"].items() if k.startswith("store_")}
+    stores = {s: str(out / "zarr" / f"{s}.zarr") for s in ("demo000", "demo001")}  # demo002 is the test subject
     for i, path in enumerate(stores.values()):
         write_store(Path(path), synthetic_label(seed=i), seed=i)
     Path(io["input"]["split"]).parent.mkdir(parents=True)
     Path(io["input"]["split"]).write_text(json.dumps(sp))
+    Path(io["input"]["stores"]).write_text(json.dumps(stores))  # the training_stores manifest
     plans = make_plans(fingerprint(stores, "threads"), full, MODS, [0, 1, 2, 4], "cpu")
     Path(io["input"]["plans"]).write_text(json.dumps(plans))
     fold = Path(io["output"]["model"]).parent

@@ -52,12 +52,6 @@ if FUSED and NORM_JSON is not None:
                             "normalization (nyul, ct_dataset), which runs a cohort rule inside the chain; use 'step'")
     FUSED = False
 
-# On a cluster (SLURM profile) a subject's preprocessing steps run as one job (`group:`, ignored by
-# local runs); workflow/profiles/slurm sets how many subjects share a job (group-components).
-# With dataset-level normalization, to_zarr waits for a cohort rule fed by every subject's chain,
-# so it cannot be in the chain's group: it gets a group of its own.
-CHAIN_GROUP = "subject_chain"
-ZARR_GROUP = CHAIN_GROUP if NORM_JSON is None else "subject_store"
 
 wildcard_constraints:
     subject="[^/]+",
@@ -86,17 +80,22 @@ def qc_path(step):
     return os.path.join(OUT, "qc", "{subject}", f"{step}.png")
 
 
+# Without retries (local runs) resources are plain numbers: Snakemake evaluates every callable
+# resource of every job while building the DAG, which costs milliseconds per job.
+RETRIES = getattr(getattr(workflow, "execution_settings", None), "retries", 1)
+
+
 def mem_mb(kind):
     """Memory of a job ("light"/"heavy" from config.resources), doubled at each retry: a job killed
     for memory on a cluster is resubmitted (the SLURM profile sets `retries`) with more."""
     base = RES[f"mem_mb_{kind}"]
-    return lambda wildcards, attempt: base * attempt
+    return (lambda wildcards, attempt: base * attempt) if RETRIES else base
 
 
 def runtime_min(kind):
     """Wall-time limit in minutes (Snakemake's standard `runtime`), from config.resources; longer on retry."""
     base = RES[f"runtime_min_{kind}"]
-    return lambda wildcards, attempt: base * attempt
+    return (lambda wildcards, attempt: base * attempt) if RETRIES else base
 
 
 def io_params(section):
@@ -164,12 +163,14 @@ def raw_reference(wildcards):
 
 def all_targets():
     targets = [os.path.join(OUT, "validation", "problems.tsv")]  # the cohort's input problems, one table
-    targets += expand(os.path.join(OUT, "zarr", "{subject}.zarr"), subject=SUBJECTS)
-    targets += expand(os.path.join(OUT, "qc", "{subject}", "{step}.png"), subject=SUBJECTS,
-                      step=QC_STEPS)
+    # Only the end products are named: the QC images come with the stores, and the stores with the
+    # predictions and the training (every subject is a training or a test subject). Naming 4 files per
+    # subject here cost seconds of DAG building at 10 000 subjects.
     if config["predict"]["model_dir"] or (HAS_LABEL and config["train"]["epochs"] > 0):
         targets += [os.path.join(OUT, "predictions", s, f"{s}_seg.nii.gz") for s in PREDICT_SUBJECTS]
         targets += [os.path.join(OUT, "report", "report.html")]
+    else:
+        targets += expand(os.path.join(OUT, "zarr", "{subject}.zarr"), subject=SUBJECTS)
     if EVALUATE:
         targets += [os.path.join(OUT, "evaluation", "summary.tsv")]
     return targets

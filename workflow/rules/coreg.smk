@@ -19,7 +19,6 @@ if not FUSED:
             log_path("coreg"),
         benchmark:
             bench_path("coreg")
-        group: CHAIN_GROUP
         threads: 1
         resources:
             mem_mb=mem_mb("heavy"),

@@ -21,7 +21,6 @@ if PRE["denoise"]["enabled"] and not FUSED:
             log_path("denoise"),
         benchmark:
             bench_path("denoise")
-        group: CHAIN_GROUP
         threads: 1
         resources:
             mem_mb=mem_mb("heavy"),

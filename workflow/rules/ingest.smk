@@ -28,7 +28,6 @@ if not FUSED:
             log_path("ingest"),
         benchmark:
             bench_path("ingest")
-        group: CHAIN_GROUP
         threads: 1
         resources:
             mem_mb=mem_mb("light"),

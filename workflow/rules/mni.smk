@@ -49,7 +49,6 @@ if not FUSED:
             log_path("mni"),
         benchmark:
             bench_path("mni")
-        group: CHAIN_GROUP
         threads: 1
         resources:
             mem_mb=mem_mb("heavy"),

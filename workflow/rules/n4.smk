@@ -22,7 +22,6 @@ if not FUSED:
             log_path("n4"),
         benchmark:
             bench_path("n4")
-        group: CHAIN_GROUP
         threads: 1
         resources:
             mem_mb=mem_mb("heavy"),

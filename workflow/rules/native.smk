@@ -33,7 +33,6 @@ if not FUSED:
             log_path("native"),
         benchmark:
             bench_path("native")
-        group: CHAIN_GROUP
         threads: 1
         resources:
             mem_mb=mem_mb("heavy"),

@@ -18,6 +18,25 @@ def store(subject):
     return os.path.join(OUT, "zarr", f"{subject}.zarr")
 
 
+STORES_JSON = os.path.join(MODEL_DIR, "stores.json")
+
+
+rule training_stores:
+    """The training stores in one manifest (subject -> store) that plan, train and postprocess_plan
+    read, instead of each listing thousands of stores as inputs: Snakemake checks `file in job.input`
+    for every consumer of a producer, so with 10 000 subjects and 5 folds that listing made DAG
+    building quadratic, and the paths would overflow Linux's 128 KiB limit on one command-line argument."""
+    input:
+        [store(s) for s in TRAIN_SUBJECTS],
+    output:
+        stores=STORES_JSON,
+    localrule: True
+    run:
+        from voxflow.preprocess.store import write_json_atomic
+
+        write_json_atomic({s: store(s) for s in TRAIN_SUBJECTS}, output.stores)
+
+
 rule split:
     output:
         split=os.path.join(MODEL_DIR, "split.json"),
@@ -40,7 +59,7 @@ rule split:
 rule plan:
     input:
         split=os.path.join(MODEL_DIR, "split.json"),
-        **{f"store_{s}": store(s) for s in TRAIN_SUBJECTS},
+        stores=STORES_JSON,
     output:
         fingerprint=os.path.join(MODEL_DIR, "fingerprint.json"),
         plans=os.path.join(MODEL_DIR, "plans.json"),

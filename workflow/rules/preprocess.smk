@@ -34,7 +34,6 @@ if FUSED:
             log_path("preprocess_subject"),
         benchmark:
             bench_path("preprocess_subject")
-        group: CHAIN_GROUP
         threads: 1
         resources:
             mem_mb=mem_mb("heavy"),

@@ -1,7 +1,9 @@
 # The cohort report: ONE self-contained HTML file (voxflow.report) with the metrics, QC images,
 # training curves, run times and provenance. Only the evaluation tables are named inputs (named
-# inputs travel in --io on the command line); predictions, models and QC images are positional:
-# they order the DAG, and the step finds them under OUT, so the command stays short on big cohorts.
+# inputs travel in --io on the command line); predictions and models are positional: they order the
+# DAG, and the step finds them under OUT, so the command stays short on big cohorts. QC images are
+# not inputs: the jobs that make the stores write them, so they exist once any prediction does (and
+# listing 3 images x 10 000 subjects cost Snakemake seconds of DAG building for an unread list).
 REPORT_CFG = {"config": config, "subjects": PREDICT_SUBJECTS, "output_dir": OUT, "model_dir": MODEL_SRC,
               "workflow_dir": workflow.basedir, "max_qc_subjects": 12}
 
@@ -10,8 +12,6 @@ rule report:
     input:
         [os.path.join(PRED_DIR, s, f"{s}_seg_mni.nii.gz") for s in PREDICT_SUBJECTS],
         [os.path.join(MODEL_SRC, f"fold_{k}", "model_final.pt") for k in PRED_FOLDS],
-        expand(os.path.join(OUT, "qc", "{subject}", "{step}.png"), subject=SUBJECTS,
-               step=QC_STEPS),
         **({"metrics": os.path.join(EVAL_DIR, "metrics.tsv"), "summary": os.path.join(EVAL_DIR, "summary.tsv")}
            if EVALUATE else {}),
     output:

@@ -23,7 +23,6 @@ if not FUSED:
             log_path("skullstrip"),
         benchmark:
             bench_path("skullstrip")
-        group: CHAIN_GROUP
         threads: 1
         resources:
             mem_mb=mem_mb("heavy"),

@@ -8,14 +8,9 @@ except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
 
 
-def fold_stores(wildcards):
-    f = SPLIT["folds"][int(wildcards.fold)]
-    return {f"store_{s}": store(s) for s in f["train"] + f["val"]}
-
-
 rule train:
     input:
-        unpack(fold_stores),
+        stores=STORES_JSON,
         split=os.path.join(MODEL_DIR, "split.json"),
         plans=os.path.join(MODEL_DIR, "plans.json"),
     output:
@@ -43,10 +38,11 @@ rule train:
 rule postprocess_plan:
     input:
         **{f"val_{k}": os.path.join(MODEL_DIR, f"fold_{k}", "val_predictions.npz") for k in FOLDS},
+        stores=STORES_JSON,
     output:
         postprocessing=os.path.join(MODEL_DIR, "postprocessing.json"),
     params:
-        io=io_params(config["postprocess"] | {"stores": {s: store(s) for s in TRAIN_SUBJECTS}}),
+        io=io_params(config["postprocess"]),
     log:
         os.path.join(OUT, "logs", "postprocess_plan", "postprocess_plan.log"),
     benchmark:

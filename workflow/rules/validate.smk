@@ -41,7 +41,6 @@ if not FUSED:
         benchmark:
             bench_path("validate")
         priority: 10  # every subject's check before the long per-subject chains: the table comes early
-        group: CHAIN_GROUP
         threads: 1
         resources:
             mem_mb=mem_mb("light"),

@@ -22,7 +22,6 @@ if not FUSED:
             log_path("to_zarr"),
         benchmark:
             bench_path("to_zarr")
-        group: ZARR_GROUP
         threads: 1
         resources:
             mem_mb=mem_mb("light"),

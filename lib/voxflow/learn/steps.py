@@ -14,9 +14,12 @@ from voxflow.preprocess.store import write_json_atomic
 from voxflow.steps import step
 
 
-def _stores(inp: dict, subjects: list[str]) -> dict[str, str]:
-    """Map subjects to their store paths among the rule's inputs (named store_<subject>)."""
-    return {s: inp[f"store_{s}"] for s in subjects}
+def _stores(inp: dict, subjects: list[str] | None = None) -> dict[str, str]:
+    """Subject -> store path: from the manifest `inp["stores"]` (the training_stores rule) and any
+    inputs named store_<subject>; restricted to `subjects` if given."""
+    found = json.loads(Path(inp["stores"]).read_text()) if inp.get("stores") else {}
+    found.update({k[6:]: v for k, v in inp.items() if k.startswith("store_")})
+    return found if subjects is None else {s: found[s] for s in subjects}
 
 
 @step
@@ -36,8 +39,7 @@ def plan(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dic
 
     sp = json.loads(Path(inp["split"]).read_text())
     train_subjects = sorted({s for f in sp["folds"] for s in f["train"] + f["val"]})
-    stores = {s: p for s, p in inp.items() if s.startswith("store_") and s[6:] in train_subjects}
-    fp = fingerprint({k[6:]: v for k, v in stores.items()}, cfg["scheduler"])
+    fp = fingerprint(_stores(inp, train_subjects), cfg["scheduler"])
     write_json_atomic(fp, out["fingerprint"])
     device = "cuda" if (cfg["train"]["device"] in ("auto", "cuda") and torch.cuda.is_available()) else "cpu"
     plans = make_plans(fp, cfg, cfg["modalities"], cfg["label_values"], device)
@@ -60,7 +62,8 @@ def train(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> di
     f = sp["folds"][fold]
     out_dir = Path(out["model"]).parent
     device = pick_device(cfg["train"]["device"])
-    info = train_fold([inp[f"store_{s}"] for s in f["train"]], [inp[f"store_{s}"] for s in f["val"]], plans,
+    stores = _stores(inp, f["train"] + f["val"])
+    info = train_fold([stores[s] for s in f["train"]], [stores[s] for s in f["val"]], plans,
                       cfg["train"], out_dir, device=device)
     info.pop("step_losses", None)  # for tests; the curve has the epoch means
     if info["rank"] != 0:  # DDP: rank 0 alone writes the outputs
@@ -69,7 +72,7 @@ def train(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> di
     # Full-volume validation predictions: the input of the postprocessing decision.
     preds = {}
     for s in f["val"]:
-        probs, _ = predict_probabilities(inp[f"store_{s}"], [out["model"]], cfg["infer"] | {"tta": False}, device)
+        probs, _ = predict_probabilities(stores[s], [out["model"]], cfg["infer"] | {"tta": False}, device)
         preds[s] = labels_from_probabilities(probs, plans["label_values"])
     from voxflow.io import atomic_path
 
@@ -85,14 +88,14 @@ def postprocess_plan(subject: str, inp: dict, out: dict, cfg: dict, threads: int
 
     from voxflow.learn.postprocess import decide_largest_component
 
-    preds, refs = [], []
+    preds, refs, stores = [], [], _stores(inp)
     for key, path in inp.items():
         if not key.startswith("val_"):
             continue
         with np.load(path) as data:
             for s in data.files:
                 preds.append(data[s])
-                refs.append(zarr.open_group(cfg["stores"][s], mode="r")["labels/lesion/0"][:])
+                refs.append(zarr.open_group(stores[s], mode="r")["labels/lesion/0"][:])
     groups = cfg["groups"]
     mode = cfg["largest_component"]
     if mode == "auto":
