@@ -39,7 +39,7 @@ TIMING = ("it_per_s", "data_wait_fraction")  # curve columns that measure the ma
 UNSTABLE = ("logs", "benchmarks")  # per-job logs and Snakemake benchmarks: timings by nature
 # Copied from the reference into the killed run (mtimes kept): the demo scans, the template and the
 # preprocessing steps before the MNI registration, so that the killed run starts at the registration
-# (the step with the most outputs) and costs a third of a full run.
+# (the step with the most outputs) instead of redoing the whole preprocessing.
 COPIED = ["demo", "template", "validation"] + [f"preprocess/{s}/{step}" for s in SUBJECTS
                                               for step in ("ingest", "coreg", "n4", "brain")] \
     + [f"qc/{s}/{q}.png" for s in SUBJECTS for q in ("n4", "skullstrip")]
@@ -47,8 +47,8 @@ COPIED = ["demo", "template", "validation"] + [f"preprocess/{s}/{step}" for s in
 
 def _config(work: Path) -> dict:
     """The tiny demo through the report: 3 subjects at 4x the demo spacing, MNI 2 mm, no skull stripping
-    (the learned extractor costs more than the rest of a subject's chain), one fold of 3 epochs x 3 steps
-    of a 4-feature U-Net on 32^3 patches, a checkpoint every epoch."""
+    (the cheapest method), one fold of 3 epochs x 3 steps of a 4-feature U-Net on 32^3 patches, a
+    checkpoint every epoch (so that a kill lands between two)."""
     return {"output_dir": str(work / "results"),
             "input": {"layout": "demo", "modalities": ["t1", "flair"]},
             "demo": {"n_subjects": len(SUBJECTS), "spacing_scale": 4.0},
@@ -255,16 +255,6 @@ def accepted_but_different(work: Path, cfg: dict, ref_work: Path) -> tuple[dict[
     return bad, present
 
 
-def _unlock(work: Path, cfg: dict, cli: bool = True) -> None:
-    """Snakemake's recovery after a killed run, whose directory lock outlives it: `snakemake --unlock`,
-    or (cli=False, 5-10 s less) what it does, removing .snakemake/locks."""
-    if not cli:
-        shutil.rmtree(work / ".snakemake" / "locks")
-        return
-    res = run_snakemake(work, cfg, [], "--unlock")
-    assert res.returncode == 0, _fail_msg(res)
-
-
 # --- the two runs ---------------------------------------------------------------------------------------------
 
 
@@ -274,11 +264,6 @@ def reference(tmp_path_factory) -> Path:
     res = run_snakemake(work, _config(work), [])
     assert res.returncode == 0, _fail_msg(res)
     return work
-
-
-def _train_log(out: Path) -> str:
-    p = out / "logs" / "train" / "fold_0.log"
-    return p.read_text() if p.exists() else ""
 
 
 @pytest.fixture(scope="module")
@@ -310,8 +295,8 @@ def killed(reference, tmp_path_factory) -> dict:
               "inference": (lambda: any(p.exists() for p in preds), 0.0), "report": (report_running, 0.3)}
     rec: dict = {"work": work, "out": out}
     for i, (stage, (ready, settle)) in enumerate(stages.items()):
-        if i:
-            _unlock(work, cfg, cli=False)
+        if i:  # a killed Snakemake leaves its directory lock: what `snakemake --unlock` removes (5-10 s less)
+            shutil.rmtree(work / ".snakemake" / "locks")
         text = kill_when(work, cfg, ready, settle)
         if stage == "preprocessing":  # the copied steps are not redone (else this test costs a full run)
             assert not re.search(r"rule (demo_subject|validate|ingest|coreg|n4|skullstrip|template):", text), \
@@ -323,8 +308,9 @@ def killed(reference, tmp_path_factory) -> dict:
             r["curve"] = (fold / "curve.csv").read_text()
             r["final"] = (fold / "model_final.pt").exists()
         if stage == "inference":
-            r["train_log"] = _train_log(out)  # the run that resumed the fold
-    _unlock(work, cfg)
+            r["train_log"] = (out / "logs" / "train" / "fold_0.log").read_text()  # of the run that resumed
+    unlock = run_snakemake(work, cfg, [], "--unlock")  # the user's way, for the last rerun
+    assert unlock.returncode == 0, _fail_msg(unlock)
     rec["rerun"] = run_snakemake(work, cfg, [])
     assert rec["rerun"].returncode == 0, _fail_msg(rec["rerun"])
     rec["diffs"] = compare_runs(reference / "results", out, reference, work)
