@@ -3,6 +3,8 @@
 #   make test   - same set-up, then the test suite
 SHELL := /bin/bash
 PYTHON ?= python3
+# logs, reports and READMEs are UTF-8 whatever the machine's locale (a C/POSIX locale means ASCII)
+export PYTHONUTF8 := 1
 VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= all
@@ -23,8 +25,10 @@ demo: setup
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --cores $(CORES)
 	@PATH="$(abspath $(BIN)):$$PATH" $(BIN)/voxflow where --configfile config/config.yaml
 
+# two pytest workers, one test file each at a time (module fixtures stay in one worker): most tests
+# are single-threaded, so this uses both cores of a small machine
 test: setup
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -ra tests
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -ra -n 2 --dist loadfile --durations=15 tests
 
 bench: setup
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python bench/preprocess.py
