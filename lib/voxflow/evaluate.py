@@ -58,8 +58,9 @@ def aggregate(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -
     from voxflow.learn.plan import compute
     from voxflow.metrics import summarize
 
-    tasks = [dask.delayed(pd.read_csv)(p, sep="\t", dtype={"label": str}) for k, p in sorted(inp.items())
-             if k.startswith("metrics_")]
+    paths = [p for k, p in sorted(inp.items()) if k.startswith("metrics_")]
+    paths += [cfg["metrics_pattern"].replace("{subject}", s) for s in cfg.get("subjects", [])]
+    tasks = [dask.delayed(pd.read_csv)(p, sep="\t", dtype={"label": str}) for p in paths]
     frames = compute(tasks, cfg["scheduler"])
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     write_tsv(df, out["metrics"])

@@ -30,12 +30,15 @@ rule evaluate:
 
 rule aggregate:
     input:
-        **{f"metrics_{s}": os.path.join(EVAL_DIR, "subjects", f"{s}.tsv") for s in PREDICT_SUBJECTS},
+        # positional, and the step rebuilds the paths from the pattern: named inputs travel in --io, and
+        # 10 000 paths would overflow Linux's 128 KiB limit on one command-line argument
+        [os.path.join(EVAL_DIR, "subjects", f"{s}.tsv") for s in PREDICT_SUBJECTS],
     output:
         metrics=os.path.join(EVAL_DIR, "metrics.tsv"),
         summary=report(os.path.join(EVAL_DIR, "summary.tsv"), caption="../report/summary.rst", category="Evaluation"),
     params:
-        io=io_params({"scheduler": config["dask"]["scheduler"]}),
+        io=io_params({"scheduler": config["dask"]["scheduler"], "subjects": PREDICT_SUBJECTS,
+                      "metrics_pattern": os.path.join(EVAL_DIR, "subjects", "{subject}.tsv")}),
     log:
         os.path.join(OUT, "logs", "aggregate", "aggregate.log"),
     benchmark:
