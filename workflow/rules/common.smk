@@ -80,22 +80,17 @@ def qc_path(step):
     return os.path.join(OUT, "qc", "{subject}", f"{step}.png")
 
 
-# Without retries (local runs) resources are plain numbers: Snakemake evaluates every callable
-# resource of every job while building the DAG, which costs milliseconds per job.
-RETRIES = getattr(getattr(workflow, "execution_settings", None), "retries", 1)
-
-
 def mem_mb(kind):
     """Memory of a job ("light"/"heavy" from config.resources), doubled at each retry: a job killed
     for memory on a cluster is resubmitted (the SLURM profile sets `retries`) with more."""
     base = RES[f"mem_mb_{kind}"]
-    return (lambda wildcards, attempt: base * attempt) if RETRIES else base
+    return lambda wildcards, attempt: base * attempt
 
 
 def runtime_min(kind):
     """Wall-time limit in minutes (Snakemake's standard `runtime`), from config.resources; longer on retry."""
     base = RES[f"runtime_min_{kind}"]
-    return (lambda wildcards, attempt: base * attempt) if RETRIES else base
+    return lambda wildcards, attempt: base * attempt
 
 
 def io_params(section):

@@ -4,13 +4,15 @@
 # other rules read: the validation table, the zarr store and the QC figures.
 
 
+CHAIN_WRITES = {v for st in CHAIN for v in st.output.values()}  # patterns, once at parse time
+
+
 def chain_inputs(wildcards):
     """The chain's files that no step of it writes: the raw scans (and the MNI template)."""
-    written = {v for st in CHAIN for v in st.output.values()}
     files = {}
     for st in CHAIN:
         inp = st.input(wildcards) if callable(st.input) else st.input
-        files.update({f"{st.name}__{k}": v for k, v in inp.items() if v not in written})
+        files.update({f"{st.name}__{k}": v for k, v in inp.items() if v not in CHAIN_WRITES})
     return files
 
 
