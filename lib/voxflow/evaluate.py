@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from voxflow.io import atomic_path
+from voxflow.io import InputError, atomic_path
 from voxflow.steps import step
 
 
@@ -29,26 +29,39 @@ def write_tsv(df: pd.DataFrame, path: str | Path) -> None:
         df.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
 
 
-@step
-def evaluate(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
+def score_subject(subject: str, native: str, mni: str, store: str, label: str, cfg: dict) -> list[dict]:
+    """Metric rows of one subject in native space (the prediction against the raw label, both on
+    the raw reference grid) and in MNI space (against the store's label)."""
     import SimpleITK as sitk
     import zarr
 
-    rows = []
-    # native: prediction vs the raw label, both on the raw reference grid
-    pred = sitk.ReadImage(inp["native"])
-    ref = sitk.ReadImage(cfg["label"])
-    rows += _rows(sitk.GetArrayFromImage(pred), sitk.GetArrayFromImage(ref), ref.GetSpacing()[::-1], cfg,
-                  subject, "native")
-    # MNI: prediction vs the store's label
-    root = zarr.open_group(inp["store"], mode="r")
+    pred = sitk.ReadImage(native)
+    ref = sitk.ReadImage(label)
+    rows = _rows(sitk.GetArrayFromImage(pred), sitk.GetArrayFromImage(ref), ref.GetSpacing()[::-1], cfg,
+                 subject, "native")
+    root = zarr.open_group(store, mode="r")
     meta = root.attrs["voxflow"]
-    mni_pred = sitk.GetArrayFromImage(sitk.ReadImage(inp["mni"]))
-    rows += _rows(mni_pred, root["labels/lesion/0"][:], meta["spacing_zyx"], cfg, subject, "mni")
+    mni_pred = sitk.GetArrayFromImage(sitk.ReadImage(mni))
+    return rows + _rows(mni_pred, root["labels/lesion/0"][:], meta["spacing_zyx"], cfg, subject, "mni")
+
+
+@step
+def evaluate(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
+    """Score a chunk of subjects (cfg["labels_by_subject"]: subject -> raw label) into one table."""
+    import sys
+
+    rows = []
+    labels = cfg["labels_by_subject"]
+    for i, s in enumerate(labels, 1):
+        try:
+            rows += score_subject(s, inp[f"native_{s}"], inp[f"mni_{s}"], inp[f"store_{s}"], labels[s], cfg)
+        except Exception as exc:  # name the subject: the job scores many
+            raise InputError(s, labels[s], f"cannot score the prediction: {exc}") from exc
+        print(f"evaluate: {i}/{len(labels)} {s}", file=sys.stderr, flush=True)  # progress in the job's log
     df = pd.DataFrame(rows)
     write_tsv(df, out["metrics"])
-    native = df[df.space == "native"].set_index("label")["dice"].round(4)
-    return {"rows": len(df), "native_dice": native.to_dict()}
+    native = df[df.space == "native"].groupby("label")["dice"].mean().round(4)
+    return {"subjects": len(labels), "rows": len(df), "mean_native_dice": native.to_dict()}
 
 
 @step
@@ -58,8 +71,8 @@ def aggregate(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -
     from voxflow.learn.plan import compute
     from voxflow.metrics import summarize
 
-    paths = [p for k, p in sorted(inp.items()) if k.startswith("metrics_")]
-    paths += [cfg["metrics_pattern"].replace("{subject}", s) for s in cfg.get("subjects", [])]
+    # per-chunk tables (the rule's `tables` list), or one table per named `metrics_*` input
+    paths = list(inp.get("tables", [])) + [p for k, p in sorted(inp.items()) if k.startswith("metrics_")]
     tasks = [dask.delayed(pd.read_csv)(p, sep="\t", dtype={"label": str}) for p in paths]
     frames = compute(tasks, cfg["scheduler"])
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -7,6 +7,7 @@
 CHAIN_WRITES = {v for st in CHAIN for v in st.output.values()}  # patterns, once at parse time
 
 
+@job_function
 def chain_inputs(wildcards):
     """The chain's files that no step of it writes: the raw scans (and the MNI template)."""
     files = {}
@@ -16,6 +17,7 @@ def chain_inputs(wildcards):
     return files
 
 
+@job_function
 def chain_params(wildcards, input, output):
     steps = [st.for_subject(wildcards.subject) for st in CHAIN]
     return json.dumps({"input": dict(input.items()), "output": dict(output.items()), "config": {"steps": steps}})

@@ -9,6 +9,7 @@ VALIDATION = os.path.join(OUT, "validation")
 VALIDATION_TABLE = os.path.join(VALIDATION, "subjects", "{subject}.tsv")
 
 
+@job_function
 def raw_inputs(wildcards):
     """Only files that exist: a missing one must fail this subject's validation, not the whole DAG."""
     files = dict(COHORT.images[wildcards.subject])

@@ -1,0 +1,97 @@
+"""Evaluation in chunks (evaluate.subjects_per_job): a job scores several subjects, the metrics do not
+depend on how the subjects are chunked, a failure names the subject, and the DAG gives every predicted
+subject to exactly one chunk."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+import SimpleITK as sitk
+
+from test_learn_pipeline import synthetic_label, write_store
+from test_preprocess_workflow import _fail_msg, run_snakemake
+from voxflow.evaluate import aggregate, evaluate
+from voxflow.io import InputError
+
+CFG = {"label_values": [0, 1, 2, 4], "labels": None, "regions": {"whole_tumor": [1, 2, 4]}, "tolerance_mm": 2.0}
+
+
+def _nifti(arr: np.ndarray, path) -> str:
+    img = sitk.GetImageFromArray(arr.astype(np.uint8))
+    img.SetSpacing((2.0, 2.0, 2.0))
+    sitk.WriteImage(img, str(path))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def cases(tmp_path_factory):
+    """Three subjects; subject i's prediction is its label shifted by i voxels (subject 0 perfect)."""
+    d = tmp_path_factory.mktemp("chunks")
+    inp, labels = {}, {}
+    for i in range(3):
+        s, ref = f"s{i}", synthetic_label(seed=i)
+        pred = np.roll(ref, i, axis=1)
+        labels[s] = _nifti(ref, d / f"{s}_label.nii.gz")
+        inp[f"native_{s}"] = _nifti(pred, d / f"{s}_seg.nii.gz")
+        inp[f"mni_{s}"] = _nifti(pred, d / f"{s}_seg_mni.nii.gz")
+        inp[f"store_{s}"] = str(write_store(d / f"{s}.zarr", ref, seed=i))
+    return d, inp, labels
+
+
+def _chunk(d, inp, labels, subjects, name):
+    out = {"metrics": str(d / f"{name}.tsv")}
+    info = evaluate(name, {k: v for k, v in inp.items() if k.split("_", 1)[1] in subjects}, out,
+                    CFG | {"labels_by_subject": {s: labels[s] for s in subjects}})
+    return out["metrics"], info
+
+
+def test_metrics_do_not_depend_on_the_chunking(cases):
+    d, inp, labels = cases
+    whole, info = _chunk(d, inp, labels, ["s0", "s1", "s2"], "all")
+    assert info["subjects"] == 3
+    singles = [_chunk(d, inp, labels, [s], f"one_{s}")[0] for s in ("s0", "s1", "s2")]
+    pd.testing.assert_frame_equal(pd.read_csv(whole, sep="\t"),
+                                  pd.concat([pd.read_csv(p, sep="\t") for p in singles], ignore_index=True))
+    df = pd.read_csv(whole, sep="\t", dtype={"label": str})
+    assert set(df.space) == {"native", "mni"} and df.groupby("subject").size().nunique() == 1
+    dice = df[(df.space == "native") & (df.label == "whole_tumor")].set_index("subject")["dice"]
+    assert dice["s0"] == pytest.approx(1.0) and dice["s2"] < dice["s1"] < 1.0
+    # the cohort tables from one chunk or three are the same
+    outs = []
+    for name, tables in (("one", [whole]), ("three", singles)):
+        out = {"metrics": str(d / f"agg_{name}.tsv"), "summary": str(d / f"sum_{name}.tsv")}
+        aggregate("cohort", {"tables": tables}, out, {"scheduler": "threads"})
+        outs.append((pd.read_csv(out["metrics"], sep="\t"), pd.read_csv(out["summary"], sep="\t")))
+    pd.testing.assert_frame_equal(outs[0][0], outs[1][0])
+    pd.testing.assert_frame_equal(outs[0][1], outs[1][1])
+
+
+def test_a_broken_prediction_names_its_subject(cases, tmp_path):
+    d, inp, labels = cases
+    broken = dict(inp, native_s1=str(tmp_path / "s1_seg.nii.gz"))
+    (tmp_path / "s1_seg.nii.gz").write_bytes(b"not an image")
+    with pytest.raises(InputError) as err:
+        _chunk(tmp_path, broken, labels, ["s0", "s1", "s2"], "broken")
+    assert err.value.subject == "s1" and err.value.file == labels["s1"]
+    assert "cannot score the prediction" in str(err.value)
+    assert not (tmp_path / "broken.tsv").exists()
+
+
+def test_dag_gives_each_predicted_subject_to_one_chunk(tmp_path):
+    out = tmp_path / "results"
+    cfg = {"output_dir": str(out), "input": {"layout": "demo", "modalities": ["t1", "t2"]}, "demo": {"n_subjects": 7},
+           "split": {"n_folds": 2, "test_subjects": ["demo001", "demo002", "demo004", "demo005", "demo006"]},
+           "evaluate": {"subjects_per_job": 2}}
+    res = run_snakemake(tmp_path, cfg, [], "-n")
+    assert res.returncode == 0, _fail_msg(res)
+    text = res.stdout + res.stderr
+    blocks = re.findall(r"rule evaluate:\n\s+input: ([^\n]+)\n\s+output: ([^\n]+)", text)
+    assert sorted(o for _, o in blocks) == [f"{out}/evaluation/chunks/{c}.tsv" for c in ("0000", "0001", "0002")]
+    scored = [re.findall(r"predictions/(demo\d+)/\1_seg\.nii\.gz", i) for i, _ in blocks]
+    assert sorted(len(s) for s in scored) == [1, 2, 2]
+    assert sorted(s for chunk in scored for s in chunk) == cfg["split"]["test_subjects"]
+    agg = re.search(r"rule aggregate:\n\s+input: ([^\n]+)", text).group(1).split(", ")
+    assert sorted(agg) == sorted(o for _, o in blocks)
