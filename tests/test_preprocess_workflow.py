@@ -134,7 +134,7 @@ def test_one_job_per_subject_writes_what_the_per_step_rules_write(demo_run, tmp_
     cfg = json.loads(json.dumps(demo_run["cfg"]))
     cfg["output_dir"] = str(out)
     cfg["preprocess"]["granularity"] = "subject"
-    targets = [str(out / "zarr" / f"{s}.zarr")] + [str(out / "qc" / s / f"{q}.png") for q in ("n4", "skullstrip", "mni")]
+    targets = [str(out / "zarr" / f"{s}.zarr"), str(out / "qc" / s)]  # one job's QC figures: one folder
     dry = run_snakemake(tmp_path, cfg, targets, "--quiet", "rules", "--dry-run")
     assert dry.returncode == 0, _fail_msg(dry)
     assert re.search(r"preprocess_subject\s+1\b", dry.stdout) and not re.search(r"^(ingest|n4|mni)\s", dry.stdout, re.M)
@@ -156,8 +156,13 @@ def test_one_job_per_subject_writes_what_the_per_step_rules_write(demo_run, tmp_
 # --- folders layout with broken subjects ---------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_folders_keep_going_reports_broken_subjects(tmp_path):
+@pytest.mark.parametrize("granularity", ["step", "subject"])
+def test_folders_keep_going_reports_broken_subjects(tmp_path, granularity):
+    """Both granularities: the broken subjects fail with one line each, the others finish, and the cohort
+    table lists every problem (one job per subject: merged when the run ends, from tables that a failed
+    job leaves in place)."""
     from voxflow.demo import generate_subject
+    from voxflow.validate import COLUMNS
 
     root = tmp_path / "data"
     for i, s in enumerate(["good1", "good2"]):
@@ -173,10 +178,12 @@ def test_folders_keep_going_reports_broken_subjects(tmp_path):
         "output_dir": str(out),
         "input": {"layout": "folders", "root": str(root), "modalities": ["t1", "t2"], "label": "seg"},
         "preprocess": {"n4": {"enabled": False}, "skullstrip": {"method": "none"},
-                       "mni": {"resolution_mm": 2, "transform": "rigid"}},
+                       "mni": {"resolution_mm": 2, "transform": "rigid"}, "granularity": granularity},
     }, 4)
     subjects = ["bad_missing", "bad_truncated", "good1", "good2"]
-    res = run_snakemake(tmp_path, cfg, [str(out / "zarr" / f"{s}.zarr") for s in subjects], "--keep-going")
+    problems = out / "validation" / "problems.tsv"
+    targets = [str(out / "zarr" / f"{s}.zarr") for s in subjects] + ([str(problems)] if granularity == "step" else [])
+    res = run_snakemake(tmp_path, cfg, targets, "--keep-going")
     assert res.returncode != 0, _fail_msg(res)
     for s in ("good1", "good2"):
         assert (out / "zarr" / f"{s}.zarr" / ".zattrs").is_file(), _fail_msg(res)
@@ -192,9 +199,15 @@ def test_folders_keep_going_reports_broken_subjects(tmp_path):
         assert mine, f"no error line for {s}:\n{_fail_msg(res)}"
         assert all(f"file={file}" in ln and problem in ln and "[ingest]" in ln for ln in mine), mine
         # the same line closes the job's log
-        log = (out / "logs" / "ingest" / f"{s}.log").read_text().strip().splitlines()
+        rule = "ingest" if granularity == "step" else "preprocess_subject"
+        log = (out / "logs" / rule / f"{s}.log").read_text().strip().splitlines()
         assert log[-1] == mine[0].strip()
     assert not [ln for ln in lines if "subject=good" in ln]
+    rows = [ln.split("\t") for ln in problems.read_text().splitlines()]
+    assert tuple(rows[0]) == COLUMNS and sorted(r[0] for r in rows[1:]) == ["bad_missing", "bad_truncated"]
+    assert {r[0]: r[1] for r in rows[1:]} == {s: f for s, (f, _) in expected.items()}
+    summary = (out / "validation" / "problems.txt").read_text().strip().splitlines()[-1]
+    assert summary.startswith("voxflow validate: 2 of 4 subjects have problems") and summary in res.stderr
     assert tmp_names_under(out) == [] and tmp_names_under(root) == []
 
 

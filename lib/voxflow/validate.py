@@ -199,13 +199,18 @@ def validate(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) ->
     return {"problems": len(rows)}
 
 
-def merge_tables(tables: list[str], out_table: str, out_text: str) -> str:
+def merge_tables(tables: list[str], out_table: str, out_text: str, missing_ok: bool = False) -> str:
     """The cohort table (rule validation_table): per-subject tables concatenated in cohort order, as
-    TSV and as text with a summary line; returns the text."""
-    rows = [r for t in tables for r in read_table(t)]
+    TSV and as text with a summary line; returns the text.
+
+    missing_ok: tables of subjects whose job never ran (a run stopped early) are skipped and counted."""
+    present = [t for t in tables if not missing_ok or os.path.exists(t)]
+    rows = [r for t in present for r in read_table(t)]
     write_table(rows, out_table)
     text = format_table(rows)
-    text = (text + "\n" if text else "") + summary(rows, len(tables))
+    text = (text + "\n" if text else "") + summary(rows, len(present))
+    if len(present) < len(tables):
+        text += f"; {len(tables) - len(present)} subjects not checked (their jobs did not run)"
     with atomic_path(out_text) as tmp:
         Path(tmp).write_text(text + "\n")
     return text

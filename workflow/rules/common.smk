@@ -168,7 +168,8 @@ def raw_reference(wildcards):
 
 
 def all_targets():
-    targets = [os.path.join(OUT, "validation", "problems.tsv")]  # the cohort's input problems, one table
+    # the cohort's input problems, one table (one job per subject: merged when the run ends, validate.smk)
+    targets = [] if FUSED else [os.path.join(OUT, "validation", "problems.tsv")]
     # Only the end products are named: the QC images come with the stores, and the stores with the
     # predictions and the training (every subject is a training or a test subject). Naming 4 files per
     # subject here cost seconds of DAG building at 10 000 subjects.

@@ -13,12 +13,15 @@ if PREDICT_MODEL:
 else:
     MODEL_SRC, PRED_FOLDS = MODEL_DIR, FOLDS
     PREDICT_SUBJECTS = SPLIT["test"] if SPLIT and config["infer"]["subjects"] == "test" else SUBJECTS
+PRED_MODELS = [os.path.join(MODEL_SRC, f"fold_{k}", "model_final.pt") for k in PRED_FOLDS]
 
 
 rule predict:
     input:
         store=os.path.join(OUT, "zarr", "{subject}.zarr"),
-        **{f"model_{k}": os.path.join(MODEL_SRC, f"fold_{k}", "model_final.pt") for k in PRED_FOLDS},
+        # stands for the whole model: postprocess_plan writes it from every fold's validation
+        # predictions, after the fold's model_final.pt. Listing the fold models here too added 5 files
+        # to each of 2000 jobs at 10 000 subjects: Snakemake spends ~0.3 ms per listed file.
         postprocessing=os.path.join(MODEL_SRC, "postprocessing.json"),
     output:
         mni=os.path.join(PRED_DIR, "{subject}", "{subject}_seg_mni.nii.gz"),
@@ -26,7 +29,7 @@ rule predict:
         **({"prob_native": os.path.join(PRED_DIR, "{subject}", "{subject}_prob.nii.gz")}
            if config["infer"]["probabilities"] else {}),
     params:
-        io=io_params(config["infer"] | {"modalities": MODS}),
+        io=io_params(config["infer"] | {"modalities": MODS, "models": PRED_MODELS}),
     log:
         log_path("predict"),
     benchmark:

@@ -52,19 +52,43 @@ if not FUSED:
             step_cmd("validate")
 
 
-rule validation_table:
-    """The cohort's problems in one table. `run:` rather than `voxflow step`: the 10 000 table paths
-    would not fit in one command-line argument."""
-    input:
-        tables=expand(VALIDATION_TABLE, subject=SUBJECTS),
-    output:
-        table=os.path.join(VALIDATION, "problems.tsv"),
-        text=os.path.join(VALIDATION, "problems.txt"),
-    priority: 10
-    localrule: True
-    run:
+PROBLEMS = {"table": os.path.join(VALIDATION, "problems.tsv"), "text": os.path.join(VALIDATION, "problems.txt")}
+
+
+if not FUSED:
+    rule validation_table:
+        """The cohort's problems in one table. `run:` rather than `voxflow step`: the 10 000 table paths
+        would not fit in one command-line argument."""
+        input:
+            tables=expand(VALIDATION_TABLE, subject=SUBJECTS),
+        output:
+            **PROBLEMS,
+        priority: 10
+        localrule: True
+        run:
+            import sys
+
+            from voxflow.validate import merge_tables
+
+            print(merge_tables(list(input.tables), output.table, output.text), file=sys.stderr)
+
+
+def merge_validation_at_exit(log):
+    """One job per subject (FUSED): the chain writes each subject's table as a plain file, not a declared
+    output, so that a failed subject's table survives its job (Snakemake deletes the outputs of a failed
+    job) and the DAG has 10 000 files fewer. The cohort table is merged when the run ends, failed or not."""
+    if FUSED and not workflow.dryrun:
         import sys
 
         from voxflow.validate import merge_tables
 
-        print(merge_tables(list(input.tables), output.table, output.text), file=sys.stderr)
+        tables = [VALIDATION_TABLE.replace("{subject}", s) for s in SUBJECTS]
+        print(merge_tables(tables, PROBLEMS["table"], PROBLEMS["text"], missing_ok=True), file=sys.stderr)
+
+
+onsuccess:
+    merge_validation_at_exit(log)
+
+
+onerror:
+    merge_validation_at_exit(log)

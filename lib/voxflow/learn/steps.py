@@ -120,7 +120,10 @@ def predict(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> 
     torch.set_num_threads(max(1, threads))
     from voxflow.io import InputError
 
-    models = [v for k, v in sorted(inp.items()) if k.startswith("model_")]
+    # the fold models: config `models` (the rule lists only postprocessing.json, written after them)
+    models = list(cfg.get("models") or []) + [v for k, v in sorted(inp.items()) if k.startswith("model_")]
+    if not models:
+        raise InputError(subject, inp.get("postprocessing"), "no fold model to predict with")
     plans = json.loads((Path(models[0]).parent.parent / "plans.json").read_text()) if models else {}
     if plans and cfg.get("modalities") and plans["modalities"] != cfg["modalities"]:
         raise InputError(subject, models[0], f"model was trained on modalities {plans['modalities']}, "
