@@ -96,6 +96,29 @@ def test_launch_plan_from_config():
         train_processes(dict(cpu, ddp_backend="nccl"))
 
 
+def test_plan_splits_the_global_batch_over_the_processes(stores, cfg):
+    """The automatic batch (2 for 3D) is rounded up to a multiple of the process count, the memory
+    estimate is per process; a configured batch that does not split is a config error, at parse time too."""
+    from voxflow.config import ConfigError
+    from voxflow.learn.launch import global_batch
+
+    assert [global_batch(2, w, configured=False) for w in (1, 2, 3, 4)] == [2, 2, 3, 4]
+    assert global_batch(6, 3, configured=True) == 6
+    with pytest.raises(ConfigError, match=r"model\.batch_size.*5 cannot be split over 2 .*multiple of 2"):
+        global_batch(5, 2, configured=True)
+    c = copy.deepcopy(cfg)
+    c["model"]["batch_size"] = None
+    one = plans_for(c, stores)
+    c["train"]["processes"] = 3
+    three = plans_for(c, stores)
+    assert one["batch_size"] == 2 and one["processes"] == 1
+    assert three["batch_size"] == 3 and three["processes"] == 3 and three["automatic"]["batch_size"] == 3
+    assert three["estimated_memory_gb"] < one["estimated_memory_gb"]  # one sample per process instead of two
+    c["model"]["batch_size"] = 4
+    with pytest.raises(ConfigError, match=r"4 cannot be split over 3"):
+        plans_for(c, stores)
+
+
 def test_sampler_slices_the_global_batch(stores):
     """Each rank gets its disjoint slice of the very batch one process draws (same patches, same order)."""
     from voxflow.learn.sampler import PatchBatches
@@ -321,3 +344,15 @@ def test_train_rule_runs_under_torchrun_resumes_and_writes_once(tmp_path):
     assert sorted(p.name for p in fold.iterdir()) == ["checkpoint_latest.pt", "curve.csv", "curve.png",
                                                        "model_final.pt", "val_predictions.npz"]
     assert tmp_names_under(out) == []
+
+
+def test_batch_that_does_not_split_stops_the_workflow_before_any_job(tmp_path):
+    from test_preprocess_workflow import run_snakemake
+
+    cfg = {"output_dir": str(tmp_path / "results"), "input": {"layout": "demo", "modalities": MODS},
+           "split": {"n_folds": 2}, "model": {"batch_size": 5}, "train": {"device": "cpu", "processes": 2}}
+    res = run_snakemake(tmp_path, cfg, [], "-n")
+    assert res.returncode != 0
+    assert ("config error at 'model.batch_size': 5 cannot be split over 2 training processes"
+            in res.stdout + res.stderr), res.stdout + res.stderr
+    assert not (tmp_path / "results").exists()

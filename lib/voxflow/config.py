@@ -83,3 +83,15 @@ def build_cohort(config: dict) -> Cohort:
     from voxflow import layouts
 
     return getattr(layouts, config["input"]["layout"])(config)
+
+
+def shorten_lists(obj, limit: int = 50):
+    """A copy of a config with every list longer than `limit` replaced by a one-line summary: for
+    display, and for command lines (10 000 subject IDs overflow Linux's 128 KiB argument limit)."""
+    if isinstance(obj, dict):
+        return {k: shorten_lists(v, limit) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        if len(obj) > limit:
+            return f"[{len(obj)} items: {', '.join(map(str, obj[:3]))}, ...]"
+        return [shorten_lists(v, limit) for v in obj]
+    return obj

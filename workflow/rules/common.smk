@@ -6,7 +6,7 @@ from types import SimpleNamespace
 from snakemake.exceptions import WorkflowError
 import os
 
-from voxflow.config import ConfigError, build_cohort, validate_config
+from voxflow.config import ConfigError, build_cohort, shorten_lists, validate_config
 from voxflow.learn.launch import launcher
 
 try:
@@ -163,6 +163,12 @@ def step_cmd(name, subject="{wildcards.subject}", nproc=1):
 
 
 @job_function
+def subject_list_rule_body(path, subjects):
+    from voxflow.preprocess.store import write_json_atomic
+
+    write_json_atomic(list(subjects), path)
+
+
 def raw_reference(wildcards):
     return COHORT.images[wildcards.subject][REF]
 

@@ -37,11 +37,28 @@ rule training_stores:
         write_json_atomic({s: store(s) for s in TRAIN_SUBJECTS}, output.stores)
 
 
+COHORT_SUBJECTS = os.path.join(MODEL_DIR, "subjects.json")
+
+
+rule cohort_subjects:
+    """The cohort's subject IDs in a file for the split: on the command line, 10 000 IDs of 20 characters
+    would overflow Linux's 128 KiB limit on one argument. Rewritten only when the list changes (params)."""
+    output:
+        subjects=COHORT_SUBJECTS,
+    params:
+        subjects=SUBJECTS,
+    localrule: True
+    run:
+        subject_list_rule_body(output.subjects, params.subjects)
+
+
 rule split:
+    input:
+        subjects=COHORT_SUBJECTS,
     output:
         split=os.path.join(MODEL_DIR, "split.json"),
     params:
-        io=io_params(SPLIT_CFG | {"subjects": SUBJECTS}),
+        io=io_params(SPLIT_CFG),
     log:
         os.path.join(OUT, "logs", "split", "split.log"),
     benchmark:

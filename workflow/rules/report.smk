@@ -4,14 +4,28 @@
 # DAG, and the step finds them under OUT, so the command stays short on big cohorts. QC images are
 # not inputs: the jobs that make the stores write them, so they exist once any prediction does (and
 # listing 3 images x 10 000 subjects cost Snakemake seconds of DAG building for an unread list).
-REPORT_CFG = {"config": config, "subjects": PREDICT_SUBJECTS, "output_dir": OUT, "model_dir": MODEL_SRC,
+# The config as the report shows it, long lists (input.subjects, split.test_subjects) shortened; the
+# predicted subjects come in a file (predicted_subjects): both would otherwise ride on the command line.
+REPORT_CFG = {"config": shorten_lists(config), "output_dir": OUT, "model_dir": MODEL_SRC,
               "workflow_dir": workflow.basedir, "max_qc_subjects": 12}
+PREDICTED_SUBJECTS = os.path.join(PRED_DIR, "subjects.json")
+
+
+rule predicted_subjects:
+    output:
+        subjects=PREDICTED_SUBJECTS,
+    params:
+        subjects=PREDICT_SUBJECTS,
+    localrule: True
+    run:
+        subject_list_rule_body(output.subjects, params.subjects)
 
 
 rule report:
     input:
         [os.path.join(PRED_DIR, s, f"{s}_seg_mni.nii.gz") for s in PREDICT_SUBJECTS],
         [os.path.join(MODEL_SRC, f"fold_{k}", "model_final.pt") for k in PRED_FOLDS],
+        subjects=PREDICTED_SUBJECTS,
         **({"metrics": os.path.join(EVAL_DIR, "metrics.tsv"), "summary": os.path.join(EVAL_DIR, "summary.tsv")}
            if EVALUATE else {}),
     output:

@@ -1,9 +1,11 @@
 # One training job per fold (voxflow.learn.train); rerunning resumes from checkpoint_latest.pt.
 # train.gpus / train.processes > 1: the job runs under torchrun, one DDP process per GPU.
-from voxflow.learn.launch import train_gpus, train_processes
+from voxflow.learn.launch import global_batch, train_gpus, train_processes
 
 try:
     TRAIN_PROCESSES = train_processes(config["train"])
+    if config["model"]["batch_size"] is not None:  # a configured batch must split over the processes
+        global_batch(config["model"]["batch_size"], TRAIN_PROCESSES, configured=True)
 except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
 

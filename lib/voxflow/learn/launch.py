@@ -27,6 +27,18 @@ def train_processes(train: dict) -> int:
     return int(procs) if procs is not None else gpus
 
 
+def global_batch(batch: int, world: int, configured: bool) -> int:
+    """The global batch of `world` DDP processes, each training on batch / world samples: an automatic
+    batch is rounded up to a multiple of `world` (at least one sample per process, as nnU-Net requires);
+    a configured one that does not split evenly is a config error, found at parse time."""
+    if world <= 1 or batch % world == 0:
+        return batch
+    if configured:
+        raise ConfigError(f"config error at 'model.batch_size': {batch} cannot be split over {world} training "
+                          f"processes (train.gpus / train.processes); use a multiple of {world}")
+    return -(-batch // world) * world
+
+
 def train_gpus(train: dict) -> int:
     """The `gpu` resource of a training job: train.gpus when GPUs are asked for (train.gpu, or more than one GPU)."""
     gpus = int(train.get("gpus", 1))

@@ -103,6 +103,7 @@ def auto_patch(median_shape: Sequence[int], spacing: Sequence[float], budget_gb:
 
 def make_plans(fp: dict, cfg: dict, modalities: list[str], label_values: list[int], device: str) -> dict:
     """Decide model settings from the fingerprint; config values override and are recorded."""
+    from voxflow.learn.launch import global_batch, train_processes
     from voxflow.learn.networks import unet_topology
 
     mcfg, tcfg = cfg["model"], cfg["train"]
@@ -124,6 +125,10 @@ def make_plans(fp: dict, cfg: dict, modalities: list[str], label_values: list[in
            and auto["batch_size"] < (2 if dim == "3d" else 32)):
         auto["batch_size"] += 1
     overrides = {k: mcfg[k] for k in ("patch_size", "batch_size") if mcfg.get(k) is not None}
+    world = train_processes(tcfg)  # DDP: the batch is global, split over the processes
+    auto["batch_size"] = global_batch(auto["batch_size"], world, configured=False)
+    if "batch_size" in overrides:
+        global_batch(overrides["batch_size"], world, configured=True)
     chosen = {**auto, **overrides}
     sp = spacing if dim == "3d" else spacing[1:]
     kernels, strides = unet_topology(chosen["patch_size"], sp, mcfg.get("n_stages"))
@@ -137,10 +142,10 @@ def make_plans(fp: dict, cfg: dict, modalities: list[str], label_values: list[in
         "context_slices": mcfg["context_slices"] if dim == "2.5d" else 1,
         "patch_size": chosen["patch_size"], "batch_size": chosen["batch_size"], "n_stages": chosen["n_stages"],
         "kernels": kernels, "strides": strides, "base_features": base, "spacing": spacing,
-        "memory_budget_gb": budget, "device": device,
-        "estimated_memory_gb": round(estimate_memory_gb(
+        "memory_budget_gb": budget, "device": device, "processes": world,
+        "estimated_memory_gb": round(estimate_memory_gb(  # per process (per GPU)
             chosen["patch_size"] if dim == "3d" else [1] + list(chosen["patch_size"]),
-            chosen["batch_size"], base, n_ch), 3),
+            chosen["batch_size"] // world, base, n_ch), 3),
         "class_voxels": {str(v): counts.get(str(v), 0) for v in label_values},
         "intensity": fp["intensity"],
         "automatic": auto, "overridden_by_config": overrides,
