@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 from test_preprocess_workflow import _fail_msg, run_snakemake
-from voxflow.config import shorten_lists
+from voxflow.config import shorten_subject_lists
 
 ARG_MAX_ONE = 128 * 1024  # MAX_ARG_STRLEN
 
@@ -38,17 +39,56 @@ def test_split_of_a_big_cohort_runs_with_a_short_command(tmp_path):
     split = json.loads((out / "model" / "split.json").read_text())
     held = set(split["test"]) | {s for f in split["folds"] for s in f["val"]}
     assert held == set(ids) and len(split["test"]) > 0  # every subject: test or exactly one validation fold
-    assert json.loads((out / "model" / "subjects.json").read_text()) == ids
-    # the subject list is rewritten only when the cohort changes: a second run has nothing to do
+    assert json.loads((out / "model" / "subjects.json").read_text()) == {"subjects": sorted(ids), "test_subjects": None}
+    # the subject list is rewritten only when the cohort changes, not when the sheet's rows are reordered
+    # (which would retrain every fold): the run after reversing the sheet has nothing to do
+    lines = Path(sheet).read_text().splitlines()
+    Path(sheet).write_text("\n".join(lines[:1] + lines[:0:-1]) + "\n")
     again = run_snakemake(tmp_path, cfg, [target])
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr, _fail_msg(again)
 
 
-def test_report_and_config_lists_are_shortened():
+def test_report_config_shortens_subject_lists_only():
     ids = [f"s{i}" for i in range(10_000)]
-    cfg = {"input": {"subjects": ids, "modalities": ["t1", "t2"]}, "split": {"test_subjects": ids[:60]}}
-    short = shorten_lists(cfg)
-    assert short["input"]["modalities"] == ["t1", "t2"]
-    assert short["input"]["subjects"] == "[10000 items: s0, s1, s2, ...]"
-    assert re.match(r"\[60 items: ", short["split"]["test_subjects"])
-    assert len(json.dumps(short)) < 200 and cfg["input"]["subjects"] is ids  # a copy; the config is untouched
+    labels = list(range(60))  # a label list is a value the report computes with: kept whole
+    cfg = {"input": {"subjects": ids, "modalities": ["t1", "t2"], "label_values": labels},
+           "split": {"test_subjects": ids[:60]}}
+    short = shorten_subject_lists(cfg)
+    assert short["input"]["modalities"] == ["t1", "t2"] and short["input"]["label_values"] == labels
+    assert short["input"]["subjects"] == "[10000 subjects: s0, s1, s2, ...]"
+    assert re.match(r"\[60 subjects: ", short["split"]["test_subjects"])
+    assert len(json.dumps(short)) < 400 and cfg["input"]["subjects"] is ids  # a copy; the config is untouched
+
+
+def test_no_cohort_rule_carries_subject_ids_on_its_command_line(tmp_path):
+    """Every cohort-level command is the same length whatever the cohort: no subject ID in it (they come
+    from files: the subject lists, the split, the stores manifest, path patterns)."""
+    out = tmp_path / "results"
+    cfg = {"output_dir": str(out), "input": {"layout": "demo", "modalities": ["t1", "t2"]}, "demo": {"n_subjects": 6},
+           "split": {"n_folds": 2}, "preprocess": {"normalize": {"method": "nyul"}}}
+    res = run_snakemake(tmp_path, cfg, [], "-n", "-p")
+    assert res.returncode == 0, _fail_msg(res)
+    cohort_rules = ("split", "normalization_stats", "plan", "train", "postprocess_plan", "aggregate", "report")
+    cmds = {r: [ln for ln in res.stdout.splitlines() if f"voxflow step {r} " in ln or f"-m voxflow.cli step {r} " in ln]
+            for r in cohort_rules}
+    assert all(cmds.values()), {r: len(c) for r, c in cmds.items()}
+    for rule, lines in cmds.items():
+        assert not [ln for ln in lines if re.search(r"demo00\d", ln)], (rule, lines[0][:3000])
+
+
+def test_merged_validation_table_is_rewritten_only_after_new_subject_tables(tmp_path):
+    import os
+
+    from voxflow.validate import merge_tables, tables_changed, write_table
+
+    tables = [str(tmp_path / f"s{i}.tsv") for i in range(3)]
+    merged = str(tmp_path / "problems.tsv")
+    assert not tables_changed(tables, merged)  # nothing checked yet: no "0 of 0 subjects" table
+    write_table([("s0", "t1.nii.gz", "t1 image file is empty")], tables[0])
+    assert tables_changed(tables, merged)
+    text = merge_tables(tables, merged, str(tmp_path / "problems.txt"), missing_ok=True)
+    assert "1 of 1 subjects have problems" in text and "2 subjects not checked" in text
+    assert not tables_changed(tables, merged)
+    write_table([], tables[1])
+    os.utime(tables[1], ns=(os.stat(merged).st_mtime_ns + 10**9,) * 2)
+    assert tables_changed(tables, merged)

@@ -5,6 +5,7 @@ subject to exactly one chunk."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,7 +14,7 @@ import SimpleITK as sitk
 
 from test_learn_pipeline import synthetic_label, write_store
 from test_preprocess_workflow import _fail_msg, run_snakemake
-from voxflow.evaluate import aggregate, evaluate
+from voxflow.evaluate import aggregate, chunk_id, evaluate
 from voxflow.io import InputError
 
 CFG = {"label_values": [0, 1, 2, 4], "labels": None, "regions": {"whole_tumor": [1, 2, 4]}, "tolerance_mm": 2.0}
@@ -61,9 +62,14 @@ def test_metrics_do_not_depend_on_the_chunking(cases):
     assert dice["s0"] == pytest.approx(1.0) and dice["s2"] < dice["s1"] < 1.0
     # the cohort tables from one chunk or three are the same
     outs = []
-    for name, tables in (("one", [whole]), ("three", singles)):
+    for name, pattern, n in (("one", str(d / "all.tsv").replace("all", "{chunk}"), 0),
+                             ("three", str(d / "chunk_{chunk}.tsv"), 3)):
+        if n:  # the chunk tables under the rule's names, rebuilt by aggregate from the pattern
+            for i, p in enumerate(singles):
+                (d / f"chunk_{chunk_id(i)}.tsv").write_bytes(Path(p).read_bytes())
+        inp = {} if n else {"metrics_all": whole}
         out = {"metrics": str(d / f"agg_{name}.tsv"), "summary": str(d / f"sum_{name}.tsv")}
-        aggregate("cohort", {"tables": tables}, out, {"scheduler": "threads"})
+        aggregate("cohort", inp, out, {"scheduler": "threads", "table_pattern": pattern, "n_chunks": n})
         outs.append((pd.read_csv(out["metrics"], sep="\t"), pd.read_csv(out["summary"], sep="\t")))
     pd.testing.assert_frame_equal(outs[0][0], outs[1][0])
     pd.testing.assert_frame_equal(outs[0][1], outs[1][1])
@@ -75,8 +81,8 @@ def test_a_broken_prediction_names_its_subject(cases, tmp_path):
     (tmp_path / "s1_seg.nii.gz").write_bytes(b"not an image")
     with pytest.raises(InputError) as err:
         _chunk(tmp_path, broken, labels, ["s0", "s1", "s2"], "broken")
-    assert err.value.subject == "s1" and err.value.file == labels["s1"]
-    assert "cannot score the prediction" in str(err.value)
+    assert err.value.subject == "s1" and err.value.file == str(tmp_path / "s1_seg.nii.gz")
+    assert "cannot read the native-space prediction" in str(err.value)
     assert not (tmp_path / "broken.tsv").exists()
 
 

@@ -85,13 +85,14 @@ def build_cohort(config: dict) -> Cohort:
     return getattr(layouts, config["input"]["layout"])(config)
 
 
-def shorten_lists(obj, limit: int = 50):
-    """A copy of a config with every list longer than `limit` replaced by a one-line summary: for
-    display, and for command lines (10 000 subject IDs overflow Linux's 128 KiB argument limit)."""
+def shorten_subject_lists(obj, limit: int = 50, keys: tuple[str, ...] = ("subjects", "test_subjects")):
+    """A copy of a config whose subject lists (under `keys`) longer than `limit` are one-line summaries:
+    for display, and for command lines (10 000 subject IDs overflow Linux's 128 KiB argument limit).
+    Other lists (label values, regions) are values the report computes with, and stay."""
     if isinstance(obj, dict):
-        return {k: shorten_lists(v, limit) for k, v in obj.items()}
+        return {k: (f"[{len(v)} subjects: {', '.join(map(str, v[:3]))}, ...]"
+                    if k in keys and isinstance(v, (list, tuple)) and len(v) > limit
+                    else shorten_subject_lists(v, limit, keys)) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        if len(obj) > limit:
-            return f"[{len(obj)} items: {', '.join(map(str, obj[:3]))}, ...]"
-        return [shorten_lists(v, limit) for v in obj]
+        return [shorten_subject_lists(v, limit, keys) for v in obj]
     return obj

@@ -29,20 +29,39 @@ def write_tsv(df: pd.DataFrame, path: str | Path) -> None:
         df.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
 
 
+def chunk_id(index: int) -> str:
+    """Name of the index-th evaluation chunk (the rule's {chunk} wildcard)."""
+    return f"{index:04d}"
+
+
+def _read(subject: str, path: str, what: str, read):
+    """read(path), or an InputError naming the subject and this file: an evaluate job scores many."""
+    try:
+        return read(path)
+    except Exception as exc:
+        raise InputError(subject, path, f"cannot read the {what}: {exc}") from exc
+
+
 def score_subject(subject: str, native: str, mni: str, store: str, label: str, cfg: dict) -> list[dict]:
     """Metric rows of one subject in native space (the prediction against the raw label, both on
     the raw reference grid) and in MNI space (against the store's label)."""
     import SimpleITK as sitk
     import zarr
 
-    pred = sitk.ReadImage(native)
-    ref = sitk.ReadImage(label)
-    rows = _rows(sitk.GetArrayFromImage(pred), sitk.GetArrayFromImage(ref), ref.GetSpacing()[::-1], cfg,
-                 subject, "native")
-    root = zarr.open_group(store, mode="r")
-    meta = root.attrs["voxflow"]
-    mni_pred = sitk.GetArrayFromImage(sitk.ReadImage(mni))
-    return rows + _rows(mni_pred, root["labels/lesion/0"][:], meta["spacing_zyx"], cfg, subject, "mni")
+    def image(path):
+        img = sitk.ReadImage(path)
+        return sitk.GetArrayFromImage(img), img.GetSpacing()[::-1]
+
+    def store_label(path):
+        root = zarr.open_group(path, mode="r")
+        return root["labels/lesion/0"][:], root.attrs["voxflow"]["spacing_zyx"]
+
+    pred, _ = _read(subject, native, "native-space prediction", image)
+    ref, spacing = _read(subject, label, "label", image)
+    rows = _rows(pred, ref, spacing, cfg, subject, "native")
+    mni_pred, _ = _read(subject, mni, "MNI-space prediction", image)
+    mni_ref, mni_spacing = _read(subject, store, "store's label", store_label)
+    return rows + _rows(mni_pred, mni_ref, mni_spacing, cfg, subject, "mni")
 
 
 @step
@@ -53,10 +72,7 @@ def evaluate(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) ->
     rows = []
     labels = cfg["labels_by_subject"]
     for i, s in enumerate(labels, 1):
-        try:
-            rows += score_subject(s, inp[f"native_{s}"], inp[f"mni_{s}"], inp[f"store_{s}"], labels[s], cfg)
-        except Exception as exc:  # name the subject: the job scores many
-            raise InputError(s, labels[s], f"cannot score the prediction: {exc}") from exc
+        rows += score_subject(s, inp[f"native_{s}"], inp[f"mni_{s}"], inp[f"store_{s}"], labels[s], cfg)
         print(f"evaluate: {i}/{len(labels)} {s}", file=sys.stderr, flush=True)  # progress in the job's log
     df = pd.DataFrame(rows)
     write_tsv(df, out["metrics"])
@@ -71,8 +87,9 @@ def aggregate(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -
     from voxflow.learn.plan import compute
     from voxflow.metrics import summarize
 
-    # per-chunk tables (the rule's `tables` list), or one table per named `metrics_*` input
-    paths = list(inp.get("tables", [])) + [p for k, p in sorted(inp.items()) if k.startswith("metrics_")]
+    # the chunk tables (rebuilt from the rule's pattern), or one table per named `metrics_*` input
+    paths = [cfg["table_pattern"].format(chunk=chunk_id(i)) for i in range(cfg.get("n_chunks", 0))]
+    paths += [p for k, p in sorted(inp.items()) if k.startswith("metrics_")]
     tasks = [dask.delayed(pd.read_csv)(p, sep="\t", dtype={"label": str}) for p in paths]
     frames = compute(tasks, cfg["scheduler"])
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -189,10 +189,13 @@ def normalization_stats(subject: str, inp: dict, out: dict, cfg: dict, threads: 
     from voxflow.preprocess.dataset_norm import learn
     from voxflow.preprocess.store import write_json_atomic
 
-    subjects = cfg["subjects"]
     if inp.get("split"):
         sp = json.loads(Path(inp["split"]).read_text())
         subjects = sorted({s for f in sp["folds"] for s in f["train"] + f["val"]})
+    elif inp.get("subjects"):  # no labels, no split: the whole cohort (the cohort_subjects file)
+        subjects = json.loads(Path(inp["subjects"]).read_text())["subjects"]
+    else:
+        subjects = cfg["subjects"]
     paths = cfg["paths"]  # templates with {subject} and {modality}
     files = {s: {"images": {m: paths["image"].format(subject=s, modality=m) for m in cfg["modalities"]},
                  "mask": paths["mask"].format(subject=s),

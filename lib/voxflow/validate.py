@@ -199,6 +199,21 @@ def validate(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) ->
     return {"problems": len(rows)}
 
 
+def tables_changed(tables: list[str], merged: str) -> bool:
+    """Whether any per-subject table exists and is newer than the merged table (or that is missing)."""
+    try:
+        since = os.stat(merged).st_mtime_ns
+    except FileNotFoundError:
+        since = -1
+    for t in tables:
+        try:
+            if os.stat(t).st_mtime_ns > since:
+                return True
+        except FileNotFoundError:
+            continue
+    return False
+
+
 def merge_tables(tables: list[str], out_table: str, out_text: str, missing_ok: bool = False) -> str:
     """The cohort table (rule validation_table): per-subject tables concatenated in cohort order, as
     TSV and as text with a summary line; returns the text.

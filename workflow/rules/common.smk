@@ -6,7 +6,7 @@ from types import SimpleNamespace
 from snakemake.exceptions import WorkflowError
 import os
 
-from voxflow.config import ConfigError, build_cohort, shorten_lists, validate_config
+from voxflow.config import ConfigError, build_cohort, shorten_subject_lists, validate_config
 from voxflow.learn.launch import launcher
 
 try:
@@ -114,6 +114,36 @@ def io_params(section):
     return job_function(_fn)
 
 
+# Config keys that change how a job runs, not what it computes: left out of `settings` below, so that
+# more threads or another dask scheduler do not rerun the plan and, through plans.json, every fold.
+EXECUTION_KEYS = frozenset({"scheduler", "threads", "workers", "checkpoint_every", "gpus", "processes",
+                            "ddp_backend", "max_qc_subjects"})
+
+
+def semantic(cfg):
+    if isinstance(cfg, dict):
+        return {k: semantic(v) for k, v in cfg.items() if k not in EXECUTION_KEYS}
+    return cfg
+
+
+def settings_text(cfg):
+    """Canonical text of a config section (keys sorted): the params trigger compares reprs, and the key
+    order of a config depends on how its YAML was written. In a dict: Snakemake would expand {wildcards}
+    in a plain string param."""
+    return {"json": json.dumps(semantic(cfg), sort_keys=True, default=str)}
+
+
+def step_params(section):
+    """params of a `voxflow step` rule: `io`, the JSON of files and config on the command line, and
+    `settings`, the config alone. Snakemake's params rerun trigger ignores params computed from a job's
+    input or output (`io`), so `settings` is what makes a changed config rerun the jobs it concerns."""
+    if callable(section):
+        settings = job_function(lambda wildcards: settings_text(section(wildcards)))
+    else:
+        settings = settings_text(section)
+    return {"io": io_params(section), "settings": settings}
+
+
 class StepIO:
     """One per-subject step's files (patterns with {subject}) and config, declared once: its own rule
     reads them, and so does the fused rule (preprocess.granularity: subject), in CHAIN order."""
@@ -163,10 +193,11 @@ def step_cmd(name, subject="{wildcards.subject}", nproc=1):
 
 
 @job_function
-def subject_list_rule_body(path, subjects):
+def write_json_rule_body(path, obj):
+    """Body of the localrules that hand a cohort rule its subject lists in a file (see cohort_subjects)."""
     from voxflow.preprocess.store import write_json_atomic
 
-    write_json_atomic(list(subjects), path)
+    write_json_atomic(obj, path)
 
 
 def raw_reference(wildcards):

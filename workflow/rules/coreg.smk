@@ -14,7 +14,7 @@ if not FUSED:
         output:
             **COREG.output,
         params:
-            io=io_params(COREG.config),
+            **step_params(COREG.config),
         log:
             log_path("coreg"),
         benchmark:

@@ -16,7 +16,7 @@ if PRE["denoise"]["enabled"] and not FUSED:
         output:
             **DENOISE.output,
         params:
-            io=io_params(DENOISE.config),
+            **step_params(DENOISE.config),
         log:
             log_path("denoise"),
         benchmark:

@@ -2,14 +2,17 @@
 # voxflow.metrics). One evaluate job scores evaluate.subjects_per_job subjects: scoring takes about
 # a second a subject, less than the job's own start-up (imports, cluster scheduling), and at
 # 10 000 subjects one job per subject added 2000 jobs to the DAG (bench/dag.py).
+from voxflow.evaluate import chunk_id
+
 EVAL_DIR = os.path.join(OUT, "evaluation")
 EVAL_CFG = config["evaluate"] | {"label_values": INP["label_values"]}
 EVALUATE = HAS_LABEL and (bool(PREDICT_MODEL) or config["train"]["epochs"] > 0)
-# Consecutive runs of the (sorted) predicted subjects; a chunk's params list its subjects, so a
+# Consecutive runs of the predicted subjects (chunk_id: voxflow.evaluate); a chunk's params list its subjects, so a
 # chunk whose membership changes is scored again.
 _PER_JOB = config["evaluate"]["subjects_per_job"]
-EVAL_CHUNKS = {f"{i // _PER_JOB:04d}": PREDICT_SUBJECTS[i:i + _PER_JOB]
+EVAL_CHUNKS = {chunk_id(i // _PER_JOB): PREDICT_SUBJECTS[i:i + _PER_JOB]
                for i in range(0, len(PREDICT_SUBJECTS), _PER_JOB)} if EVALUATE else {}
+EVAL_CHUNK_TABLE = os.path.join(EVAL_DIR, "chunks", "{chunk}.tsv")
 
 
 @job_function
@@ -26,9 +29,9 @@ rule evaluate:
     input:
         unpack(eval_inputs),
     output:
-        metrics=os.path.join(EVAL_DIR, "chunks", "{chunk}.tsv"),
+        metrics=EVAL_CHUNK_TABLE,
     params:
-        io=io_params(lambda w: EVAL_CFG | {"labels_by_subject": {s: COHORT.labels[s] for s in EVAL_CHUNKS[w.chunk]}}),
+        **step_params(lambda w: EVAL_CFG | {"labels_by_subject": {s: COHORT.labels[s] for s in EVAL_CHUNKS[w.chunk]}}),
     log:
         os.path.join(OUT, "logs", "evaluate", "{chunk}.log"),
     benchmark:
@@ -47,12 +50,16 @@ rule evaluate:
 
 rule aggregate:
     input:
-        tables=[os.path.join(EVAL_DIR, "chunks", f"{c}.tsv") for c in EVAL_CHUNKS],
+        # positional, and the step rebuilds the paths from the pattern and the chunk count: named inputs
+        # travel in --io, and with subjects_per_job 1 the 10 000 paths would overflow Linux's 128 KiB
+        # limit on one command-line argument
+        [EVAL_CHUNK_TABLE.format(chunk=c) for c in EVAL_CHUNKS],
     output:
         metrics=os.path.join(EVAL_DIR, "metrics.tsv"),
         summary=report(os.path.join(EVAL_DIR, "summary.tsv"), caption="../report/summary.rst", category="Evaluation"),
     params:
-        io=io_params({"scheduler": config["dask"]["scheduler"]}),
+        **step_params({"scheduler": config["dask"]["scheduler"], "table_pattern": EVAL_CHUNK_TABLE,
+                      "n_chunks": len(EVAL_CHUNKS)}),
     log:
         os.path.join(OUT, "logs", "aggregate", "aggregate.log"),
     benchmark:

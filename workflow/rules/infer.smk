@@ -14,6 +14,12 @@ else:
     MODEL_SRC, PRED_FOLDS = MODEL_DIR, FOLDS
     PREDICT_SUBJECTS = SPLIT["test"] if SPLIT and config["infer"]["subjects"] == "test" else SUBJECTS
 PRED_MODELS = [os.path.join(MODEL_SRC, f"fold_{k}", "model_final.pt") for k in PRED_FOLDS]
+# Predict-only: the fold models are files no rule writes, so a model replaced in place would go unseen
+# behind postprocessing.json; their size and mtime, read once here, are in the params (a changed model
+# reruns the predictions). In a training run postprocess_plan runs after every fold, so there
+# postprocessing.json is always newer than the models.
+PRED_MODEL_STAMPS = ([[p, os.stat(p).st_size, os.stat(p).st_mtime_ns] for p in PRED_MODELS]
+                     if PREDICT_MODEL else None)
 
 
 rule predict:
@@ -29,7 +35,7 @@ rule predict:
         **({"prob_native": os.path.join(PRED_DIR, "{subject}", "{subject}_prob.nii.gz")}
            if config["infer"]["probabilities"] else {}),
     params:
-        io=io_params(config["infer"] | {"modalities": MODS, "models": PRED_MODELS}),
+        **step_params(config["infer"] | {"modalities": MODS, "models": PRED_MODELS, "model_stamps": PRED_MODEL_STAMPS}),
     log:
         log_path("predict"),
     benchmark:

@@ -23,7 +23,7 @@ if not FUSED:
         output:
             **INGEST.output,
         params:
-            io=io_params(INGEST.config),
+            **step_params(INGEST.config),
         log:
             log_path("ingest"),
         benchmark:

@@ -18,11 +18,11 @@ if NORM_JSON and not config["predict"]["model_dir"]:
             [p.format(subject=s, modality=m) for s in NORM_SUBJECTS for m in MODS for p in [_norm_paths["image"]]],
             [_norm_paths["mask"].format(subject=s) for s in NORM_SUBJECTS],
             [_norm_paths["label"].format(subject=s) for s in NORM_SUBJECTS] if HAS_LABEL else [],
-            **({"split": os.path.join(MODEL_DIR, "split.json")} if SPLIT else {}),
+            **({"split": os.path.join(MODEL_DIR, "split.json")} if SPLIT else {"subjects": COHORT_SUBJECTS}),
         output:
             normalization=NORM_JSON,
         params:
-            io=io_params(PRE["normalize"] | {"subjects": NORM_SUBJECTS, "modalities": MODS, "paths": _norm_paths,
+            **step_params(PRE["normalize"] | {"modalities": MODS, "paths": _norm_paths,
                                              "space": PRE["space"], "scheduler": config["dask"]["scheduler"]}),
         log:
             os.path.join(OUT, "logs", "normalization_stats", "normalization_stats.log"),

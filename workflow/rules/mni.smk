@@ -9,7 +9,7 @@ rule template:
         image=TEMPLATE,
         mask=TEMPLATE_MASK,
     params:
-        io=io_params({"resolution_mm": PRE["mni"]["resolution_mm"]}),
+        **step_params({"resolution_mm": PRE["mni"]["resolution_mm"]}),
     log:
         os.path.join(OUT, "logs", "template", "mni152.log"),
     benchmark:
@@ -44,7 +44,7 @@ if not FUSED:
             xfm=directory(MNI.output["xfm"]),
             qc=qc_report("mni"),
         params:
-            io=io_params(MNI.config),
+            **step_params(MNI.config),
         log:
             log_path("mni"),
         benchmark:

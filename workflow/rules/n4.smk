@@ -17,7 +17,7 @@ if not FUSED:
             **N4.outputs("qc"),
             qc=qc_report("n4"),
         params:
-            io=io_params(N4.config),
+            **step_params(N4.config),
         log:
             log_path("n4"),
         benchmark:

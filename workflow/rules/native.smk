@@ -28,7 +28,7 @@ if not FUSED:
             xfm=directory(NATIVE.output["xfm"]),
             qc=qc_report("native"),
         params:
-            io=io_params(NATIVE.config),
+            **step_params(NATIVE.config),
         log:
             log_path("native"),
         benchmark:

@@ -41,15 +41,16 @@ COHORT_SUBJECTS = os.path.join(MODEL_DIR, "subjects.json")
 
 
 rule cohort_subjects:
-    """The cohort's subject IDs in a file for the split: on the command line, 10 000 IDs of 20 characters
-    would overflow Linux's 128 KiB limit on one argument. Rewritten only when the list changes (params)."""
+    """The cohort's subject IDs (sorted: the split does not depend on their order) and split.test_subjects
+    in a file for the cohort rules: on the command line, 10 000 IDs of 20 characters would overflow
+    Linux's 128 KiB limit on one argument. Rewritten only when the lists change (params)."""
     output:
         subjects=COHORT_SUBJECTS,
     params:
-        subjects=SUBJECTS,
+        subjects={"subjects": sorted(SUBJECTS), "test_subjects": SPLIT_CFG["test_subjects"]},
     localrule: True
     run:
-        subject_list_rule_body(output.subjects, params.subjects)
+        write_json_rule_body(output.subjects, params.subjects)
 
 
 rule split:
@@ -58,7 +59,7 @@ rule split:
     output:
         split=os.path.join(MODEL_DIR, "split.json"),
     params:
-        io=io_params(SPLIT_CFG),
+        **step_params({k: v for k, v in SPLIT_CFG.items() if k != "test_subjects"}),
     log:
         os.path.join(OUT, "logs", "split", "split.log"),
     benchmark:
@@ -81,7 +82,7 @@ rule plan:
         fingerprint=os.path.join(MODEL_DIR, "fingerprint.json"),
         plans=os.path.join(MODEL_DIR, "plans.json"),
     params:
-        io=io_params({"scheduler": config["dask"]["scheduler"], "model": config["model"],
+        **step_params({"scheduler": config["dask"]["scheduler"], "model": config["model"],
                       "train": config["train"], "modalities": MODS, "label_values": INP["label_values"]}),
     log:
         os.path.join(OUT, "logs", "plan", "plan.log"),

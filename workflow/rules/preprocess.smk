@@ -20,6 +20,12 @@ def chain_inputs(wildcards):
 
 
 @job_function
+def chain_settings(wildcards):
+    """The chain's config per step (params rerun trigger, see step_params)."""
+    return settings_text({st.name: st.for_subject(wildcards.subject)["config"] for st in CHAIN})
+
+
+@job_function
 def chain_params(wildcards, input, output):
     steps = [st.for_subject(wildcards.subject) for st in CHAIN]
     return json.dumps({"input": dict(input.items()), "output": dict(output.items()), "config": {"steps": steps}})
@@ -37,6 +43,7 @@ if FUSED:
                       labels={"subject": "{subject}", "step": "{step}"}),
         params:
             io=chain_params,
+            settings=chain_settings,
         log:
             log_path("preprocess_subject"),
         benchmark:

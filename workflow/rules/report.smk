@@ -4,9 +4,9 @@
 # DAG, and the step finds them under OUT, so the command stays short on big cohorts. QC images are
 # not inputs: the jobs that make the stores write them, so they exist once any prediction does (and
 # listing 3 images x 10 000 subjects cost Snakemake seconds of DAG building for an unread list).
-# The config as the report shows it, long lists (input.subjects, split.test_subjects) shortened; the
-# predicted subjects come in a file (predicted_subjects): both would otherwise ride on the command line.
-REPORT_CFG = {"config": shorten_lists(config), "output_dir": OUT, "model_dir": MODEL_SRC,
+# The config as the report shows it, its subject lists (input.subjects, split.test_subjects) shortened;
+# the predicted subjects come in a file (predicted_subjects): both would otherwise ride on the command line.
+REPORT_CFG = {"config": shorten_subject_lists(config), "output_dir": OUT, "model_dir": MODEL_SRC,
               "workflow_dir": workflow.basedir, "max_qc_subjects": 12}
 PREDICTED_SUBJECTS = os.path.join(PRED_DIR, "subjects.json")
 
@@ -18,7 +18,7 @@ rule predicted_subjects:
         subjects=PREDICT_SUBJECTS,
     localrule: True
     run:
-        subject_list_rule_body(output.subjects, params.subjects)
+        write_json_rule_body(output.subjects, list(params.subjects))
 
 
 rule report:
@@ -32,7 +32,7 @@ rule report:
         html=report(os.path.join(OUT, "report", "report.html"), caption="../report/report.rst",
                     category="Report"),
     params:
-        io=io_params(REPORT_CFG),
+        **step_params(REPORT_CFG),
     log:
         os.path.join(OUT, "logs", "report", "report.log"),
     benchmark:

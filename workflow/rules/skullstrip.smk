@@ -18,7 +18,7 @@ if not FUSED:
             **SKULLSTRIP.outputs("qc"),
             qc=qc_report("skullstrip"),
         params:
-            io=io_params(SKULLSTRIP.config),
+            **step_params(SKULLSTRIP.config),
         log:
             log_path("skullstrip"),
         benchmark:

@@ -4,7 +4,7 @@ from voxflow.learn.launch import global_batch, train_gpus, train_processes
 
 try:
     TRAIN_PROCESSES = train_processes(config["train"])
-    if config["model"]["batch_size"] is not None:  # a configured batch must split over the processes
+    if config["model"]["batch_size"] is not None and not config["predict"]["model_dir"]:  # it must split evenly
         global_batch(config["model"]["batch_size"], TRAIN_PROCESSES, configured=True)
 except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
@@ -21,7 +21,7 @@ rule train:
         curve=report(os.path.join(MODEL_DIR, "fold_{fold}", "curve.png"), caption="../report/curve.rst",
                      category="Training", labels={"fold": "{fold}"}),
     params:
-        io=io_params(lambda w: {"fold": int(w.fold), "train": config["train"], "infer": config["infer"]}),
+        **step_params(lambda w: {"fold": int(w.fold), "train": config["train"], "infer": config["infer"]}),
     log:
         os.path.join(OUT, "logs", "train", "fold_{fold}.log"),
     benchmark:
@@ -44,7 +44,7 @@ rule postprocess_plan:
     output:
         postprocessing=os.path.join(MODEL_DIR, "postprocessing.json"),
     params:
-        io=io_params(config["postprocess"]),
+        **step_params(config["postprocess"]),
     log:
         os.path.join(OUT, "logs", "postprocess_plan", "postprocess_plan.log"),
     benchmark:

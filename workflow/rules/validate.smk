@@ -36,7 +36,7 @@ if not FUSED:
         output:
             **VALIDATE.output,
         params:
-            io=io_params(VALIDATE.config),
+            **step_params(VALIDATE.config),
         log:
             log_path("validate"),
         benchmark:
@@ -77,13 +77,14 @@ def merge_validation_at_exit(log):
     """One job per subject (FUSED): the chain writes each subject's table as a plain file, not a declared
     output, so that a failed subject's table survives its job (Snakemake deletes the outputs of a failed
     job) and the DAG has 10 000 files fewer. The cohort table is merged when the run ends, failed or not."""
-    if FUSED and not workflow.dryrun:
+    if FUSED:
         import sys
 
-        from voxflow.validate import merge_tables
+        from voxflow.validate import merge_tables, tables_changed
 
         tables = [VALIDATION_TABLE.replace("{subject}", s) for s in SUBJECTS]
-        print(merge_tables(tables, PROBLEMS["table"], PROBLEMS["text"], missing_ok=True), file=sys.stderr)
+        if tables_changed(tables, PROBLEMS["table"]):  # a run that preprocessed no subject leaves it alone
+            print(merge_tables(tables, PROBLEMS["table"], PROBLEMS["text"], missing_ok=True), file=sys.stderr)
 
 
 onsuccess:

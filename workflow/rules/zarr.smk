@@ -17,7 +17,7 @@ if not FUSED:
         output:
             zarr=directory(TO_ZARR.output["zarr"]),
         params:
-            io=io_params(TO_ZARR.config),
+            **step_params(TO_ZARR.config),
         log:
             log_path("to_zarr"),
         benchmark:

@@ -26,8 +26,9 @@ def _stores(inp: dict, subjects: list[str] | None = None) -> dict[str, str]:
 def split(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
     from voxflow.learn.plan import make_split
 
-    subjects = json.loads(Path(inp["subjects"]).read_text()) if inp.get("subjects") else cfg["subjects"]
-    sp = make_split(subjects, cfg["n_folds"], cfg["test_fraction"], cfg["seed"], cfg.get("test_subjects"))
+    # the cohort_subjects file ({subjects, test_subjects}), or the config itself
+    lists = json.loads(Path(inp["subjects"]).read_text()) if inp.get("subjects") else cfg
+    sp = make_split(lists["subjects"], cfg["n_folds"], cfg["test_fraction"], cfg["seed"], lists.get("test_subjects"))
     write_json_atomic(sp, out["split"])
     return {"test": sp["test"], "folds": [len(f["val"]) for f in sp["folds"]]}
 
