@@ -75,3 +75,16 @@ def files_under(path: Path) -> list[Path]:
 def tmp_names_under(path: Path) -> list[str]:
     """Leftovers of voxflow's atomic writes (`.name.tmp-PID.ext`) anywhere below `path`."""
     return sorted(str(p) for p in Path(path).rglob("*") if ".tmp-" in p.name)
+
+
+# The longest files first: `make test` runs two xdist workers that take one file at a time in collection
+# order, and a long file collected last (alphabetical order) ran alone at the end, minutes after the
+# other worker had finished.
+LONGEST_FIRST = ["test_faults.py", "test_slurm.py", "test_learn_realdata.py", "test_preprocess_workflow.py",
+                 "test_layouts.py", "test_bad_inputs.py", "test_no_network.py", "test_ct_workflow.py",
+                 "test_learn_ddp.py", "test_big_cohort.py"]
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order

@@ -365,7 +365,7 @@ def test_kill_during_training_resumes_from_checkpoint(killed):
 def test_kill_during_inference(killed):
     rec = killed["inference"]
     assert rec["bad"] == {}
-    preds = {Path(p).name: plan for p, plan in rec["present"].items() if "/predictions/" in p}
+    preds = {Path(p).name: plan for p, plan in rec["present"].items() if "/predictions/" in p and p.endswith(".nii.gz")}
     assert any(n.endswith("_seg_mni.nii.gz") for n in preds), "killed before the prediction job wrote anything"
     if not any(n.endswith("_seg.nii.gz") for n in preds):  # killed between its MNI and native-space outputs
         assert set(preds.values()) == {"update pending"}, preds
