@@ -151,6 +151,12 @@ def test_one_job_per_subject_writes_what_the_per_step_rules_write(demo_run, tmp_
     for step in ["validate", "ingest"] + RULES[1:]:
         assert f"chain {step} subject={s}" in log, step
     assert tmp_names_under(out) == []
+    # a changed preprocessing setting reruns the subject's job (its `settings` param); the dask scheduler does not
+    cfg["dask"] = {"scheduler": "processes"}
+    assert "Nothing to be done" in run_snakemake(tmp_path, cfg, targets, "-n").stdout
+    cfg["preprocess"]["zarr"] = {"clevel": 5}
+    dry = run_snakemake(tmp_path, cfg, targets, "--quiet", "rules", "-n")
+    assert re.search(r"^preprocess_subject\s+1\b", dry.stdout, re.M), _fail_msg(dry)
 
 
 # --- folders layout with broken subjects ---------------------------------------------------------------------

@@ -19,10 +19,11 @@ def chain_inputs(wildcards):
     return files
 
 
-@job_function
-def chain_settings(wildcards):
-    """The chain's config per step (params rerun trigger, see step_params)."""
-    return settings_text({st.name: st.for_subject(wildcards.subject)["config"] for st in CHAIN})
+# The chain's settings (params rerun trigger, see step_params): the preprocessing config and what ingest
+# reads of the input section. One value for the cohort, computed once: per subject, the steps' configs
+# add only file paths, which are the job's inputs anyway (and a per-job function cost DAG time).
+CHAIN_SETTINGS = settings_text({"preprocess": PRE, "input": {k: INP[k] for k in ("modalities", "reference",
+                                                                               "label_values", "modality_types")}})
 
 
 @job_function
@@ -43,7 +44,7 @@ if FUSED:
                       labels={"subject": "{subject}", "step": "{step}"}),
         params:
             io=chain_params,
-            settings=chain_settings,
+            settings=CHAIN_SETTINGS,
         log:
             log_path("preprocess_subject"),
         benchmark:
