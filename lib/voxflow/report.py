@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from voxflow.io import atomic_path
-from voxflow.steps import step
+from voxflow.steps import step, subject_lists
 
 log = logging.getLogger("voxflow")
 
@@ -501,18 +501,13 @@ def build_report(out_dir: Path, config: dict, html_path: Path, metrics_tsv: Path
         Path(tmp).write_text(doc, encoding="utf-8")
 
 
-def _predicted(inp: dict, cfg: dict) -> list[str]:
-    """The predicted subjects: the rule's `subjects` file (a JSON list), or cfg["subjects"]."""
-    return json.loads(Path(inp["subjects"]).read_text()) if inp.get("subjects") else list(cfg.get("subjects") or [])
-
-
 @step
 def report(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
-    """The cohort report. inp: subjects (JSON list of the predicted ones), metrics, summary; cfg: config
+    """The cohort report. inp: subjects (file of the predicted ones), metrics, summary; cfg: config
     (merged), output_dir, workflow_dir, max_qc_subjects."""
     config = cfg.get("config") or {}
     build_report(Path(cfg.get("output_dir") or config.get("output_dir", "results")), config, Path(out["html"]),
-                 inp.get("metrics"), inp.get("summary"), _predicted(inp, cfg),
+                 inp.get("metrics"), inp.get("summary"), list(subject_lists(inp, cfg).get("subjects") or []),
                  max_qc_subjects=int(cfg.get("max_qc_subjects", 12)), workflow_dir=cfg.get("workflow_dir"),
                  model_dir=cfg.get("model_dir"))
     return {"html": out["html"], "bytes": Path(out["html"]).stat().st_size}

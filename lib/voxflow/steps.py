@@ -24,6 +24,12 @@ def step(fn: Callable) -> Callable:
     return fn
 
 
+def subject_lists(inp: dict, cfg: dict) -> dict:
+    """{"subjects": [...], ...}: the rule's `subjects` file (written by a localrule, because subject lists
+    overflow the command line of big cohorts), or the config itself when a caller passes them there."""
+    return json.loads(Path(inp["subjects"]).read_text()) if inp.get("subjects") else cfg
+
+
 def by_modality(files: dict, prefix: str = "img_") -> dict[str, str]:
     return {k[len(prefix):]: v for k, v in files.items() if k.startswith(prefix)}
 
@@ -192,10 +198,8 @@ def normalization_stats(subject: str, inp: dict, out: dict, cfg: dict, threads: 
     if inp.get("split"):
         sp = json.loads(Path(inp["split"]).read_text())
         subjects = sorted({s for f in sp["folds"] for s in f["train"] + f["val"]})
-    elif inp.get("subjects"):  # no labels, no split: the whole cohort (the cohort_subjects file)
-        subjects = json.loads(Path(inp["subjects"]).read_text())["subjects"]
-    else:
-        subjects = cfg["subjects"]
+    else:  # no labels, no split: the whole cohort
+        subjects = subject_lists(inp, cfg)["subjects"]
     paths = cfg["paths"]  # templates with {subject} and {modality}
     files = {s: {"images": {m: paths["image"].format(subject=s, modality=m) for m in cfg["modalities"]},
                  "mask": paths["mask"].format(subject=s),

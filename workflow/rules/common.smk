@@ -8,6 +8,7 @@ import os
 
 from voxflow.config import ConfigError, build_cohort, shorten_subject_lists, validate_config
 from voxflow.learn.launch import launcher
+from voxflow.preprocess.store import write_json_atomic
 
 try:
     validate_config(config, os.path.join(workflow.basedir, "config", "config.schema.yaml"))
@@ -190,14 +191,6 @@ def step_cmd(name, subject="{wildcards.subject}", nproc=1):
         f"voxflow step {name} --subject {subject} --threads {{threads}} --io {{params.io:q}} "
         "> {log} 2>&1 || (tail -n 1 {log} >&2; exit 1)"
     )
-
-
-@job_function
-def write_json_rule_body(path, obj):
-    """Body of the localrules that hand a cohort rule its subject lists in a file (see cohort_subjects)."""
-    from voxflow.preprocess.store import write_json_atomic
-
-    write_json_atomic(obj, path)
 
 
 def raw_reference(wildcards):

@@ -32,8 +32,6 @@ rule training_stores:
         stores=STORES_JSON,
     localrule: True
     run:
-        from voxflow.preprocess.store import write_json_atomic
-
         write_json_atomic({s: store(s) for s in TRAIN_SUBJECTS}, output.stores)
 
 
@@ -50,7 +48,7 @@ rule cohort_subjects:
         subjects={"subjects": sorted(SUBJECTS), "test_subjects": SPLIT_CFG["test_subjects"]},
     localrule: True
     run:
-        write_json_rule_body(output.subjects, params.subjects)
+        write_json_atomic(params.subjects, output.subjects)
 
 
 rule split:

@@ -1,11 +1,8 @@
 # The cohort report: ONE self-contained HTML file (voxflow.report) with the metrics, QC images,
-# training curves, run times and provenance. Only the evaluation tables are named inputs (named
-# inputs travel in --io on the command line); predictions and models are positional: they order the
-# DAG, and the step finds them under OUT, so the command stays short on big cohorts. QC images are
-# not inputs: the jobs that make the stores write them, so they exist once any prediction does (and
-# listing 3 images x 10 000 subjects cost Snakemake seconds of DAG building for an unread list).
-# The config as the report shows it, its subject lists (input.subjects, split.test_subjects) shortened;
-# the predicted subjects come in a file (predicted_subjects): both would otherwise ride on the command line.
+# training curves, run times and provenance. The command stays short on big cohorts: predictions and
+# models are positional inputs (they order the DAG; named inputs travel in --io), the predicted subjects
+# come in a file, and the config's subject lists are shortened. QC images are not inputs: the jobs that
+# make the stores write them (listing 30 000 of them cost seconds of DAG building for an unread list).
 REPORT_CFG = {"config": shorten_subject_lists(config), "output_dir": OUT, "model_dir": MODEL_SRC,
               "workflow_dir": workflow.basedir, "max_qc_subjects": 12}
 PREDICTED_SUBJECTS = os.path.join(PRED_DIR, "subjects.json")
@@ -15,10 +12,10 @@ rule predicted_subjects:
     output:
         subjects=PREDICTED_SUBJECTS,
     params:
-        subjects=PREDICT_SUBJECTS,
+        subjects={"subjects": PREDICT_SUBJECTS},
     localrule: True
     run:
-        write_json_rule_body(output.subjects, list(params.subjects))
+        write_json_atomic(params.subjects, output.subjects)
 
 
 rule report:

@@ -66,25 +66,30 @@ if not FUSED:
         priority: 10
         localrule: True
         run:
-            import sys
+            merge_validation(list(input.tables))
 
-            from voxflow.validate import merge_tables
 
-            print(merge_tables(list(input.tables), output.table, output.text), file=sys.stderr)
+def merge_validation(tables, missing_ok=False):
+    """The cohort table from the per-subject tables, printed."""
+    import sys
+
+    from voxflow.validate import merge_tables
+
+    print(merge_tables(tables, PROBLEMS["table"], PROBLEMS["text"], missing_ok=missing_ok), file=sys.stderr)
 
 
 def merge_validation_at_exit(log):
     """One job per subject (FUSED): the chain writes each subject's table as a plain file, not a declared
     output, so that a failed subject's table survives its job (Snakemake deletes the outputs of a failed
-    job) and the DAG has 10 000 files fewer. The cohort table is merged when the run ends, failed or not."""
-    if FUSED:
-        import sys
+    job) and the DAG has 10 000 files fewer. The cohort table is merged when the run ends, failed or not,
+    if a subject's table is newer (a run that preprocessed no subject leaves it alone)."""
+    if not FUSED:
+        return
+    from voxflow.validate import tables_changed
 
-        from voxflow.validate import merge_tables, tables_changed
-
-        tables = [VALIDATION_TABLE.replace("{subject}", s) for s in SUBJECTS]
-        if tables_changed(tables, PROBLEMS["table"]):  # a run that preprocessed no subject leaves it alone
-            print(merge_tables(tables, PROBLEMS["table"], PROBLEMS["text"], missing_ok=True), file=sys.stderr)
+    tables = [VALIDATION_TABLE.replace("{subject}", s) for s in SUBJECTS]
+    if tables_changed(tables, PROBLEMS["table"]):
+        merge_validation(tables, missing_ok=True)
 
 
 onsuccess:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from voxflow.preprocess.store import write_json_atomic
-from voxflow.steps import step
+from voxflow.steps import step, subject_lists
 
 
 def _stores(inp: dict, subjects: list[str] | None = None) -> dict[str, str]:
@@ -26,8 +26,7 @@ def _stores(inp: dict, subjects: list[str] | None = None) -> dict[str, str]:
 def split(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
     from voxflow.learn.plan import make_split
 
-    # the cohort_subjects file ({subjects, test_subjects}), or the config itself
-    lists = json.loads(Path(inp["subjects"]).read_text()) if inp.get("subjects") else cfg
+    lists = subject_lists(inp, cfg)
     sp = make_split(lists["subjects"], cfg["n_folds"], cfg["test_fraction"], cfg["seed"], lists.get("test_subjects"))
     write_json_atomic(sp, out["split"])
     return {"test": sp["test"], "folds": [len(f["val"]) for f in sp["folds"]]}
@@ -122,11 +121,11 @@ def predict(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> 
     torch.set_num_threads(max(1, threads))
     from voxflow.io import InputError
 
-    # the fold models: config `models` (the rule lists only postprocessing.json, written after them)
-    models = list(cfg.get("models") or []) + [v for k, v in sorted(inp.items()) if k.startswith("model_")]
+    # the fold models come in the config: the rule lists only postprocessing.json, written after them
+    models = list(cfg.get("models") or [])
     if not models:
         raise InputError(subject, inp.get("postprocessing"), "no fold model to predict with")
-    plans = json.loads((Path(models[0]).parent.parent / "plans.json").read_text()) if models else {}
+    plans = json.loads((Path(models[0]).parent.parent / "plans.json").read_text())
     if plans and cfg.get("modalities") and plans["modalities"] != cfg["modalities"]:
         raise InputError(subject, models[0], f"model was trained on modalities {plans['modalities']}, "
                                              f"the config gives {cfg['modalities']}")
