@@ -77,12 +77,35 @@ def tmp_names_under(path: Path) -> list[str]:
     return sorted(str(p) for p in Path(path).rglob("*") if ".tmp-" in p.name)
 
 
+def preprocessed_placeholders(out: Path, subjects: list[str], raw_files: list[Path] = ()) -> None:
+    """What the preprocessing leaves behind, as placeholders written in the order of time the workflow writes
+    them (raw files, MNI templates, every subject's status file, status/cohort.json), so that a run with
+    `--rerun-triggers mtime` finds the checkpoint cohort_status done and plans the cohort stages on it (a dry
+    run plans nothing past an unfinished checkpoint)."""
+    import time
+
+    from voxflow.steps import merge_status, write_status
+
+    for p in raw_files:
+        Path(p).parent.mkdir(parents=True, exist_ok=True)
+        Path(p).touch()
+    for name in (f"mni152_{r}mm{m}.nii.gz" for r in (1, 2, 3) for m in ("", "_mask")):  # any resolution
+        (out / "template").mkdir(parents=True, exist_ok=True)
+        (out / "template" / name).touch()
+    time.sleep(0.01)
+    status = [str(out / "status" / "subjects" / f"{s}.json") for s in subjects]
+    for s, p in zip(subjects, status):
+        write_status(p, s, store=str(out / "zarr" / f"{s}.zarr"))
+    merge_status(status, str(out / "status" / "cohort.json"))
+
+
 # The longest files first: `make test` runs two xdist workers that take one file at a time in collection
 # order, and a long file collected last (alphabetical order) ran alone at the end, minutes after the
 # other worker had finished.
 LONGEST_FIRST = ["test_faults.py", "test_slurm.py", "test_learn_realdata.py", "test_preprocess_workflow.py",
                  "test_layouts.py", "test_bad_inputs.py", "test_no_network.py", "test_ct_workflow.py",
-                 "test_learn_ddp.py", "test_big_cohort.py"]
+                 "test_learn_ddp.py", "test_cohort_exclusion.py", "test_big_cohort.py", "test_config_checks.py",
+                 "test_readme_commands.py"]
 
 
 def pytest_collection_modifyitems(config, items):

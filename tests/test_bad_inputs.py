@@ -212,7 +212,7 @@ def cohort(tmp_path_factory):
     sheet.write_text("\n".join("\t".join(r) for r in rows) + "\n")
     cfg = {"output_dir": str(work / "results"), "split": {"n_folds": 2},
            "input": {"layout": "sheet", "sheet": str(sheet), "modalities": MODS, "label": "seg",
-                     "label_values": LABEL_VALUES}}
+                     "label_values": LABEL_VALUES, "on_error": "stop"}}  # per-step jobs: ingest is a target
     return dict(work=work, data=data, sheet=sheet, cfg=cfg, expected=expected)
 
 
@@ -231,7 +231,7 @@ def _validate(cohort, *args: str) -> tuple[int, list[tuple[str, str, str]], str]
     with contextlib.redirect_stdout(buf):
         rc = main(["validate", str(cfg_path), "--out", str(out), "--base-config", "", *args])
     lines = out.read_text().splitlines()
-    assert lines[0] == "subject\tfile\tproblem"
+    assert lines[0] == "subject\tfile\tproblem\tseverity"
     return rc, [tuple(ln.split("\t")) for ln in lines[1:]], buf.getvalue()
 
 
@@ -361,4 +361,4 @@ def test_validate_cli_exit_code_zero_when_clean(cohort, tmp_path):
                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stdout + res.stderr
     assert res.stdout.startswith("voxflow validate: all 2 subjects OK (headers and voxels)")
-    assert (tmp_path / "p.tsv").read_text() == "subject\tfile\tproblem\n"
+    assert (tmp_path / "p.tsv").read_text() == "subject\tfile\tproblem\tseverity\n"

@@ -8,6 +8,7 @@ import json
 import re
 from pathlib import Path
 
+from conftest import preprocessed_placeholders
 from test_preprocess_workflow import _fail_msg, run_snakemake
 from voxflow.config import shorten_subject_lists
 
@@ -34,17 +35,20 @@ def test_split_of_a_big_cohort_runs_with_a_short_command(tmp_path):
     assert dry.returncode == 0, _fail_msg(dry)
     cmds = [ln for ln in (dry.stdout + dry.stderr).splitlines() if "voxflow step split" in ln]
     assert cmds and max(len(c.encode()) for c in cmds) < 4096, cmds
-    res = run_snakemake(tmp_path, cfg, [target])
+    # the preprocessing as done (placeholders), so that only the split is left to run
+    preprocessed_placeholders(out, ids)
+    res = run_snakemake(tmp_path, cfg, [target], "--rerun-triggers", "mtime", "--")
     assert res.returncode == 0, _fail_msg(res)
+    assert re.search(r"^split\s+1$", res.stdout + res.stderr, re.M) and "preprocess_subject" not in res.stdout
     split = json.loads((out / "model" / "split.json").read_text())
     held = set(split["test"]) | {s for f in split["folds"] for s in f["val"]}
     assert held == set(ids) and len(split["test"]) > 0  # every subject: test or exactly one validation fold
-    assert json.loads((out / "model" / "subjects.json").read_text()) == {"subjects": sorted(ids), "test_subjects": None}
-    # the subject list is rewritten only when the cohort changes, not when the sheet's rows are reordered
-    # (which would retrain every fold): the run after reversing the sheet has nothing to do
+    assert split["excluded"] == []
+    # the split does not depend on the order of the sheet's rows (which would retrain every fold): the run
+    # after reversing the sheet has nothing to do
     lines = Path(sheet).read_text().splitlines()
     Path(sheet).write_text("\n".join(lines[:1] + lines[:0:-1]) + "\n")
-    again = run_snakemake(tmp_path, cfg, [target])
+    again = run_snakemake(tmp_path, cfg, [target], "--rerun-triggers", "mtime", "--")
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr, _fail_msg(again)
 
 

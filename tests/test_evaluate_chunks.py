@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import SimpleITK as sitk
 
+from conftest import preprocessed_placeholders
 from test_learn_pipeline import synthetic_label, write_store
 from test_preprocess_workflow import _fail_msg, run_snakemake
 from voxflow.evaluate import aggregate, chunk_id, evaluate
@@ -91,7 +92,11 @@ def test_dag_gives_each_predicted_subject_to_one_chunk(tmp_path):
     cfg = {"output_dir": str(out), "input": {"layout": "demo", "modalities": ["t1", "t2"]}, "demo": {"n_subjects": 7},
            "split": {"n_folds": 2, "test_subjects": ["demo001", "demo002", "demo004", "demo005", "demo006"]},
            "evaluate": {"subjects_per_job": 2}}
-    res = run_snakemake(tmp_path, cfg, [], "-n")
+    subjects = [f"demo{i:03d}" for i in range(7)]
+    raw = [out / "demo" / "raw" / s / f"{n}.nii.gz" for s in subjects for n in ("t1", "t2", "seg")]
+    raw += [out / "demo" / "truth" / f"{s}_brainmask.nii.gz" for s in subjects]
+    preprocessed_placeholders(out, subjects, raw)  # the predicted subjects are known once the cohort is
+    res = run_snakemake(tmp_path, cfg, [], "-n", "--rerun-triggers", "mtime", "--")
     assert res.returncode == 0, _fail_msg(res)
     text = res.stdout + res.stderr
     blocks = re.findall(r"rule evaluate:\n\s+input: ([^\n]+)\n\s+output: ([^\n]+)", text)

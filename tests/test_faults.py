@@ -50,7 +50,8 @@ def _config(work: Path) -> dict:
     (the cheapest method), one fold of 3 epochs x 3 steps of a 4-feature U-Net on 32^3 patches, a
     checkpoint every epoch (so that a kill lands between two)."""
     return {"output_dir": str(work / "results"),
-            "input": {"layout": "demo", "modalities": ["t1", "flair"]},
+            # one job per step (input.on_error: stop), so that a kill lands inside the registration step
+            "input": {"layout": "demo", "modalities": ["t1", "flair"], "on_error": "stop"},
             "demo": {"n_subjects": len(SUBJECTS), "spacing_scale": 4.0},
             "preprocess": {"mni": {"resolution_mm": 2}, "skullstrip": {"method": "none"}},
             "split": {"n_folds": 2, "folds_to_train": [0]},

@@ -181,7 +181,8 @@ def test_read_image_dicom_series_nrrd_mha(tmp_path):
     raw = tmp_path / "y.mha"
     sitk.WriteImage(img, str(raw), False)
     raw.write_bytes(raw.read_bytes()[:-500])
-    with pytest.raises(InputError, match=r"^subject=s1 file=.*y\.mha: cannot read image"):
+    with pytest.raises(InputError, match=r"^subject=s1 file=.*y\.mha: image file is truncated \(\d+ of the \d+ bytes "
+                                         r"that the header announces\)$"):
         read_image(raw, "s1")
 
     def error(folder: Path) -> str:
@@ -279,7 +280,7 @@ def test_sheet_run_through_zarr_with_dicom_keeps_patient_name_out(tmp_path):
     ])
     out = tmp_path / "results"
     cfg = {"output_dir": str(out), "split": {"n_folds": 2},
-           "input": {"layout": "sheet", "sheet": str(sheet), "modalities": ["t1", "t2"]},
+           "input": {"layout": "sheet", "sheet": str(sheet), "modalities": ["t1", "t2"], "on_error": "stop"},
            "preprocess": {"skullstrip": {"method": "none"}, "mni": {"resolution_mm": 2, "transform": "rigid"}}}
     subjects = ["nii01", "dcm01", "hole01"]
     res = run_snakemake(tmp_path, cfg, [str(out / "zarr" / f"{s}.zarr") for s in subjects], "--keep-going")
@@ -318,7 +319,7 @@ def test_sheet_run_through_zarr_with_dicom_keeps_patient_name_out(tmp_path):
 def _ingest(tmp_path: Path, inp: dict, subjects: list[str], **top):
     """Run the workflow's ingest rule for `subjects` (--keep-going); return (result, output dir, error lines)."""
     out = tmp_path / "results"
-    cfg = {"output_dir": str(out), "input": inp, "split": {"n_folds": 2}, **top}
+    cfg = {"output_dir": str(out), "input": {**inp, "on_error": "stop"}, "split": {"n_folds": 2}, **top}
     res = run_snakemake(tmp_path, cfg, [str(out / "preprocess" / s / "ingest" / "info.json") for s in subjects],
                         "--keep-going")
     errors = [ln.strip() for ln in (res.stdout + res.stderr).splitlines() if "voxflow ERROR" in ln]

@@ -299,7 +299,7 @@ def test_train_rule_runs_under_torchrun_resumes_and_writes_once(tmp_path):
                       "val_patches": 2, "workers": 0, "checkpoint_every": 1},
             "infer": {"device": "cpu", "tta": False}}
     cmd = _rule_command(tmp_path, copy.deepcopy(user))
-    assert "torchrun --standalone --nnodes=1 --nproc_per_node=2 -m voxflow.cli step train --subject fold0" in cmd
+    assert "-m torch.distributed.run --standalone --nnodes=1 --nproc_per_node=2 -m voxflow.cli step train --subject fold0" in cmd
     assert cmd.startswith("OMP_NUM_THREADS=$(( 2 / 2 > 0 ? 2 / 2 : 1 ))"), cmd  # the job's threads shared
     words = shlex.split(cmd)
     io = json.loads(words[words.index("--io") + 1])

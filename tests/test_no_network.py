@@ -148,7 +148,9 @@ def test_demo_runs_without_network(tmp_path, offline_env):
     (ANTs, as the registration) to keep the test short."""
     _, log = offline_env
     out = tmp_path / "results"
-    cfg = _small_training_split({"output_dir": str(out), "input": {"layout": "demo", "modalities": ["t1", "t2"]},
+    # input.on_error: stop: one job per step, so that each step's process is seen starting under the guard
+    cfg = _small_training_split({"output_dir": str(out), "input": {"layout": "demo", "modalities": ["t1", "t2"],
+                                                                   "on_error": "stop"},
                                  "demo": {"n_subjects": 2, "spacing_scale": 4.0},
                                  "preprocess": {"n4": {"enabled": False}}}, 2)
     subjects = ["demo000"]
@@ -161,7 +163,8 @@ def test_demo_runs_without_network(tmp_path, offline_env):
     # every kind of process ran under the guard: Snakemake itself and each step's job
     assert any("guard loaded [-m -s " in ln and "Snakefile" in ln for ln in lines)  # python -m snakemake
     for step in ("template", "demo", "validate", "ingest", "coreg", "n4", "skullstrip", "mni", "to_zarr"):
-        assert sum(f"voxflow step {step} " in ln and "guard loaded" in ln for ln in lines) == 1, step
+        # the rules run `<python> -m voxflow step ...`: at start-up sys.argv reads ['-m', 'step', ...]
+        assert sum(f"-m step {step} " in ln and "guard loaded" in ln for ln in lines) == 1, step
 
 
 # --- checkpoints: weights only -----------------------------------------------------------------------------------

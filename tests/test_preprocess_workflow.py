@@ -57,7 +57,8 @@ def demo_run(tmp_path_factory):
     out = work / "results"
     cfg = _small_training_split({
         "output_dir": str(out),
-        "input": {"layout": "demo", "modalities": ["t1", "t2", "flair"]},
+        # per-step jobs (input.on_error: stop): their stores, QC figures, logs and benchmarks are the targets
+        "input": {"layout": "demo", "modalities": ["t1", "t2", "flair"], "on_error": "stop"},
         "demo": {"n_subjects": 3, "spacing_scale": 3.0},  # 3-4.5 mm (flair 9 mm through-plane)
         "preprocess": {"mni": {"resolution_mm": 2}},
     }, 3)
@@ -182,7 +183,8 @@ def test_folders_keep_going_reports_broken_subjects(tmp_path, granularity):
     out = tmp_path / "results"
     cfg = _small_training_split({
         "output_dir": str(out),
-        "input": {"layout": "folders", "root": str(root), "modalities": ["t1", "t2"], "label": "seg"},
+        "input": {"layout": "folders", "root": str(root), "modalities": ["t1", "t2"], "label": "seg",
+                  "on_error": "stop"},  # input.on_error: exclude is test_cohort_exclusion.py's
         "preprocess": {"n4": {"enabled": False}, "skullstrip": {"method": "none"},
                        "mni": {"resolution_mm": 2, "transform": "rigid"}, "granularity": granularity},
     }, 4)

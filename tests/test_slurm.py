@@ -43,7 +43,9 @@ def slurm_conf(tmp_path_factory):
 def _config(out: Path) -> dict:
     return _small_training_split({
         "output_dir": str(out),
-        "input": {"layout": "demo", "modalities": ["t1", "flair"]},
+        # one job per step, grouped into one SLURM job per 4 subjects (with on_error: exclude the chain
+        # is one job per subject, grouped the same way)
+        "input": {"layout": "demo", "modalities": ["t1", "flair"], "on_error": "stop"},
         "demo": {"n_subjects": len(SUBJECTS), "spacing_scale": 4.0},
         "preprocess": {"mni": {"resolution_mm": 2}},
     }, len(SUBJECTS))

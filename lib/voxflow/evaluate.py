@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from voxflow.io import InputError, atomic_path
-from voxflow.steps import step
+from voxflow.steps import step, store_path
 
 
 def _rows(pred: np.ndarray, ref: np.ndarray, spacing, cfg: dict, subject: str, space: str) -> list[dict]:
@@ -72,7 +72,7 @@ def evaluate(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) ->
     rows = []
     labels = cfg["labels_by_subject"]
     for i, s in enumerate(labels, 1):
-        rows += score_subject(s, inp[f"native_{s}"], inp[f"mni_{s}"], inp[f"store_{s}"], labels[s], cfg)
+        rows += score_subject(s, inp[f"native_{s}"], inp[f"mni_{s}"], store_path(inp[f"store_{s}"]), labels[s], cfg)
         print(f"evaluate: {i}/{len(labels)} {s}", file=sys.stderr, flush=True)  # progress in the job's log
     df = pd.DataFrame(rows)
     write_tsv(df, out["metrics"])
@@ -95,7 +95,7 @@ def aggregate(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     write_tsv(df, out["metrics"])
     parts = []
-    for space, sub in df.groupby("space", sort=False):
+    for space, sub in (df.groupby("space", sort=False) if len(df) else []):  # none predicted: empty tables
         s = summarize(sub.drop(columns=["subject", "space"]))
         s.insert(0, "space", space)
         parts.append(s)

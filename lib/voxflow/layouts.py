@@ -14,9 +14,8 @@ import csv
 import json
 import os
 import re
-from collections import Counter
 
-from voxflow.config import Cohort, ConfigError, demo_subject_ids
+from voxflow.config import Cohort, ConfigError, check_subject_ids, demo_subject_ids, subject_id_ok
 
 
 def _select(found: list[str], inp: dict, where: str) -> list[str]:
@@ -62,13 +61,12 @@ def folders(config: dict) -> Cohort:
                                          and not e.name.startswith("."))
     if not subjects:
         raise ConfigError(f"config error at 'input.root': no subject folders in {root!r}")
+    if not inp["subjects"]:  # input.subjects were checked by build_cohort
+        check_subject_ids(subjects, "input.root", "subject folder name", f"in {root}")
     return _per_subject_folders(subjects, inp, root, inp["extension"])
 
 
 def _per_subject_folders(subjects: list[str], inp: dict, root: str, ext: str) -> Cohort:
-    dup = sorted(s for s, n in Counter(subjects).items() if n > 1)
-    if dup:
-        raise ConfigError(f"config error at 'input.subjects': duplicated subject IDs: {dup}")
     names = inp.get("file_names") or {}
     label_name = inp.get("label_file") or f"{inp['label']}{ext}"
     cohort = Cohort(subjects=list(subjects))
@@ -129,13 +127,14 @@ def sheet(config: dict) -> Cohort:
     cwd = os.getcwd()
     root_abs = os.path.normpath(os.path.join(cwd, root))
     prefix = root_abs.rstrip(os.sep) + os.sep
-    cohort, seen = Cohort(subjects=[]), {}
+    cohort, seen, bad = Cohort(subjects=[]), {}, {}
     for lineno, row in enumerate(rows[1:], start=2):
         if not any(c.strip() for c in row):
             continue
         s = cell(row, "subject")
-        if not s or "/" in s or s in (".", ".."):
-            raise ConfigError(f"config error at 'input.sheet': {path} line {lineno}: invalid subject ID {s!r}")
+        if not subject_id_ok(s):  # every row is checked, also those input.subjects leaves out
+            bad.setdefault(s, lineno)
+            continue
         seen.setdefault(s, []).append(lineno)
         if len(seen[s]) > 1:
             continue
@@ -161,6 +160,7 @@ def sheet(config: dict) -> Cohort:
         cohort.subjects.append(s)
         cohort.labels[s] = (resolved.pop("label") or None) if label else None
         cohort.images[s] = resolved
+    check_subject_ids(list(bad), "input.sheet", "subject ID", f"in {path}", lines=bad)
     dup = {s: lines for s, lines in seen.items() if len(lines) > 1}
     if dup:
         listing = ", ".join(f"{s} (lines {', '.join(map(str, lines))})" for s, lines in list(dup.items())[:10])
@@ -199,6 +199,8 @@ def brats(config: dict) -> Cohort:
     root, ext = _root_dir(inp), inp["extension"]
     found = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
     subjects = _select(found, inp, root)
+    if not inp["subjects"]:
+        check_subject_ids(subjects, "input.root", "subject folder name", f"in {root}")
     keys = list(inp["modalities"]) + ([inp["label"]] if inp["label"] else [])
     cohort = Cohort(subjects=subjects)
     for s in subjects:
@@ -276,7 +278,10 @@ def msd(config: dict) -> Cohort:
                                   "nnUNetv2_convert_MSD_dataset)")
             if cases.setdefault(m.group(1), folder) != folder:
                 raise ConfigError(f"config error at 'input.root': case {m.group(1)} is in both imagesTr and imagesTs")
-    subjects = _select(sorted(cases), inp, " and ".join(os.path.join(root, f) for f in inp["msd_sets"]))
+    where = " and ".join(os.path.join(root, f) for f in inp["msd_sets"])
+    subjects = _select(sorted(cases), inp, where)
+    if not inp["subjects"]:
+        check_subject_ids(subjects, "input.root", "subject ID", f"from the file names in {where}")
     cohort = Cohort(subjects=subjects)
     for s in subjects:
         folder = os.path.join(root, cases[s])
@@ -325,6 +330,8 @@ def bids(config: dict) -> Cohort:
     root, ext = _root_dir(inp), inp["extension"]
     sessions = dict(_bids_sessions(root))
     subjects = _select(list(sessions), inp, f"{root} (sub-*/[ses-*/]anat)")
+    if not inp["subjects"]:
+        check_subject_ids(subjects, "input.root", "subject ID", f"from the sub-*/ses-* folder names in {root}")
     deriv = os.path.join(root, inp["derivatives"]) if inp["label"] else None
     if deriv and not os.path.isdir(deriv):
         raise ConfigError(f"config error at 'input.derivatives': {deriv!r} is not a directory")

@@ -439,14 +439,23 @@ def _guard(fn, *args) -> str:
         return _note(f"This section could not be built: {type(exc).__name__}: {exc}")
 
 
+def _excluded_section(excluded: list[dict]) -> str:
+    """The subjects left out (input.on_error: exclude): the step that failed and its one-line reason."""
+    df = pd.DataFrame(excluded, columns=["subject", "step", "file", "problem"])
+    return (_note(f"{len(df)} subject(s) were left out of training, prediction and evaluation: fix their input "
+                  "and rerun the same command to bring them back (status/cohort.json lists them too).")
+            + _table(df, "excluded-table", sortable=True))
+
+
 # ---------------------------------------------------------------- assembly
 def build_report(out_dir: Path, config: dict, html_path: Path, metrics_tsv: Path | None, summary_tsv: Path | None,
                  subjects_predicted: list[str], max_qc_subjects: int = 12, workflow_dir: Path | None = None,
-                 model_dir: Path | None = None) -> None:
+                 model_dir: Path | None = None, cohort: dict | None = None) -> None:
     """Write the cohort report of the run under `out_dir` as one self-contained HTML file (atomically).
 
     metrics_tsv None (or missing/empty): predict-only view (predicted volumes). workflow_dir: where to ask
-    `git rev-parse HEAD` (default: the current directory)."""
+    `git rev-parse HEAD` (default: the current directory). cohort: status/cohort.json (excluded subjects and
+    validation warnings: the first sections when there are any)."""
     out_dir, config = Path(out_dir), dict(config or {})
     model_dir = Path(model_dir) if model_dir else out_dir / "model"
     metrics, summary = _read_tsv(metrics_tsv), _read_tsv(summary_tsv)
@@ -464,9 +473,13 @@ def build_report(out_dir: Path, config: dict, html_path: Path, metrics_tsv: Path
                     if (p / "model_final.pt").is_file() or (p / "curve.csv").is_file()), key=lambda f: (len(f), f))
     n_subjects = max(len(list((out_dir / "zarr").glob("*.zarr"))), len(predicted),
                      sum(p.is_dir() for p in (out_dir / "qc").glob("*")))
+    cohort = cohort or {}
+    excluded, warnings = cohort.get("excluded") or [], cohort.get("warnings") or []
+    if cohort.get("subjects") is not None:
+        n_subjects = len(cohort["subjects"]) + len(excluded)
     commit, inp = git_commit(workflow_dir), config.get("input") or {}
     now = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    cards = {"subjects": n_subjects, "predicted": len(predicted),
+    cards = {"subjects": n_subjects, "excluded": len(excluded), "predicted": len(predicted),
              "evaluated": metrics["subject"].nunique() if evaluated else "—",
              "modalities": ", ".join(inp.get("modalities") or plans.get("modalities") or []) or "unknown",
              "model": plans.get("dim") or (config.get("model") or {}).get("dim", "unknown"),
@@ -475,6 +488,11 @@ def build_report(out_dir: Path, config: dict, html_path: Path, metrics_tsv: Path
              "voxflow": package_versions()["voxflow"], "git commit": commit[:12]}
     secs = [("run", "Run summary", '<div class="cards">' + "".join(
         f'<div class="card"><b>{_e(k)}</b><span>{_e(v)}</span></div>' for k, v in cards.items()) + "</div>")]
+    if excluded:  # first: what the user must look at before trusting anything below
+        secs.insert(0, ("excluded", f"Excluded subjects ({len(excluded)})", _guard(_excluded_section, excluded)))
+    if warnings:
+        secs.append(("warnings", f"Input warnings ({len(warnings)})", _table(
+            pd.DataFrame(warnings, columns=["subject", "file", "problem"]), "warning-table", sortable=True)))
     if evaluated:
         secs += [("summary", "Cohort summary", _guard(_summary_section, summary)),
                  ("plots", "Metric distributions", _guard(_metric_plots, metrics)),
@@ -509,5 +527,5 @@ def report(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> d
     build_report(Path(cfg.get("output_dir") or config.get("output_dir", "results")), config, Path(out["html"]),
                  inp.get("metrics"), inp.get("summary"), list(subject_lists(inp, cfg).get("subjects") or []),
                  max_qc_subjects=int(cfg.get("max_qc_subjects", 12)), workflow_dir=cfg.get("workflow_dir"),
-                 model_dir=cfg.get("model_dir"))
+                 model_dir=cfg.get("model_dir"), cohort=_read_json(Path(inp["cohort"])) if inp.get("cohort") else None)
     return {"html": out["html"], "bytes": Path(out["html"]).stat().st_size}

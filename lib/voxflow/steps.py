@@ -30,6 +30,73 @@ def subject_lists(inp: dict, cfg: dict) -> dict:
     return json.loads(Path(inp["subjects"]).read_text()) if inp.get("subjects") else cfg
 
 
+def store_path(path: str) -> str:
+    """A subject's zarr store from what a rule names as its input: the store itself, or the subject's status
+    file (status/subjects/<subject>.json), which stands for the store where no rule can declare it (input.on_error:
+    exclude, one job per subject: an excluded subject has none)."""
+    if str(path).endswith(".json"):
+        status = json.loads(Path(path).read_text())
+        if status.get("status") != "ok" or not status.get("store"):
+            raise InputError(status.get("subject", "?"), path, f"subject was excluded at its {status.get('step')} "
+                                                                f"step: {status.get('problem')}")
+        return status["store"]
+    return str(path)
+
+
+def validation_rows(table: str | None) -> list[tuple]:
+    """A subject's validation table as (file, problem, severity) rows; none when there is no table."""
+    from voxflow.validate import read_table
+
+    if not table or not Path(table).exists():
+        return []
+    return [(r[1], r[2], r[3] if len(r) > 3 else "error") for r in read_table(table)]
+
+
+def write_status(path: str, subject: str, store: str | None = None, validation: str | None = None,
+                 failure: dict | None = None) -> dict:
+    """status/subjects/<subject>.json: `ok` with the store, or `excluded` with the step that failed, the file and the
+    one-line problem; with the validation warnings either way (a valid but suspicious scan)."""
+    warnings = [[f, p] for f, p, sev in validation_rows(validation) if sev == "warning"]
+    status = ({"subject": subject, "status": "excluded", "store": None, **failure} if failure
+              else {"subject": subject, "status": "ok", "store": str(store)})
+    status["warnings"] = warnings
+    write_json_atomic(status, path)
+    return status
+
+
+def merge_status(paths: list[str], out: str, test_subjects: list[str] | None = None) -> dict:
+    """status/cohort.json from every subject's status: `subjects` (included, sorted: the split does not depend
+    on the order of a sheet), `test_subjects` (split.test_subjects that were not excluded), `excluded` and
+    `warnings` (subject, file, problem). Also the input of the split (`subjects`, `test_subjects`)."""
+    included, excluded, warnings = [], [], []
+    for p in paths:
+        st = json.loads(Path(p).read_text())
+        if st["status"] == "ok":
+            included.append(st["subject"])
+        else:
+            excluded.append({k: st.get(k) for k in ("subject", "step", "file", "problem")})
+        warnings += [{"subject": st["subject"], "file": f, "problem": w} for f, w in st.get("warnings") or []]
+    kept = set(included)
+    cohort = {"subjects": sorted(included),
+              "test_subjects": sorted(s for s in test_subjects if s in kept) if test_subjects else None,
+              "excluded": sorted(excluded, key=lambda e: e["subject"]), "warnings": warnings}
+    write_json_atomic(cohort, out)
+    return cohort
+
+
+def exclusion_summary(cohort: dict, limit: int = 20) -> str:
+    """The run's closing lines about excluded subjects (empty when none was)."""
+    ex = cohort.get("excluded") or []
+    if not ex:
+        return ""
+    n = len(ex) + len(cohort.get("subjects") or [])
+    lines = [f"voxflow: {len(ex)} of {n} subjects excluded (input.on_error: exclude); the rest ran without them:"]
+    lines += [f"  {e['subject']}  [{e['step']}]  {e['file']}: {e['problem']}" for e in ex[:limit]]
+    if len(ex) > limit:
+        lines.append(f"  ... and {len(ex) - limit} more (status/cohort.json)")
+    return "\n".join(lines)
+
+
 def by_modality(files: dict, prefix: str = "img_") -> dict[str, str]:
     return {k[len(prefix):]: v for k, v in files.items() if k.startswith(prefix)}
 
@@ -48,8 +115,8 @@ def ingest(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> d
     from voxflow.preprocess.ingest import ingest_subject
     from voxflow.validate import read_table
 
-    rows = read_table(inp["validation"]) if inp.get("validation") else []
-    if rows:  # the validate rule found problems: the first is this job's one-line error, the table has them all
+    rows = [r for r in (read_table(inp["validation"]) if inp.get("validation") else []) if r.severity == "error"]
+    if rows:  # the validate rule found errors (warnings don't stop ingest): the first is this job's one-line error
         more = f" (+{len(rows) - 1} more in {inp['validation']})" if len(rows) > 1 else ""
         raise InputError(rows[0][0], rows[0][1], rows[0][2] + more)
     if cfg.get("problem"):  # (file, problem) the input layout found at parse time: e.g. an empty sheet cell
@@ -224,28 +291,65 @@ def template(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) ->
 
 @step
 def chain(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
-    """A subject's whole preprocessing chain in one process (preprocess.granularity: subject).
+    """A subject's whole preprocessing chain in one process (one job per subject).
 
     `cfg["steps"]` lists, in order, each step's name, files and config exactly as its own rule would
     pass them, so the files written are the same; one process instead of seven saves each step's
     start-up (importing antspyx/torch) and Snakemake builds one job per subject instead of seven.
-    An error names the step that failed, as the per-step rules do.
+    Ends with the subject's status file (`out["status"]`). A failing step: with `on_error: exclude` the
+    job succeeds and the status names the step, the file and the one-line problem (its files and those
+    of the later steps are removed, the store too: nothing stale looks complete); with `stop` the error
+    names the step that failed, as the per-step rules do.
     """
     import logging
+    import sys
     import time
 
     import voxflow.validate  # noqa: F401  (registers the validate step)
 
     log = logging.getLogger("voxflow.chain")
+    steps = cfg["steps"]
+    table = next((sp["output"].get("table") for sp in steps if sp["name"] == "validate"), None)
     done = {}
-    for spec in cfg["steps"]:
+    for i, spec in enumerate(steps):
         name, t0 = spec["name"], time.perf_counter()
         try:
             info = STEPS[name](subject, spec["input"], spec["output"], spec["config"], threads)
         except Exception as exc:
-            exc.voxflow_step = name  # the CLI's one-line error shows the failing step
-            raise
+            exc.voxflow_step = getattr(exc, "voxflow_step", name)  # the one-line error shows the failing step
+            if cfg.get("on_error", "stop") != "exclude" or not out.get("status"):
+                raise
+            failure = failure_record(exc)
+            if name == "ingest" and any(sev == "error" for _, _, sev in validation_rows(table)):
+                failure["step"] = "validate"  # ingest stops on the validation table's first error: validation found it
+            for later in steps[i:]:
+                for path in later["output"].values():
+                    remove_path(path)
+            if cfg.get("store"):
+                remove_path(cfg["store"])
+            if out.get("qc"):  # the job's QC folder: the figures of the steps that ran (none: empty)
+                Path(out["qc"]).mkdir(parents=True, exist_ok=True)
+            write_status(out["status"], subject, validation=table, failure=failure)
+            print(f"voxflow EXCLUDED [{failure['step']}] subject={subject} file={failure['file']}: "
+                  f"{failure['problem']}", file=sys.stderr)
+            return {"excluded": failure, "seconds": done}
         done[name] = round(time.perf_counter() - t0, 2)
         log.info("chain %s subject=%s: %s done in %.1fs %s", name, subject, name, done[name],
                  json.dumps(info, default=str)[:500] if info else "")
+    if out.get("status"):
+        write_status(out["status"], subject, store=cfg.get("store"), validation=table)
     return {"seconds": done}
+
+
+def failure_record(exc: Exception) -> dict:
+    """step, file and one-line problem of a failed step: an InputError's own, else the exception's first line."""
+    if isinstance(exc, InputError):
+        return {"step": exc.voxflow_step, "file": exc.file, "problem": exc.problem}
+    first = (str(exc).strip().splitlines() or [""])[0][:300]
+    return {"step": exc.voxflow_step, "file": "-", "problem": f"{type(exc).__name__}: {first}".rstrip(": ")}
+
+
+def remove_path(path: str) -> None:
+    from voxflow.io import _remove
+
+    _remove(Path(path))

@@ -2,9 +2,10 @@
 
 Both run `check_subject`, which applies ingest's own checks (`voxflow.io.read_header` and
 `read_image`, `voxflow.preprocess.ingest.check_label_grid` and `check_label_values`) to every file
-of a subject and collects one (subject, file, problem) row per broken file instead of stopping at
-the first, so a cohort's
-problems come out as one table. Each file's header is checked first (milliseconds: a bad
+of a subject and collects one (subject, file, problem, severity) row per broken file instead of
+stopping at the first, so a cohort's problems come out as one table. Severity "error": ingest would
+fail on it; "warning": valid but suspicious (a modality covering a thin slab, a label without
+foreground), ingested all the same. Each file's header is checked first (milliseconds: a bad
 dimension, spacing, orientation or label grid is found without decompressing the voxels); the
 voxel checks (truncated data, NaN/Inf, constant image, label values) follow unless
 `voxels=False`. Subjects are checked in a process pool, one subject per task, so memory stays
@@ -18,12 +19,36 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
 
 from voxflow.io import Grid, InputError, atomic_path, read_header, read_image
 from voxflow.steps import step
 
-COLUMNS = ("subject", "file", "problem")
-Row = tuple[str, str, str]
+COLUMNS = ("subject", "file", "problem", "severity")
+SEVERITIES = ("error", "warning")
+THIN_SLAB_FRACTION = 0.25  # a modality covering less of the reference's extent along a world axis: warning
+THIN_SLAB_SLICES = 8  # fewer voxels along an axis: warning
+
+
+class Row(NamedTuple):
+    """One table row; Row(subject, file, problem) is an error, as in the 3-column tables before severities."""
+
+    subject: str
+    file: str
+    problem: str
+    severity: str = "error"
+
+
+def error_rows(rows: list[Row]) -> list[Row]:
+    """The rows that stop ingest."""
+    return [r for r in rows if r.severity != "warning"]
+
+
+def warning_rows(rows: list[Row]) -> list[Row]:
+    """The rows of valid but suspicious files, which ingest accepts."""
+    return [r for r in rows if r.severity == "warning"]
 
 
 def _grid(img) -> Grid:
@@ -35,10 +60,10 @@ def _check(rows: list[Row], subject: str, path: str, fn, *args, **kw):
     try:
         return fn(*args, **kw)
     except InputError as exc:
-        rows.append((exc.subject, exc.file, exc.problem))
+        rows.append(Row(exc.subject, exc.file, exc.problem))
     except Exception as exc:  # noqa: BLE001 - a reader crash is this file's problem, not the cohort's
         first = (str(exc).strip().splitlines() or [""])[0][:200]
-        rows.append((subject, str(path), f"unexpected error while checking: {type(exc).__name__}: {first}"))
+        rows.append(Row(subject, str(path), f"unexpected error while checking: {type(exc).__name__}: {first}"))
     return None
 
 
@@ -51,24 +76,53 @@ def _read(path: str, subject: str, what: str, voxels: bool, allow_constant: bool
     return grid, None
 
 
+def _extent(grid) -> np.ndarray:
+    """The physical extent (mm) of a grid's voxel box along the world axes x, y, z."""
+    d = np.abs(np.array(grid.GetDirection(), dtype=np.float64).reshape(3, 3))
+    return d @ (np.array(grid.GetSize(), dtype=np.float64) * np.array(grid.GetSpacing(), dtype=np.float64))
+
+
+def thin_slab(grid, reference_grid, what: str, reference: str) -> str | None:
+    """A warning when the image covers a thin slab: fewer than THIN_SLAB_SLICES voxels along an axis, or less
+    than THIN_SLAB_FRACTION of the reference image's extent along a world axis (reference_grid: None for the
+    reference itself)."""
+    size = tuple(grid.GetSize())
+    if min(size) < THIN_SLAB_SLICES:
+        return f"{what} has {min(size)} slices along axis {'ijk'[size.index(min(size))]} (size {size}): a thin slab?"
+    if reference_grid is None:
+        return None
+    mine, ref = _extent(grid), _extent(reference_grid)
+    for axis, (m, r) in enumerate(zip(mine, ref)):
+        if m < THIN_SLAB_FRACTION * r:
+            return (f"{what} covers {m:.1f} mm along world axis {'xyz'[axis]}, {100 * m / r:.0f}% of the "
+                    f"{r:.1f} mm of the reference image ({reference}): a thin slab?")
+    return None
+
+
 def check_subject(subject: str, images: dict[str, str], label: str | None, reference: str,
                   label_values=None, problem=None, voxels: bool = True) -> list[Row]:
     """Every problem of one subject, in ingest's order (modalities, then the label): ingest's first
-    error is the first row. `problem` is the (file, problem) the input layout found at parse time."""
+    error is the first error row. `problem` is the (file, problem) the input layout found at parse time.
+    Warnings (severity "warning": a modality covering a thin slab, a label without foreground) follow
+    the file's errors, if any, and do not stop ingest."""
     from voxflow.preprocess.ingest import check_label_grid, check_label_values
 
     rows: list[Row] = []
     if problem:
-        rows.append((subject, str(problem[0] or "-"), str(problem[1])))
+        rows.append(Row(subject, str(problem[0] or "-"), str(problem[1])))
     grids = {}
     for mod, path in images.items():
         if not path:
             if not problem:  # the layout's problem already names it
-                rows.append((subject, "-", f"modality '{mod}' is missing for this subject"))
+                rows.append(Row(subject, "-", f"modality '{mod}' is missing for this subject"))
             continue
         got = _check(rows, subject, path, _read, path, subject, f"{mod} image", voxels)
         if got:
             grids[mod] = got[0]
+    for mod, grid in grids.items():
+        warning = thin_slab(grid, grids.get(reference) if mod != reference else None, f"{mod} image", reference)
+        if warning:
+            rows.append(Row(subject, str(images[mod]), warning, "warning"))
     if label:
         got = _check(rows, subject, label, _read, label, subject, "label", voxels, allow_constant=True)
         if got:
@@ -78,7 +132,16 @@ def check_subject(subject: str, images: dict[str, str], label: str | None, refer
             if img is not None and len(rows) == n:
                 allowed = set(label_values) if label_values else None
                 _check(rows, subject, label, check_label_values, img, subject, label, allowed)
+            if img is not None and len(rows) == n and not _any_voxel(img):
+                rows.append(Row(subject, str(label), "label has no foreground (all voxels are 0)", "warning"))
     return rows
+
+
+def _any_voxel(img) -> bool:
+    """Whether any voxel of a SimpleITK image is nonzero."""
+    import SimpleITK as sitk
+
+    return bool(np.any(sitk.GetArrayViewFromImage(img)))
 
 
 def _init_worker() -> None:
@@ -132,14 +195,14 @@ def validate_cohort(cohort, inp: dict, jobs: int = 1, voxels: bool = True, progr
         if jobs <= 1 or len(tasks) <= 1:
             for t in tasks:
                 results[t[0]] = _task(t)
-                bad += bool(results[t[0]])
+                bad += bool(error_rows(results[t[0]]))
                 bar.update(bad)
         else:
             with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), initializer=_init_worker) as pool:
                 futures = {pool.submit(_task, t): t[0] for t in tasks}
                 for fut in as_completed(futures):
                     results[futures[fut]] = fut.result()
-                    bad += bool(results[futures[fut]])
+                    bad += bool(error_rows(results[futures[fut]]))
                     bar.update(bad)
     finally:
         bar.close()
@@ -153,34 +216,49 @@ def _clean(value) -> str:
 
 
 def write_table(rows: list[Row], path: str | os.PathLike) -> None:
-    """TSV with a header line, written atomically (an empty table = no problems)."""
+    """TSV with a header line, written atomically (an empty table = no problems). Rows of 3 values are errors."""
     with atomic_path(path) as tmp:
-        Path(tmp).write_text("\n".join("\t".join(_clean(v) for v in r) for r in [COLUMNS, *rows]) + "\n")
+        Path(tmp).write_text("\n".join("\t".join(_clean(v) for v in r) for r in [COLUMNS, *map(_row, rows)]) + "\n")
+
+
+def _row(r) -> Row:
+    row = Row(*r)
+    if row.severity not in SEVERITIES:
+        raise ValueError(f"severity {row.severity!r} is not one of {SEVERITIES}")
+    return row
 
 
 def read_table(path: str | os.PathLike) -> list[Row]:
+    """The rows of a table by write_table; a table of 3 columns (written before severities) holds errors."""
     lines = Path(path).read_text().splitlines()
-    if not lines or tuple(lines[0].split("\t")) != COLUMNS:
+    header = tuple(lines[0].split("\t")) if lines else ()
+    if header not in (COLUMNS, COLUMNS[:3]):
         raise ValueError(f"{path} is not a validation table (header {lines[:1]})")
-    return [tuple(ln.split("\t", 2)) for ln in lines[1:] if ln.strip()]
+    if len(header) == 3:
+        return [Row(*ln.split("\t", 2)) for ln in lines[1:] if ln.strip()]
+    return [_row(ln.split("\t", 3)) for ln in lines[1:] if ln.strip()]
 
 
 def format_table(rows: list[Row]) -> str:
-    """Plain-text table, columns aligned (the problem column is last and never cut)."""
+    """Plain-text table, columns aligned: subject, file, severity, problem (last and never cut)."""
     if not rows:
         return ""
-    rows = [tuple(_clean(v) for v in r) for r in rows]
-    w = [max(len(r[i]) for r in [COLUMNS, *rows]) for i in range(2)]
-    return "\n".join(f"{r[0]:<{w[0]}}  {r[1]:<{w[1]}}  {r[2]}" for r in [COLUMNS, *rows])
+    cols = ("subject", "file", "severity", "problem")
+    rows = [tuple(_clean(v) for v in (r.subject, r.file, r.severity, r.problem)) for r in map(_row, rows)]
+    w = [max(len(r[i]) for r in [cols, *rows]) for i in range(3)]
+    return "\n".join(f"{r[0]:<{w[0]}}  {r[1]:<{w[1]}}  {r[2]:<{w[2]}}  {r[3]}" for r in [cols, *rows])
 
 
 def summary(rows: list[Row], n_subjects: int, voxels: bool = True) -> str:
+    """One line: subjects with errors and the error count; warnings counted apart ("; 1 warning")."""
     what = "headers and voxels" if voxels else "headers only"
-    bad = len({r[0] for r in rows})
-    if not rows:
-        return f"voxflow validate: all {n_subjects} subjects OK ({what})"
-    return (f"voxflow validate: {bad} of {n_subjects} subjects have problems ({len(rows)} problem"
-            f"{'s' if len(rows) != 1 else ''}; {what})")
+    rows = [_row(r) for r in rows]
+    errs, warns = error_rows(rows), len(warning_rows(rows))
+    tail = f"; {warns} warning{'s' if warns != 1 else ''}" if warns else ""
+    if not errs:
+        return f"voxflow validate: all {n_subjects} subjects OK ({what}){tail}"
+    return (f"voxflow validate: {len({r.subject for r in errs})} of {n_subjects} subjects have problems ({len(errs)} "
+            f"problem{'s' if len(errs) != 1 else ''}; {what}){tail}")
 
 
 # --- workflow steps ----------------------------------------------------------------------------------------------
@@ -194,9 +272,10 @@ def validate(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) ->
     rows = check_subject(subject, cfg["images"], cfg.get("label"), cfg["reference"], cfg.get("label_values"),
                          cfg.get("problem"), voxels=cfg.get("voxels", True))
     for r in rows:
-        logging.getLogger("voxflow").warning("problem: subject=%s file=%s: %s", *r)
+        logging.getLogger("voxflow").warning("%s: subject=%s file=%s: %s", "problem" if r.severity == "error"
+                                             else "warning", r.subject, r.file, r.problem)
     write_table(rows, out["table"])
-    return {"problems": len(rows)}
+    return {"problems": len(error_rows(rows)), "warnings": len(warning_rows(rows))}
 
 
 def tables_changed(tables: list[str], merged: str) -> bool:
@@ -233,16 +312,45 @@ def merge_tables(tables: list[str], out_table: str, out_text: str, missing_ok: b
 
 # --- command line ------------------------------------------------------------------------------------------------
 
+def _read_config_file(path: str) -> dict:
+    """A config file's mapping, or a one-line ConfigError: missing, a directory, unreadable, invalid YAML,
+    or not a mapping (a list, a scalar, an empty file: Snakemake rejects those too)."""
+    import yaml
+
+    from voxflow.config import ConfigError
+
+    if os.path.isdir(path):
+        raise ConfigError(f"config error: {path} is a directory, not a config file")
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config error: {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config error: cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        what = getattr(exc, "problem", None) or (str(exc).strip().splitlines() or [""])[0]
+        raise ConfigError(f"config error: {path} is not valid YAML: {what}{where}") from None
+    if not isinstance(data, dict):
+        held = "it is empty" if data is None else f"it holds a {'list' if isinstance(data, list) else 'single value'}"
+        raise ConfigError(f"config error: {path} is not a mapping ({held}); a config file holds key: value pairs "
+                          "such as output_dir: results")
+    return data
+
+
 def load_config(configfile: str, base: str | None = "config/config.yaml") -> dict:
     """The config as the Snakefile sees it: its `configfile:` (config/config.yaml, relative to the
-    working directory, when present) updated by the user's file, then schema defaults and the cohort."""
-    import yaml
+    working directory, when present) updated by the user's file, then schema defaults and the cohort.
+    A file that is not a readable YAML mapping is a ConfigError (one line naming the file)."""
     from snakemake.utils import update_config
 
     config: dict = {}
     if base and os.path.isfile(base):
-        config = yaml.safe_load(Path(base).read_text()) or {}
-    update_config(config, yaml.safe_load(Path(configfile).read_text()) or {})
+        config = _read_config_file(base)
+    update_config(config, _read_config_file(configfile))
     return config
 
 
@@ -250,19 +358,25 @@ def main(args) -> int:
     """`voxflow validate`: exit 0 when every subject is clean, 1 when any has a problem, 2 on a config error."""
     import yaml
 
-    from voxflow.config import ConfigError, build_cohort, validate_config
+    from voxflow.config import ConfigError, build_cohort, check_config, validate_config
 
     schema = args.schema or str(Path(__file__).resolve().parents[2] / "config" / "config.schema.yaml")
-    try:
+    try:  # the Snakefile's sequence (workflow/rules/common.smk), so that both report the same lines
         config = validate_config(load_config(args.configfile, args.base_config), schema)
         cohort = build_cohort(config)
+        check_config(config, cohort)
     except ConfigError as exc:
         for line in str(exc).splitlines():
             print(f"voxflow ERROR [config] {line}", file=sys.stderr)
         return 2
-    except (OSError, ValueError, yaml.YAMLError) as exc:  # unreadable file, invalid YAML
-        print(f"voxflow ERROR [config] {args.configfile}: {type(exc).__name__}: {str(exc).splitlines()[0]}",
-              file=sys.stderr)
+    except (OSError, ValueError, yaml.YAMLError) as exc:  # a file a layout reads (sheet, dataset.json) is unreadable
+        first = (str(exc).strip().splitlines() or [""])[0]
+        print(f"voxflow ERROR [config] {args.configfile}: {type(exc).__name__}: {first}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - never a traceback: one line, exit 2
+        first = (str(exc).strip().splitlines() or [""])[0]
+        print(f"voxflow ERROR [config] {args.configfile}: unexpected {type(exc).__name__} while loading the config: "
+              f"{first}", file=sys.stderr)
         return 2
     inp = config["input"]
     if inp["layout"] == "demo":  # generated by the workflow: only subjects already generated can be checked
@@ -281,7 +395,7 @@ def main(args) -> int:
         print(text)
     print(f"{summary(rows, len(cohort.subjects), voxels)} in {time.time() - t0:.1f} s"
           + (f"; table: {args.out}" if args.out else ""))
-    return 1 if rows else 0
+    return 1 if error_rows(rows) else 0
 
 
 def add_parser(sub) -> None:
@@ -289,7 +403,7 @@ def add_parser(sub) -> None:
                        description=main.__doc__)
     v.add_argument("configfile", help="the config given to snakemake --configfile")
     v.add_argument("--jobs", "-j", type=int, default=0, help="processes (default: all CPU cores)")
-    v.add_argument("--out", "-o", help="also write the table as TSV (subject, file, problem)")
+    v.add_argument("--out", "-o", help="also write the table as TSV (subject, file, problem, severity)")
     v.add_argument("--headers-only", action="store_true",
                    help="check headers only (fast: dimensions, spacing, orientation, label grid), not the voxels")
     v.add_argument("--base-config", default="config/config.yaml",

@@ -5,14 +5,21 @@ import json
 from types import SimpleNamespace
 from snakemake.exceptions import WorkflowError
 import os
+import shlex
+import sys
 
 from voxflow.config import ConfigError, build_cohort, shorten_subject_lists, validate_config
 from voxflow.learn.launch import launcher
 from voxflow.preprocess.store import write_json_atomic
 
+# The config and its cohort, checked as `voxflow validate` checks them (voxflow.validate.main): every config
+# mistake found here, one `config error at '<key>': ...` line each, before any rule is defined.
 try:
+    from voxflow.config import check_config
+
     validate_config(config, os.path.join(workflow.basedir, "config", "config.schema.yaml"))
     COHORT = build_cohort(config)
+    check_config(config, COHORT)
 except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
 
@@ -43,16 +50,32 @@ NORM_METHODS = {m: PRE["normalize"]["per_modality"].get(m, PRE["normalize"]["met
 NORM_JSON = (os.path.join(config["predict"]["model_dir"] or os.path.join(OUT, "model"), "normalization.json")
              if set(NORM_METHODS.values()) & {"ct_dataset", "nyul"} else None)
 
+# What a failing subject does (input.on_error): `exclude` leaves it out of the cohort and the rest runs on,
+# `stop` stops the run. Exclusion needs the subject's chain to be one job that always ends with its status
+# file (status/subjects/<subject>.json: included, or excluded with the step and the reason): Snakemake runs nothing
+# downstream of a failed job, so a failed per-step job would block training for everybody.
+ON_ERROR = INP["on_error"]
 # Granularity of the per-subject chain: one job per step, or one job per subject running every step
 # in one process (preprocess.smk). DAG building costs a few ms per job in Snakemake, so 10 000
 # subjects x 7 steps took minutes; fused, it is one job per subject. Dataset-level normalization
-# puts a cohort rule between the space step and to_zarr, so it keeps the per-step rules.
-FUSED = PRE["granularity"] == "subject" or (PRE["granularity"] == "auto" and len(SUBJECTS) > 200)
-if FUSED and NORM_JSON is not None:
-    if PRE["granularity"] == "subject":
-        raise WorkflowError("config error at 'preprocess.granularity': 'subject' cannot be combined with dataset-level "
-                            "normalization (nyul, ct_dataset), which runs a cohort rule inside the chain; use 'step'")
-    FUSED = False
+# puts a cohort rule between the space step and to_zarr: then to_zarr is a job of its own.
+FUSED = PRE["granularity"] == "subject" or (PRE["granularity"] == "auto"
+                                            and (ON_ERROR == "exclude" or len(SUBJECTS) > 200))
+STATUS = os.path.join(OUT, "status", "subjects", "{subject}.json")
+COHORT_STATUS = os.path.join(OUT, "status", "cohort.json")
+# Whether a rule declares the zarr store as its output. The fused job of the exclude mode cannot (a job
+# must write every declared output, and an excluded subject has no store): there the status file stands
+# for the store, and the steps that read a store resolve it (voxflow.steps.store_path).
+STORE_DECLARED = not FUSED or NORM_JSON is not None or ON_ERROR == "stop"
+
+
+def store(subject):
+    return os.path.join(OUT, "zarr", f"{subject}.zarr")
+
+
+def store_input(subject):
+    """The file a consumer of a subject's store names as its input: the store, or its status file."""
+    return store(subject) if STORE_DECLARED else STATUS.replace("{subject}", subject)
 
 
 wildcard_constraints:
@@ -173,7 +196,20 @@ def qc_report(step):
                   subcategory="{subject}", labels={"subject": "{subject}", "step": step})
 
 
-def step_cmd(name, subject="{wildcards.subject}", nproc=1):
+def python_cmd():
+    """The interpreter that runs Snakemake (shell-quoted), so that every rule finds the project's own
+    environment whatever PATH holds (`.venv/bin/snakemake` from a fresh shell); with --sdm conda, the
+    rule's activated environment's `python`."""
+    methods = getattr(getattr(workflow, "deployment_settings", None), "deployment_method", None) or ()
+    if any("conda" in str(m).lower() for m in methods):
+        return "python"
+    return shlex.quote(sys.executable)
+
+
+PYTHON = python_cmd()
+
+
+def step_cmd(name, subject="{wildcards.subject:q}", nproc=1):
     """The shell command of a rule; `subject` names the job in logs and errors (cohort rules: "cohort").
 
     nproc > 1 (multi-GPU or multi-process training): torchrun starts nproc copies of the step (DDP),
@@ -183,12 +219,12 @@ def step_cmd(name, subject="{wildcards.subject}", nproc=1):
         t = f"$(( {{threads}} / {nproc} > 0 ? {{threads}} / {nproc} : 1 ))"
         return (
             f"OMP_NUM_THREADS={t} ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS={t} MKL_NUM_THREADS={t} "
-            f"{launcher(nproc)} step {name} --subject {subject} --threads {{threads}} --io {{params.io:q}} "
+            f"{launcher(nproc, PYTHON)} step {name} --subject {subject} --threads {{threads}} --io {{params.io:q}} "
             "> {log} 2>&1 || (grep -m 1 'voxflow ERROR' {log} >&2 || tail -n 1 {log} >&2; exit 1)"
         )
     return (
         "OMP_NUM_THREADS={threads} ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS={threads} MKL_NUM_THREADS={threads} "
-        f"voxflow step {name} --subject {subject} --threads {{threads}} --io {{params.io:q}} "
+        f"{PYTHON} -m voxflow step {name} --subject {subject} --threads {{threads}} --io {{params.io:q}} "
         "> {log} 2>&1 || (tail -n 1 {log} >&2; exit 1)"
     )
 
@@ -198,16 +234,14 @@ def raw_reference(wildcards):
 
 
 def all_targets():
-    # the cohort's input problems, one table (one job per subject: merged when the run ends, validate.smk)
-    targets = [] if FUSED else [os.path.join(OUT, "validation", "problems.tsv")]
-    # Only the end products are named: the QC images come with the stores, and the stores with the
-    # predictions and the training (every subject is a training or a test subject). Naming 4 files per
-    # subject here cost seconds of DAG building at 10 000 subjects.
+    # the cohort's input problems, one table (one job per subject: merged when the run ends, validate.smk),
+    # and every subject's status: included, or excluded with the step and the reason
+    targets = ([] if FUSED else [os.path.join(OUT, "validation", "problems.tsv")]) + [COHORT_STATUS]
+    # Only the end products are named: the QC images and the stores come with the status files, and the
+    # predictions (of the subjects that were not excluded: known once the checkpoint cohort_status ran,
+    # plan.smk) with the report. Naming 4 files per subject here cost seconds of DAG building at 10 000 subjects.
     if config["predict"]["model_dir"] or (HAS_LABEL and config["train"]["epochs"] > 0):
-        targets += [os.path.join(OUT, "predictions", s, f"{s}_seg.nii.gz") for s in PREDICT_SUBJECTS]
         targets += [os.path.join(OUT, "report", "report.html")]
-    else:
-        targets += expand(os.path.join(OUT, "zarr", "{subject}.zarr"), subject=SUBJECTS)
     if EVALUATE:
         targets += [os.path.join(OUT, "evaluation", "summary.tsv")]
     return targets

@@ -10,19 +10,28 @@ EVALUATE = HAS_LABEL and (bool(PREDICT_MODEL) or config["train"]["epochs"] > 0)
 # Consecutive runs of the predicted subjects (chunk_id: voxflow.evaluate); a chunk's params list its subjects, so a
 # chunk whose membership changes is scored again.
 _PER_JOB = config["evaluate"]["subjects_per_job"]
-EVAL_CHUNKS = {chunk_id(i // _PER_JOB): PREDICT_SUBJECTS[i:i + _PER_JOB]
-               for i in range(0, len(PREDICT_SUBJECTS), _PER_JOB)} if EVALUATE else {}
 EVAL_CHUNK_TABLE = os.path.join(EVAL_DIR, "chunks", "{chunk}.tsv")
+
+
+def eval_chunks():
+    """chunk id -> its subjects (after the checkpoint cohort_status: the predicted subjects are known then)."""
+    subjects = predict_subjects() if EVALUATE else []
+    return {chunk_id(i // _PER_JOB): subjects[i:i + _PER_JOB] for i in range(0, len(subjects), _PER_JOB)}
 
 
 @job_function
 def eval_inputs(wildcards):
     files = {}
-    for s in EVAL_CHUNKS[wildcards.chunk]:
+    for s in eval_chunks()[wildcards.chunk]:
         files[f"native_{s}"] = os.path.join(PRED_DIR, s, f"{s}_seg.nii.gz")
         files[f"mni_{s}"] = os.path.join(PRED_DIR, s, f"{s}_seg_mni.nii.gz")
-        files[f"store_{s}"] = os.path.join(OUT, "zarr", f"{s}.zarr")
+        files[f"store_{s}"] = store_input(s)
     return files
+
+
+@job_function
+def eval_chunk_tables(wildcards):
+    return [EVAL_CHUNK_TABLE.format(chunk=c) for c in eval_chunks()]
 
 
 rule evaluate:
@@ -31,7 +40,7 @@ rule evaluate:
     output:
         metrics=EVAL_CHUNK_TABLE,
     params:
-        **step_params(lambda w: EVAL_CFG | {"labels_by_subject": {s: COHORT.labels[s] for s in EVAL_CHUNKS[w.chunk]}}),
+        **step_params(lambda w: EVAL_CFG | {"labels_by_subject": {s: COHORT.labels[s] for s in eval_chunks()[w.chunk]}}),
     log:
         os.path.join(OUT, "logs", "evaluate", "{chunk}.log"),
     benchmark:
@@ -53,13 +62,13 @@ rule aggregate:
         # positional, and the step rebuilds the paths from the pattern and the chunk count: named inputs
         # travel in --io, and with subjects_per_job 1 the 10 000 paths would overflow Linux's 128 KiB
         # limit on one command-line argument
-        [EVAL_CHUNK_TABLE.format(chunk=c) for c in EVAL_CHUNKS],
+        eval_chunk_tables,
     output:
         metrics=os.path.join(EVAL_DIR, "metrics.tsv"),
         summary=report(os.path.join(EVAL_DIR, "summary.tsv"), caption="../report/summary.rst", category="Evaluation"),
     params:
-        **step_params({"scheduler": config["dask"]["scheduler"], "table_pattern": EVAL_CHUNK_TABLE,
-                      "n_chunks": len(EVAL_CHUNKS)}),
+        **step_params(lambda w: {"scheduler": config["dask"]["scheduler"], "table_pattern": EVAL_CHUNK_TABLE,
+                                 "n_chunks": len(eval_chunks())}),
     log:
         os.path.join(OUT, "logs", "aggregate", "aggregate.log"),
     benchmark:

@@ -7,12 +7,19 @@ if PREDICT_MODEL:
     MODEL_SRC = PREDICT_MODEL
     PRED_FOLDS = sorted(int(e.name[5:]) for e in os.scandir(PREDICT_MODEL) if e.name.startswith("fold_")
                         and os.path.exists(os.path.join(e.path, "model_final.pt")))
-    if not PRED_FOLDS:
-        raise WorkflowError(f"config error at 'predict.model_dir': no fold_<k>/model_final.pt in {PREDICT_MODEL!r}")
-    PREDICT_SUBJECTS = SUBJECTS
 else:
     MODEL_SRC, PRED_FOLDS = MODEL_DIR, FOLDS
-    PREDICT_SUBJECTS = SPLIT["test"] if SPLIT and config["infer"]["subjects"] == "test" else SUBJECTS
+
+
+def predict_subjects():
+    """The subjects to predict, among those not excluded (after the checkpoint cohort_status): every one in
+    predict-only mode or with infer.subjects: all, else the split's test subjects."""
+    if PREDICT_MODEL or config["infer"]["subjects"] != "test":
+        return cohort_state()["subjects"]
+    sp = current_split()
+    return sp["test"] if sp else []
+
+
 PRED_MODELS = [os.path.join(MODEL_SRC, f"fold_{k}", "model_final.pt") for k in PRED_FOLDS]
 # Predict-only: the fold models are files no rule writes, so a model replaced in place would go unseen
 # behind postprocessing.json; their size and mtime, read once here, are in the params (a changed model
@@ -24,7 +31,7 @@ PRED_MODEL_STAMPS = ([[p, os.stat(p).st_size, os.stat(p).st_mtime_ns] for p in P
 
 rule predict:
     input:
-        store=os.path.join(OUT, "zarr", "{subject}.zarr"),
+        store=job_function(lambda wildcards: store_input(wildcards.subject)),
         # stands for the whole model: postprocess_plan writes it from every fold's validation
         # predictions, after the fold's model_final.pt. Listing the fold models here too added 5 files
         # to each of 2000 jobs at 10 000 subjects: Snakemake spends ~0.3 ms per listed file.

@@ -3,22 +3,16 @@
 # Training subjects only (the parse-time split; the step re-reads split.json): test subjects never feed it.
 # The images travel as positional inputs (they order the DAG) and as path templates in --io, so the command
 # line does not grow with the cohort. Predict-only runs read the trained model's normalization.json.
-NORM_SUBJECTS = TRAIN_SUBJECTS or SUBJECTS  # no labels, no split: every subject (nothing is evaluated)
 _norm_paths = {"image": sub_path(SPACE_STEP, "{modality}.nii"), "mask": SPACE_MASK,
                "label": sub_path(SPACE_STEP, "label.nii.gz") if HAS_LABEL else None}
-
-if NORM_JSON and config["predict"]["model_dir"] and not os.path.exists(NORM_JSON):
-    raise WorkflowError(f"config error at 'predict.model_dir': normalization {sorted(set(NORM_METHODS.values()))} "
-                        f"needs {NORM_JSON}, written when the model was trained")
 
 if NORM_JSON and not config["predict"]["model_dir"]:
 
     rule normalization_stats:
         input:
-            [p.format(subject=s, modality=m) for s in NORM_SUBJECTS for m in MODS for p in [_norm_paths["image"]]],
-            [_norm_paths["mask"].format(subject=s) for s in NORM_SUBJECTS],
-            [_norm_paths["label"].format(subject=s) for s in NORM_SUBJECTS] if HAS_LABEL else [],
-            **({"split": os.path.join(MODEL_DIR, "split.json")} if SPLIT else {"subjects": COHORT_SUBJECTS}),
+            # the subjects' files are written before their status files, which the split (or, with no labels,
+            # status/cohort.json: every included subject) follows
+            **({"split": os.path.join(MODEL_DIR, "split.json")} if TRAINING else {"subjects": COHORT_STATUS}),
         output:
             normalization=NORM_JSON,
         params:

@@ -1,11 +1,7 @@
 # Native space (preprocess.space: native): crop to the body/foreground and resample to a target spacing,
 # no MNI registration; an identity transforms.json keeps inference's way back (voxflow.preprocess.native).
 # CT only with skull stripping 'none' reads co-registration's (or denoising's) output directly (CT_DIRECT).
-# Also the parse-time checks of the CT path, so a bad combination fails before any job runs.
-from voxflow.preprocess.native import ct_config_problems
-
-if ct_config_problems(config):
-    raise WorkflowError("\n".join(ct_config_problems(config)))
+# (The CT path's config checks run with the others at load time: voxflow.config.check_config.)
 
 
 NATIVE = StepIO("native", input={**(images(PRE_N4_STEP) if CT_DIRECT else images("brain")),

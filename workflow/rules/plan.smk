@@ -3,22 +3,49 @@ from voxflow.learn.plan import make_split
 
 MODEL_DIR = os.path.join(OUT, "model")
 SPLIT_CFG = config["split"]
-# The split is a pure function of the config, so the DAG knows the test subjects at parse time;
-# the split rule writes the same split to split.json, which later steps read.
-try:
-    SPLIT = make_split(SUBJECTS, SPLIT_CFG["n_folds"], SPLIT_CFG["test_fraction"], SPLIT_CFG["seed"],
-                       SPLIT_CFG["test_subjects"]) if HAS_LABEL and not config["predict"]["model_dir"] else None
-except ValueError as exc:
-    raise WorkflowError(f"config error at 'split': {exc} (lower split.n_folds or split.test_fraction)") from None
-TRAIN_SUBJECTS = sorted({s for f in SPLIT["folds"] for s in f["train"] + f["val"]}) if SPLIT else []
+TRAINING = HAS_LABEL and not config["predict"]["model_dir"]
 FOLDS = SPLIT_CFG["folds_to_train"] if SPLIT_CFG["folds_to_train"] is not None else list(range(SPLIT_CFG["n_folds"]))
+# A config that cannot be split even before any subject is excluded (too few training subjects for the folds,
+# unknown split.test_subjects) failed at load time already: voxflow.config.check_config (common.smk).
+
+_COHORT_CACHE = {}
 
 
-def store(subject):
-    return os.path.join(OUT, "zarr", f"{subject}.zarr")
+def cohort_state():
+    """status/cohort.json, once the checkpoint cohort_status has run (before: Snakemake's
+    IncompleteCheckpointException, which defers every rule that asks): included subjects, test subjects."""
+    path = checkpoints.cohort_status.get().output.cohort
+    stamp = os.stat(path).st_mtime_ns
+    if _COHORT_CACHE.get("stamp") != stamp:
+        _COHORT_CACHE.clear()
+        _COHORT_CACHE.update(json.loads(open(path).read()), stamp=stamp)
+    return _COHORT_CACHE
+
+
+def current_split():
+    """The split of the included subjects, as the split rule computes it (a pure function of the config and
+    status/cohort.json); None when it cannot be made (the split job then fails with the reason)."""
+    state = cohort_state()
+    if "split" not in state:
+        try:
+            state["split"] = make_split(state["subjects"], SPLIT_CFG["n_folds"], SPLIT_CFG["test_fraction"],
+                                        SPLIT_CFG["seed"], state.get("test_subjects"))
+        except ValueError:
+            state["split"] = None
+    return state["split"]
+
+
+def train_subjects():
+    sp = current_split() if TRAINING else None
+    return sorted({s for f in sp["folds"] for s in f["train"] + f["val"]}) if sp else []
 
 
 STORES_JSON = os.path.join(MODEL_DIR, "stores.json")
+
+
+@job_function
+def training_store_inputs(wildcards):
+    return [store_input(s) for s in train_subjects()]
 
 
 rule training_stores:
@@ -27,33 +54,20 @@ rule training_stores:
     for every consumer of a producer, so with 10 000 subjects and 5 folds that listing made DAG
     building quadratic, and the paths would overflow Linux's 128 KiB limit on one command-line argument."""
     input:
-        [store(s) for s in TRAIN_SUBJECTS],
+        training_store_inputs,
+        split=os.path.join(MODEL_DIR, "split.json"),
     output:
         stores=STORES_JSON,
     localrule: True
     run:
-        write_json_atomic({s: store(s) for s in TRAIN_SUBJECTS}, output.stores)
-
-
-COHORT_SUBJECTS = os.path.join(MODEL_DIR, "subjects.json")
-
-
-rule cohort_subjects:
-    """The cohort's subject IDs (sorted: the split does not depend on their order) and split.test_subjects
-    in a file for the cohort rules: on the command line, 10 000 IDs of 20 characters would overflow
-    Linux's 128 KiB limit on one argument. Rewritten only when the lists change (params)."""
-    output:
-        subjects=COHORT_SUBJECTS,
-    params:
-        subjects={"subjects": sorted(SUBJECTS), "test_subjects": SPLIT_CFG["test_subjects"]},
-    localrule: True
-    run:
-        write_json_atomic(params.subjects, output.subjects)
+        sp = json.loads(open(input.split).read())
+        write_json_atomic({s: store(s) for s in sorted({s for f in sp["folds"] for s in f["train"] + f["val"]})},
+                          output.stores)
 
 
 rule split:
     input:
-        subjects=COHORT_SUBJECTS,
+        subjects=COHORT_STATUS,
     output:
         split=os.path.join(MODEL_DIR, "split.json"),
     params:
@@ -76,6 +90,8 @@ rule plan:
     input:
         split=os.path.join(MODEL_DIR, "split.json"),
         stores=STORES_JSON,
+        # the stores' dataset-level normalization (their rules are known only after the checkpoint)
+        **({"normalization": NORM_JSON} if NORM_JSON else {}),
     output:
         fingerprint=os.path.join(MODEL_DIR, "fingerprint.json"),
         plans=os.path.join(MODEL_DIR, "plans.json"),

@@ -5,14 +5,16 @@
 # make the stores write them (listing 30 000 of them cost seconds of DAG building for an unread list).
 REPORT_CFG = {"config": shorten_subject_lists(config), "output_dir": OUT, "model_dir": MODEL_SRC,
               "workflow_dir": workflow.basedir, "max_qc_subjects": 12}
-PREDICTED_SUBJECTS = os.path.join(PRED_DIR, "subjects.json")
+PREDICTED_SUBJECTS = os.path.join(OUT, "status", "predicted.json")  # not under predictions/: a subject's folder
 
 
 rule predicted_subjects:
+    input:
+        cohort=COHORT_STATUS,
     output:
         subjects=PREDICTED_SUBJECTS,
     params:
-        subjects={"subjects": PREDICT_SUBJECTS},
+        subjects=job_function(lambda wildcards: {"subjects": predict_subjects()}),
     localrule: True
     run:
         write_json_atomic(params.subjects, output.subjects)
@@ -20,8 +22,10 @@ rule predicted_subjects:
 
 rule report:
     input:
-        [os.path.join(PRED_DIR, s, f"{s}_seg_mni.nii.gz") for s in PREDICT_SUBJECTS],
+        job_function(lambda wildcards: [os.path.join(PRED_DIR, s, f"{s}_seg_mni.nii.gz") for s in predict_subjects()]),
         [os.path.join(MODEL_SRC, f"fold_{k}", "model_final.pt") for k in PRED_FOLDS],
+        cohort=COHORT_STATUS,
+        postprocessing=os.path.join(MODEL_SRC, "postprocessing.json"),
         subjects=PREDICTED_SUBJECTS,
         **({"metrics": os.path.join(EVAL_DIR, "metrics.tsv"), "summary": os.path.join(EVAL_DIR, "summary.tsv")}
            if EVALUATE else {}),

@@ -1,13 +1,8 @@
 # One training job per fold (voxflow.learn.train); rerunning resumes from checkpoint_latest.pt.
 # train.gpus / train.processes > 1: the job runs under torchrun, one DDP process per GPU.
-from voxflow.learn.launch import global_batch, train_gpus, train_processes
+from voxflow.learn.launch import train_gpus, train_processes
 
-try:
-    TRAIN_PROCESSES = train_processes(config["train"])
-    if config["model"]["batch_size"] is not None and not config["predict"]["model_dir"]:  # it must split evenly
-        global_batch(config["model"]["batch_size"], TRAIN_PROCESSES, configured=True)
-except ConfigError as exc:
-    raise WorkflowError(str(exc)) from None
+TRAIN_PROCESSES = train_processes(config["train"])  # checked with the rest of the config (voxflow.config.check_config)
 
 
 rule train:

@@ -92,9 +92,21 @@ def merge_validation_at_exit(log):
         merge_validation(tables, missing_ok=True)
 
 
+def exclusions_at_exit():
+    """The run's final summary names the excluded subjects, their failing step and reason (status/cohort.json)."""
+    if os.path.exists(COHORT_STATUS):
+        from voxflow.steps import exclusion_summary
+
+        text = exclusion_summary(json.loads(open(COHORT_STATUS).read()))
+        if text:
+            print(text, file=sys.stderr)
+
+
 onsuccess:
     merge_validation_at_exit(log)
+    exclusions_at_exit()
 
 
 onerror:
     merge_validation_at_exit(log)
+    exclusions_at_exit()

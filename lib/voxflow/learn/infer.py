@@ -64,12 +64,16 @@ def mni_image(arr_zyx: np.ndarray, meta: dict):
 
 def write_like(arr_native_xyz: np.ndarray, reference_path: str, out_path: str | Path, dtype=np.uint8) -> None:
     """Write an array on the raw reference grid with the reference's own header."""
-    ref = str(reference_path)
-    with atomic_path(out_path) as tmp:
-        if ref.endswith((".nii", ".nii.gz")):
-            import nibabel as nib
+    import nibabel as nib
 
+    ref, raw = str(reference_path), None
+    if ref.endswith((".nii", ".nii.gz")):
+        try:
             raw = nib.load(ref)
+        except Exception:  # noqa: BLE001 - gzip data named .nii and the like: ITK's way below reads them
+            raw = None
+    with atomic_path(out_path) as tmp:
+        if raw is not None and type(raw.header) is nib.Nifti1Header:  # NIfTI-1: keep the raw file's header
             hdr = raw.header.copy()
             hdr.set_data_dtype(dtype)
             hdr["scl_slope"], hdr["scl_inter"] = 1, 0
@@ -77,7 +81,7 @@ def write_like(arr_native_xyz: np.ndarray, reference_path: str, out_path: str | 
         else:
             import SimpleITK as sitk
 
-            raw = read_raw(ref)  # NRRD, MHA, or a DICOM series folder
+            raw = read_raw(ref)  # NRRD, MHA, NIfTI-2, a DICOM series folder (voxflow.io reads them all)
             img = sitk.GetImageFromArray(arr_native_xyz.T.astype(dtype))
             img.CopyInformation(raw)
             sitk.WriteImage(img, str(tmp), True)
@@ -92,7 +96,9 @@ def to_native(arr_zyx: np.ndarray, meta: dict, is_label: bool = True) -> np.ndar
     tr = meta["transforms"]
     files, invert = load_transforms(tr["dir"], "mni_to_native")
     ref = tr["native_reference"]
-    native = ants.from_sitk(read_raw(ref)) if Path(ref).is_dir() else ants.image_read(ref)  # DICOM series folder
+    # voxflow's reader, not ants.image_read: it reads every format validation accepts (a DICOM series folder,
+    # gzip data named .nii, NIfTI-2, 64-bit integers, which ANTs cannot take)
+    native = ants.from_sitk(read_raw(ref))
     if native.dimension == 4:
         native = ants.slice_image(native, axis=3, idx=0)
     warped = ants.apply_transforms(fixed=native, moving=mni_image(arr_zyx, meta), transformlist=files,

@@ -45,11 +45,15 @@ def train_gpus(train: dict) -> int:
     return gpus if (train.get("gpu") or gpus > 1) else 0
 
 
-def launcher(nproc: int) -> str:
+def launcher(nproc: int, python: str | None = None) -> str:
     """The command that runs `voxflow ...`: itself for one process, torchrun for several.
 
+    `python` (the rules pass the interpreter that runs Snakemake, shell-quoted): `python -m voxflow`
+    and `python -m torch.distributed.run` instead of the `voxflow` and `torchrun` scripts, which are
+    found only when the environment's bin folder is on PATH.
     `--standalone` rendezvouses on a free local port, so concurrent folds on one node do not collide.
     """
     if nproc <= 1:
-        return "voxflow"
-    return f"torchrun --standalone --nnodes=1 --nproc_per_node={nproc} -m voxflow.cli"
+        return f"{python} -m voxflow" if python else "voxflow"
+    run = f"{python} -m torch.distributed.run" if python else "torchrun"
+    return f"{run} --standalone --nnodes=1 --nproc_per_node={nproc} -m voxflow.cli"

@@ -11,14 +11,14 @@ from pathlib import Path
 import numpy as np
 
 from voxflow.preprocess.store import write_json_atomic
-from voxflow.steps import step, subject_lists
+from voxflow.steps import step, store_path, subject_lists
 
 
 def _stores(inp: dict, subjects: list[str] | None = None) -> dict[str, str]:
     """Subject -> store path: from the manifest `inp["stores"]` (the training_stores rule) and any
     inputs named store_<subject>; restricted to `subjects` if given."""
     found = json.loads(Path(inp["stores"]).read_text()) if inp.get("stores") else {}
-    found.update({k[6:]: v for k, v in inp.items() if k.startswith("store_")})
+    found.update({k[6:]: store_path(v) for k, v in inp.items() if k.startswith("store_")})
     return found if subjects is None else {s: found[s] for s in subjects}
 
 
@@ -27,7 +27,16 @@ def split(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> di
     from voxflow.learn.plan import make_split
 
     lists = subject_lists(inp, cfg)
-    sp = make_split(lists["subjects"], cfg["n_folds"], cfg["test_fraction"], cfg["seed"], lists.get("test_subjects"))
+    excluded = lists.get("excluded") or []
+    try:
+        sp = make_split(lists["subjects"], cfg["n_folds"], cfg["test_fraction"], cfg["seed"],
+                        lists.get("test_subjects"))
+    except ValueError as exc:
+        raise ValueError(f"{exc}" + (f" after excluding {len(excluded)} subjects "
+                                     f"({', '.join(e['subject'] for e in excluded[:5])}"
+                                     f"{', ...' if len(excluded) > 5 else ''}; see {inp.get('subjects')})"
+                                     if excluded else "")) from None
+    sp["excluded"] = excluded  # who was left out, at which step and why (input.on_error: exclude)
     write_json_atomic(sp, out["split"])
     return {"test": sp["test"], "folds": [len(f["val"]) for f in sp["folds"]]}
 
@@ -130,4 +139,4 @@ def predict(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> 
         raise InputError(subject, models[0], f"model was trained on modalities {plans['modalities']}, "
                                              f"the config gives {cfg['modalities']}")
     post = json.loads(Path(inp["postprocessing"]).read_text()) if inp.get("postprocessing") else None
-    return predict_subject(inp["store"], models, post, cfg, out["mni"], out["native"], out.get("prob_native"))
+    return predict_subject(store_path(inp["store"]), models, post, cfg, out["mni"], out["native"], out.get("prob_native"))

@@ -118,6 +118,25 @@ def _dice(tp, fp, fn):
     return np.where(2 * tp + fp + fn > 0, 2 * tp / np.maximum(2 * tp + fp + fn, 1e-9), np.nan)
 
 
+# Training settings that do not change what a resumed fold computes: how it runs, and the number of epochs
+# (a finished fold asked for more goes on from its checkpoint).
+RESUMABLE_KEYS = frozenset({"device", "threads", "workers", "checkpoint_every", "gpus", "gpu", "processes",
+                            "ddp_backend", "epochs", "amp"})
+
+
+def run_key(train_paths, val_paths, plans: dict, cfg: dict) -> str:
+    """What a checkpoint may be resumed for: the stores (paths and modification times: a store rewritten from
+    changed data is another store), the split, the plans and the training settings. A checkpoint of another
+    run (a subject excluded or added, a setting changed) would otherwise be resumed, silently."""
+    import hashlib
+    import os
+
+    stamp = [[str(p), os.stat(p).st_mtime_ns if os.path.exists(p) else None] for p in [*train_paths, *val_paths]]
+    text = json.dumps({"train": stamp[:len(train_paths)], "val": stamp[len(train_paths):], "plans": plans,
+                       "cfg": {k: v for k, v in cfg.items() if k not in RESUMABLE_KEYS}}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def save_checkpoint(path: Path, **state) -> None:
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
@@ -203,8 +222,13 @@ def _train(train_paths, val_paths, plans, cfg, out_dir: Path, d: ddp.Dist, progr
     total_steps = epochs * iters
     ckpt_path = out_dir / "checkpoint_latest.pt"
     start_epoch, rows = 0, []
-    if ckpt_path.exists():
-        state = load_checkpoint(ckpt_path, device)
+    key = run_key(train_paths, val_paths, plans, cfg)
+    state = load_checkpoint(ckpt_path, device) if ckpt_path.exists() else None
+    if state is not None and state.get("run_key") != key:
+        log.warning("%s is from another run (its stores, split, plans or training settings differ): training "
+                    "from scratch", ckpt_path)
+        state = None
+    if state is not None:
         net.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
@@ -265,9 +289,12 @@ def _train(train_paths, val_paths, plans, cfg, out_dir: Path, d: ddp.Dist, progr
         write_curve(rows, out_dir)
         if (epoch + 1) % int(cfg["checkpoint_every"]) == 0 or epoch + 1 == epochs:
             save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=opt.state_dict(),
-                            scaler=scaler.state_dict(), epoch=epoch + 1, curve=json.dumps(rows), world_size=d.world)
+                            scaler=scaler.state_dict(), epoch=epoch + 1, curve=json.dumps(rows), world_size=d.world,
+                            run_key=key)
         ddp.barrier(d)
     final = out_dir / "model_final.pt"
+    if d.main and start_epoch >= epochs:  # resumed after its last epoch (killed before the end): the curve again
+        write_curve(rows, out_dir)
     if d.main:
         save_checkpoint(final, model=model.state_dict(), plans=json.dumps(plans), curve=json.dumps(rows),
                         deep_supervision=bool(cfg["deep_supervision"]), world_size=d.world)

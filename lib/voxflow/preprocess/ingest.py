@@ -23,11 +23,24 @@ def canonical(img: sitk.Image) -> sitk.Image:
     return sitk.DICOMOrient(img, CANONICAL)
 
 
+def _direction(grid) -> str:
+    return "(" + ",".join(f"{round(v, 3) + 0.0:g}" for v in grid.GetDirection()) + ")"
+
+
 def check_label_grid(label, reference, subject: str, path: str) -> None:
-    """The label must lie on the reference grid (images or header `Grid`s)."""
-    if not same_grid(label, reference):
-        raise InputError(subject, path, f"label grid ({grid_summary(label)}) does not match the reference image "
-                                        f"({grid_summary(reference)})")
+    """The label must lie on the reference grid (images or header `Grid`s). When the directions differ,
+    the message shows them and names what differs (size, spacing and origin alone may look identical)."""
+    if same_grid(label, reference):
+        return
+    a, b = f"label grid ({grid_summary(label)}", f"the reference image ({grid_summary(reference)}"
+    if not np.allclose(label.GetDirection(), reference.GetDirection(), atol=1e-3):
+        differ = [name for name, same in (
+            ("sizes", tuple(label.GetSize()) == tuple(reference.GetSize())),
+            ("spacings", np.allclose(label.GetSpacing(), reference.GetSpacing(), atol=1e-3)),
+            ("origins", np.allclose(label.GetOrigin(), reference.GetOrigin(), atol=1e-2))) if not same]
+        raise InputError(subject, path, f"{a}, direction {_direction(label)}) does not match {b}, direction "
+                                        f"{_direction(reference)}): {' and '.join(differ + ['directions'])} differ")
+    raise InputError(subject, path, f"{a}) does not match {b})")
 
 
 def check_label_values(label: sitk.Image, subject: str, path: str, allowed: set[int] | None) -> None:

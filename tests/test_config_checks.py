@@ -1,0 +1,467 @@
+"""Config mistakes found at load time (voxflow.config: check_subject_ids, check_config; voxflow.validate.load_config):
+one case per mistake, each with its exact one-line message and `voxflow validate`'s exit code (2), and for a
+representative subset the same line from `snakemake -n` (the Snakefile runs the same checks, common.smk), without
+a traceback. Subject IDs with unicode letters, `+` and `.` are accepted by both.
+
+The cohorts are tiny synthetic NIfTI files (8x8x8): nothing here reads voxels beyond `--headers-only`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import PROJECT, VENV_BIN
+
+BASE = str(PROJECT / "config" / "config.yaml")  # the Snakefile's configfile, as snakemake merges it
+MODS = ["t1", "t2", "flair"]
+RULE = "(allowed: letters, digits and _ . + - , not starting with . or -, at most 200 bytes)"
+GOOD = ["s01", "s02", "s03", "s04", "s05"]
+
+
+def _nifti(path: Path, label: bool = False) -> None:
+    import nibabel as nib
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 8), np.uint8 if label else np.float32), np.eye(4)), str(path))
+
+
+def _folders(root: Path, subjects, files=(*MODS, "seg")) -> Path:
+    for s in subjects:
+        for f in files:
+            _nifti(root / s / f"{f}.nii.gz", label=f == "seg")
+    return root
+
+
+def _cfg(tmp: Path, **sections) -> dict:
+    """A folders cohort under tmp/data (created with GOOD when absent), outputs in tmp/results, 2 folds."""
+    if not (tmp / "data").exists():
+        _folders(tmp / "data", GOOD)
+    cfg = {"output_dir": str(tmp / "results"), "input": {"layout": "folders", "root": str(tmp / "data")},
+           "split": {"n_folds": 2, "folds_to_train": None, "test_fraction": 0.2}}
+    for key, value in sections.items():
+        cfg[key] = {**cfg.get(key, {}), **value} if isinstance(value, dict) else value
+    return cfg
+
+
+def _write(tmp: Path, cfg) -> Path:
+    path = tmp / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg, allow_unicode=True))
+    return path
+
+
+def _validate(path: Path, capsys, *args: str) -> tuple[int, list[str]]:
+    """`voxflow validate` in this process: exit code and its `voxflow ERROR [config]` lines (prefix removed)."""
+    from voxflow.cli import main
+
+    capsys.readouterr()
+    rc = main(["validate", str(path), "--base-config", BASE, "--quiet", "--headers-only", "--jobs", "1", *args])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    prefix = "voxflow ERROR [config] "
+    return rc, [ln[len(prefix):] for ln in err.splitlines() if ln.startswith(prefix)]
+
+
+def _snakemake(path: Path) -> subprocess.CompletedProcess:
+    """`snakemake -n --cores 1 --configfile PATH` from the project folder, as a user runs it."""
+    env = dict(os.environ, PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    return subprocess.run([str(VENV_BIN / "snakemake"), "-n", "--cores", "1", "--configfile", str(path)],
+                          cwd=PROJECT, env=env, capture_output=True, text=True, encoding="utf-8", timeout=300)
+
+
+# --- the cases: name -> function(tmp) returning (config, expected lines) -----------------------------------------
+
+def _ids_input_subjects(tmp):
+    return (_cfg(tmp, input={"subjects": ["s01", "a b", "../x", "-rf"]}),
+            [f"config error at 'input.subjects': 3 subject IDs cannot be used as file and job names: 'a b', '../x', "
+             f"'-rf' {RULE}"])
+
+
+def _ids_control_and_long(tmp):
+    long = "a" * 201
+    return (_cfg(tmp, input={"subjects": ["tab\there", "new\nline", "x{y}", long, "", ".."]}),
+            [f"config error at 'input.subjects': 6 subject IDs cannot be used as file and job names: 'tab\\there', "
+             f"'new\\nline', 'x{{y}}', '{'a' * 50}'..., '', '..' {RULE}"])
+
+
+def _ids_duplicated(tmp):
+    return (_cfg(tmp, input={"subjects": ["s01", "s02", "s01"]}),
+            ["config error at 'input.subjects': duplicated subject IDs: ['s01']"])
+
+
+def _ids_folders(tmp):
+    root = _folders(tmp / "data", GOOD + ["a b", "{x}", "-rf", "it's", "back\\slash"])
+    _folders(root, [".hidden"])  # hidden folders are not subjects
+    return (_cfg(tmp), [f"config error at 'input.root': 5 subject folder names in {root} cannot be used as file and "
+                        f"job names: '-rf', 'a b', 'back\\\\slash', \"it's\", '{{x}}' {RULE}"])
+
+
+def _ids_sheet(tmp):
+    data = _folders(tmp / "data", GOOD[:2])
+    sheet = data / "cohort.csv"
+    rows = ["subject,t1,t2,flair,seg"] + [f"{s},{s}/t1.nii.gz,{s}/t2.nii.gz,{s}/flair.nii.gz,{s}/seg.nii.gz"
+                                          for s in GOOD[:2]]
+    rows += ["a b,x/t1.nii.gz,,,", ",y/t1.nii.gz,,,", "../up,z/t1.nii.gz,,,", "a b,w/t1.nii.gz,,,"]
+    sheet.write_text("\n".join(rows) + "\n")
+    return (_cfg(tmp, input={"layout": "sheet", "sheet": str(sheet), "root": None}),
+            [f"config error at 'input.sheet': 3 subject IDs in {sheet} cannot be used as file and job names: "
+             f"'a b' (line 4), '' (line 5), '../up' (line 6) {RULE}"])
+
+
+def _ids_brats(tmp):
+    root = tmp / "brats"
+    for s in ["BraTS-001", "BraTS 002"]:
+        _nifti(root / s / f"{s}_t1.nii.gz")
+    return (_cfg(tmp, input={"layout": "brats", "root": str(root), "modalities": ["t1"], "label": None}),
+            [f"config error at 'input.root': 1 subject folder name in {root} cannot be used as file and job names: "
+             f"'BraTS 002' {RULE}"])
+
+
+def _ids_msd(tmp):
+    root = tmp / "msd"
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "dataset.json").write_text(json.dumps({"channel_names": {"0": "T1"}, "labels": {"background": 0, "a": 1}}))
+    for case in ["case_001", "case 002", "-case3"]:
+        _nifti(root / "imagesTr" / f"{case}_0000.nii.gz")
+    return (_cfg(tmp, input={"layout": "msd", "root": str(root), "modalities": ["t1"], "label": None}),
+            [f"config error at 'input.root': 2 subject IDs from the file names in {root / 'imagesTr'} cannot be "
+             f"used as file and job names: '-case3', 'case 002' {RULE}"])
+
+
+def _ids_bids(tmp):
+    root = tmp / "bids"
+    for sub in ["sub-01", "sub-0 2"]:
+        _nifti(root / sub / "anat" / f"{sub}_T1w.nii.gz")
+    return (_cfg(tmp, input={"layout": "bids", "root": str(root), "modalities": ["T1w"], "label": None}),
+            [f"config error at 'input.root': 1 subject ID from the sub-*/ses-* folder names in {root} cannot be used "
+             f"as file and job names: 'sub-0 2' {RULE}"])
+
+
+def _test_subjects_missing(tmp):
+    return (_cfg(tmp, split={"test_subjects": ["s01", "nope", "gone"]}),
+            ["config error at 'split.test_subjects': 2 subjects are not in the cohort: 'nope', 'gone'"])
+
+
+def _test_subjects_twice(tmp):
+    return (_cfg(tmp, split={"test_subjects": ["s01", "s01"]}),
+            ["config error at 'split.test_subjects': listed more than once: 's01'"])
+
+
+def _folds_out_of_range(tmp):
+    return (_cfg(tmp, split={"folds_to_train": [0, 2, 5]}),
+            ["config error at 'split.folds_to_train': folds 2, 5 do not exist: split.n_folds 2 makes folds 0-1"])
+
+
+def _folds_twice(tmp):
+    return (_cfg(tmp, split={"folds_to_train": [1, 0, 1]}),
+            ["config error at 'split.folds_to_train': fold 1 listed more than once"])
+
+
+def _folds_empty(tmp):
+    return (_cfg(tmp, split={"folds_to_train": []}),
+            ["config error at 'split.folds_to_train': [] trains no fold; null = every fold"])
+
+
+def _all_test_subjects(tmp):
+    return (_cfg(tmp, split={"test_subjects": GOOD}),
+            ["config error at 'split.test_subjects': every subject of the cohort (5) is a test subject: none is left "
+             "for training"])
+
+
+def _test_fraction_leaves_none(tmp):
+    _folders(tmp / "data", ["only"])
+    return (_cfg(tmp, split={"n_folds": 1, "test_fraction": 0.9}),
+            ["config error at 'split.test_fraction': 0.9 of 1 subject makes 1 test subject: none is left for training"])
+
+
+def _fewer_training_than_folds(tmp):
+    return (_cfg(tmp, split={"n_folds": 5}),
+            ["config error at 'split': 4 training subjects cannot make 5 folds (lower split.n_folds or "
+             "split.test_fraction)"])
+
+
+def _output_inside_root(tmp):
+    cfg = _cfg(tmp, output_dir=str(tmp / "data" / "results"))
+    return (cfg, [f"config error at 'output_dir': '{tmp / 'data' / 'results'}' is inside the input root "
+                  f"'{tmp / 'data'}' (input.root): outputs would mix with the input data; choose an output_dir "
+                  "outside it"])
+
+
+def _output_is_root(tmp):
+    return (_cfg(tmp, output_dir=str(tmp / "data")),
+            [f"config error at 'output_dir': '{tmp / 'data'}' is the input root (input.root): outputs would mix with "
+             "the input data; choose an output_dir outside it"])
+
+
+def _output_inside_sheet_folder(tmp):
+    data = _folders(tmp / "data", GOOD[:3])
+    sheet = data / "cohort.csv"
+    sheet.write_text("subject,t1,t2,flair,seg\n" + "".join(
+        f"{s},{s}/t1.nii.gz,{s}/t2.nii.gz,{s}/flair.nii.gz,{s}/seg.nii.gz\n" for s in GOOD[:3]))
+    out = str(data)  # results beside the sheet (data/results) are fine: it names its subjects, nothing is scanned
+    return (_cfg(tmp, output_dir=out, input={"layout": "sheet", "sheet": str(sheet), "root": None}),
+            [f"config error at 'output_dir': '{out}' is the input root (the folder of input.sheet): "
+             "outputs would mix with the input data; choose an output_dir outside it"])
+
+
+def _root_inside_written_output(tmp):
+    root = _folders(tmp / "results" / "zarr" / "raw", GOOD)
+    return (_cfg(tmp, input={"root": str(root)}),
+            [f"config error at 'input.root': the input root '{root}' is inside '{tmp / 'results' / 'zarr'}', a folder "
+             "the workflow writes; move the data or choose another output_dir"])
+
+
+def _modality_twice(tmp):
+    return (_cfg(tmp, input={"modalities": ["t1", "t1"]}),
+            ["config error at 'input.modalities': ['t1', 't1'] has non-unique elements"])
+
+
+def _unknown_modality_keys(tmp):
+    return (_cfg(tmp, input={"modality_types": {"pet": "ct", "t1": "mr"}, "file_names": {"T2": "t2w.nii.gz"}},
+                 preprocess={"normalize": {"per_modality": {"ct": "ct_window"}},
+                             "denoise": {"modalities": ["t1", "dwi", "adc"]}, "skullstrip": {"modality": "T1"}}),
+            ["config error at 'input.modality_types': unknown modality 'pet'; input.modalities: ['t1', 't2', 'flair']",
+             "config error at 'input.file_names': unknown modality 'T2'; input.modalities: ['t1', 't2', 'flair']",
+             "config error at 'preprocess.normalize.per_modality': unknown modality 'ct'; input.modalities: "
+             "['t1', 't2', 'flair']",
+             "config error at 'preprocess.denoise.modalities': unknown modalities 'dwi', 'adc'; input.modalities: "
+             "['t1', 't2', 'flair']",
+             "config error at 'preprocess.skullstrip.modality': unknown modality 'T1'; input.modalities: "
+             "['t1', 't2', 'flair']"])
+
+
+def _file_names_other_layout(tmp):
+    cfg, _ = _ids_brats(tmp)
+    (tmp / "brats" / "BraTS 002").rename(tmp / "brats" / "BraTS-002")
+    (tmp / "brats" / "BraTS-002" / "BraTS 002_t1.nii.gz").rename(tmp / "brats" / "BraTS-002" / "BraTS-002_t1.nii.gz")
+    cfg["input"].update(file_names={"t1": "T1.nii.gz"}, label_file="mask.nii.gz")
+    return (cfg, ["config error at 'input.file_names': only the folders layout reads it (input.layout is 'brats'); "
+                  "remove it",
+                  "config error at 'input.label_file': only the folders layout reads it (input.layout is 'brats'); "
+                  "remove it"])
+
+
+def _label_values_without_zero(tmp):
+    return (_cfg(tmp, input={"label_values": [1, 2, 4]}),
+            ["config error at 'input.label_values': [1, 2, 4] lacks 0, the background every label map holds"])
+
+
+def _label_values_twice(tmp):
+    return (_cfg(tmp, input={"label_values": [0, 1, 1, 2]}),
+            ["config error at 'input.label_values': [0, 1, 1, 2] lists 1 more than once"])
+
+
+def _label_values_background_only(tmp):
+    return (_cfg(tmp, input={"label_values": [0]}),
+            ["config error at 'input.label_values': [0] has no foreground label"])
+
+
+def _evaluate_labels_unknown(tmp):
+    return (_cfg(tmp, evaluate={"labels": [1, 3]}),
+            ["config error at 'evaluate.labels': 3 is not in input.label_values [0, 1, 2, 4]"])
+
+
+def _model_dir(tmp, files=("plans.json", "postprocessing.json", "fold_0/model_final.pt"), modalities=MODS) -> Path:
+    model = tmp / "model"
+    for name in files:
+        (model / name).parent.mkdir(parents=True, exist_ok=True)
+        (model / name).write_text(json.dumps({"modalities": modalities}) if name == "plans.json" else "{}")
+    return model
+
+
+def _model_dir_missing(tmp):
+    return (_cfg(tmp, input={"label": None}, predict={"model_dir": str(tmp / "nomodel")}),
+            [f"config error at 'predict.model_dir': '{tmp / 'nomodel'}' is not a directory"])
+
+
+def _model_dir_incomplete(tmp):
+    model = _model_dir(tmp, files=("plans.json",))
+    return (_cfg(tmp, input={"label": None}, predict={"model_dir": str(model)}),
+            [f"config error at 'predict.model_dir': '{model}' lacks postprocessing.json, fold_<k>/model_final.pt: not "
+             "the model folder of a finished training run (output_dir/model)"])
+
+
+def _model_dir_other_modalities(tmp):
+    model = _model_dir(tmp, modalities=["t1", "t2"])
+    return (_cfg(tmp, input={"label": None}, predict={"model_dir": str(model)}),
+            [f"config error at 'input.modalities': ['t1', 't2', 'flair'], but the model in '{model}' was trained on "
+             "['t1', 't2'] (plans.json): give the same modalities in the same order"])
+
+
+def _model_dir_no_normalization(tmp):
+    model = _model_dir(tmp)
+    return (_cfg(tmp, input={"label": None}, predict={"model_dir": str(model)},
+                 preprocess={"normalize": {"method": "nyul"}}),
+            [f"config error at 'predict.model_dir': '{model}' lacks normalization.json (normalization ['nyul']): not "
+             "the model folder of a finished training run (output_dir/model)"])
+
+
+def _context_slices_even(tmp):
+    return (_cfg(tmp, model={"dim": "2.5d", "context_slices": 4}),
+            ["config error at 'model.context_slices': 4 with model.dim 2.5d; use an odd number (the network predicts "
+             "the centre slice)"])
+
+
+def _processes_vs_gpus(tmp):
+    return (_cfg(tmp, train={"gpus": 2, "processes": 3}),
+            ["config error at 'train.processes': 3 processes but train.gpus is 2; training runs one process per GPU, "
+             "set only one of them"])
+
+
+def _batch_vs_processes(tmp):
+    return (_cfg(tmp, train={"device": "cpu", "processes": 2}, model={"batch_size": 3}),
+            ["config error at 'model.batch_size': 3 cannot be split over 2 training processes (train.gpus / "
+             "train.processes); use a multiple of 2"])
+
+
+def _open_close_bad(tmp):
+    return (_cfg(tmp, postprocess={"open_close": {"labels": [1], "op": "erode"}}),
+            ["config error at 'postprocess.open_close': {'labels': [1], 'op': 'erode'}; expected {labels: [..], "
+             "radius_vox: 1, op: open|close}"])
+
+
+def _deepbet_on_ct(tmp):
+    return (_cfg(tmp, input={"modalities": ["t1"], "modality_types": {"t1": "ct"}}),
+            ["config error at 'preprocess.skullstrip.method': deepbet is an MR brain extractor and 't1' is CT; use "
+             "none (body CT) or template"])
+
+
+def _template_without_files(tmp):
+    return (_cfg(tmp, preprocess={"skullstrip": {"method": "template",
+                                                 "template": {"brain_mask": str(tmp / "mask.nii.gz")}}}),
+            ["config error at 'preprocess.skullstrip.template.head': method 'template' needs the whole-head template "
+             "image",
+             f"config error at 'preprocess.skullstrip.template.brain_mask': '{tmp / 'mask.nii.gz'}' is not a file"])
+
+
+def _normalization_ranges(tmp):
+    return (_cfg(tmp, preprocess={"normalize": {"method": "percentile", "percentiles": [99, 1],
+                                                "per_modality": {"t2": "nyul", "flair": "ct_window"},
+                                                "window": [100, -100],
+                                                "nyul": {"percentiles": [1, 50, 50, 99], "scale": [1, 0]}}}),
+            ["config error at 'preprocess.normalize.percentiles': [99, 1]; give [low, high], low < high",
+             "config error at 'preprocess.normalize.window': [100, -100]; give [low, high] in HU, low < high",
+             "config error at 'preprocess.normalize.nyul.percentiles': [1, 50, 50, 99]; landmarks must increase",
+             "config error at 'preprocess.normalize.nyul.scale': [1, 0]; give [low, high], low < high"])
+
+
+def _step_granularity_with_exclude(tmp):
+    return (_cfg(tmp, input={"on_error": "exclude"}, preprocess={"granularity": "step"}),
+            ["config error at 'preprocess.granularity': 'step' needs input.on_error: stop (a subject is excluded on "
+             "error only when its chain runs as one job); use 'auto' or 'subject'"])
+
+
+def _epochs_zero(tmp):
+    return (_cfg(tmp, train={"epochs": 0}), ["config error at 'train.epochs': 0 is less than the minimum of 1"])
+
+
+def _several_at_once(tmp):
+    return (_cfg(tmp, input={"label_values": [1, 2]}, split={"test_subjects": ["zz"], "folds_to_train": [3]}),
+            ["config error at 'input.label_values': [1, 2] lacks 0, the background every label map holds",
+             "config error at 'split.folds_to_train': fold 3 does not exist: split.n_folds 2 makes folds 0-1",
+             "config error at 'split.test_subjects': 1 subject is not in the cohort: 'zz'"])
+
+
+CASES = {f.__name__[1:]: f for f in [
+    _ids_input_subjects, _ids_control_and_long, _ids_duplicated, _ids_folders, _ids_sheet, _ids_brats, _ids_msd,
+    _ids_bids, _test_subjects_missing, _test_subjects_twice, _folds_out_of_range, _folds_twice, _folds_empty,
+    _all_test_subjects, _test_fraction_leaves_none, _fewer_training_than_folds,
+    _output_inside_root, _output_is_root, _output_inside_sheet_folder, _root_inside_written_output, _modality_twice,
+    _unknown_modality_keys, _file_names_other_layout, _label_values_without_zero, _label_values_twice,
+    _label_values_background_only, _evaluate_labels_unknown, _model_dir_missing, _model_dir_incomplete,
+    _model_dir_other_modalities, _model_dir_no_normalization, _context_slices_even, _processes_vs_gpus,
+    _batch_vs_processes, _open_close_bad, _deepbet_on_ct, _template_without_files, _normalization_ranges,
+    _step_granularity_with_exclude, _epochs_zero, _several_at_once]}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_validate_reports_config_error(case, tmp_path, capsys):
+    cfg, expected = CASES[case](tmp_path)
+    rc, lines = _validate(_write(tmp_path, cfg), capsys)
+    assert (rc, lines) == (2, expected)
+
+
+# the same line from the workflow, before any job: a representative subset (a dry run takes seconds)
+WORKFLOW_CASES = ["ids_input_subjects", "ids_folders", "ids_sheet", "test_subjects_missing",
+                  "fewer_training_than_folds", "output_inside_root", "model_dir_other_modalities", "several_at_once"]
+
+
+@pytest.mark.parametrize("case", WORKFLOW_CASES)
+def test_workflow_fails_with_the_same_lines(case, tmp_path):
+    cfg, expected = CASES[case](tmp_path)
+    res = _snakemake(_write(tmp_path, cfg))
+    text = res.stdout + res.stderr
+    assert res.returncode != 0, text
+    assert "Traceback" not in text and "Building DAG" not in text, text
+    lines = text.splitlines()
+    start = lines.index(expected[0])  # the lines come together, in check_config's order
+    assert lines[start:start + len(expected)] == expected, text
+
+
+# --- accepted IDs -----------------------------------------------------------------------------------------------------
+
+# the last one: é decomposed (e + combining acute), as folder names written on macOS are
+ACCEPTED = ["sujet-é01", "pat+1.v2", "_x", "P_007-b", "sujet-e\u030102"]
+
+
+def test_unicode_plus_and_dot_ids_are_accepted(tmp_path, capsys):
+    from voxflow.config import subject_id_ok
+
+    assert all(subject_id_ok(s) for s in ACCEPTED)
+    _folders(tmp_path / "data", ACCEPTED + GOOD[:3])
+    path = _write(tmp_path, _cfg(tmp_path))
+    rc, lines = _validate(path, capsys)
+    assert (rc, lines) == (0, [])
+    res = _snakemake(path)
+    text = res.stdout + res.stderr
+    assert res.returncode == 0, text
+    assert "config error" not in text and "Traceback" not in text, text
+    for s in ACCEPTED:  # each subject's preprocessing job is in the DAG
+        assert f"subject={s}" in text, s
+
+
+def test_input_root_inside_output_dir_is_accepted(tmp_path, capsys):
+    """Data kept in output_dir (outside the folders the workflow writes) is fine: the demo's raw data lives in
+    output_dir/demo/raw, config/examples/liver_ct.yaml keeps its cohort in output_dir/data."""
+    root = _folders(tmp_path / "results" / "demo" / "raw", GOOD)
+    assert _validate(_write(tmp_path, _cfg(tmp_path, input={"root": str(root)})), capsys) == (0, [])
+    demo = {"output_dir": str(tmp_path / "results"), "input": {"layout": "demo"}}
+    assert _validate(_write(tmp_path, demo), capsys) == (0, [])
+
+
+# --- the config file itself -------------------------------------------------------------------------------------------
+
+FILES = {
+    "list": ("- a\n- b\n", "config error: {path} is not a mapping (it holds a list); a config file holds key: value "
+                           "pairs such as output_dir: results"),
+    "scalar": ("42\n", "config error: {path} is not a mapping (it holds a single value); a config file holds key: "
+                       "value pairs such as output_dir: results"),
+    "empty": ("# nothing\n", "config error: {path} is not a mapping (it is empty); a config file holds key: value "
+                             "pairs such as output_dir: results"),
+    "invalid_yaml": ("input: [a, b\n", "config error: {path} is not valid YAML: expected ',' or ']', but got "
+                                       "'<stream end>' (line 2, column 1)"),
+    "missing": (None, "config error: {path} does not exist"),
+    "directory": ("dir", "config error: {path} is a directory, not a config file"),
+}
+
+
+@pytest.mark.parametrize("kind", list(FILES))
+def test_validate_config_file_problems(kind, tmp_path):
+    """Run as a user runs it (the console script): exit 2 and one line, never a traceback."""
+    content, message = FILES[kind]
+    path = tmp_path / "config.yaml"
+    if content == "dir":
+        path.mkdir()
+    elif content is not None:
+        path.write_text(content)
+    res = subprocess.run([str(VENV_BIN / "voxflow"), "validate", str(path), "--base-config", BASE, "-q"],
+                         cwd=PROJECT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "Traceback" not in res.stderr
+    errors = [ln for ln in res.stderr.splitlines() if "ERROR" in ln]
+    assert errors == [f"voxflow ERROR [config] {message.format(path=path)}"], res.stderr
