@@ -77,7 +77,8 @@ def tmp_names_under(path: Path) -> list[str]:
     return sorted(str(p) for p in Path(path).rglob("*") if ".tmp-" in p.name)
 
 
-def preprocessed_placeholders(out: Path, subjects: list[str], raw_files: list[Path] = ()) -> None:
+def preprocessed_placeholders(out: Path, subjects: list[str], raw_files: list[Path] = (),
+                              test_subjects: list[str] | None = None) -> None:
     """What the preprocessing leaves behind, as placeholders written in the order of time the workflow writes
     them (raw files, MNI templates, every subject's status file, status/cohort.json), so that a run with
     `--rerun-triggers mtime` finds the checkpoint cohort_status done and plans the cohort stages on it (a dry
@@ -96,7 +97,7 @@ def preprocessed_placeholders(out: Path, subjects: list[str], raw_files: list[Pa
     status = [str(out / "status" / "subjects" / f"{s}.json") for s in subjects]
     for s, p in zip(subjects, status):
         write_status(p, s, store=str(out / "zarr" / f"{s}.zarr"))
-    merge_status(status, str(out / "status" / "cohort.json"))
+    merge_status(status, str(out / "status" / "cohort.json"), test_subjects)  # as the checkpoint writes it
 
 
 # The longest files first: `make test` runs two xdist workers that take one file at a time in collection

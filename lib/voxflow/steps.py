@@ -317,7 +317,7 @@ def chain(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> di
             info = STEPS[name](subject, spec["input"], spec["output"], spec["config"], threads)
         except Exception as exc:
             exc.voxflow_step = getattr(exc, "voxflow_step", name)  # the one-line error shows the failing step
-            if cfg.get("on_error", "stop") != "exclude" or not out.get("status"):
+            if cfg.get("on_error", "stop") != "exclude" or not out.get("status") or machine_failure(exc):
                 raise
             failure = failure_record(exc)
             if name == "ingest" and any(sev == "error" for _, _, sev in validation_rows(table)):
@@ -339,6 +339,15 @@ def chain(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> di
     if out.get("status"):
         write_status(out["status"], subject, store=cfg.get("store"), validation=table)
     return {"seconds": done}
+
+
+def machine_failure(exc: Exception) -> bool:
+    """A failure of the machine, not of the subject's data (out of memory, a full disk): the job fails, so that
+    it is retried (a cluster profile retries with more memory) rather than the subject excluded for good."""
+    import errno
+
+    return isinstance(exc, MemoryError) or (isinstance(exc, OSError)
+                                            and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.ENOMEM))
 
 
 def failure_record(exc: Exception) -> dict:

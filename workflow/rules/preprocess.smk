@@ -73,7 +73,7 @@ if not FUSED:
         input:
             # with dataset-level normalization the subject is done before its store: to_zarr waits for
             # normalization_stats, which waits for the split of the included subjects
-            store=SPACE_MASK if NORM_JSON else store("{subject}"),
+            done=SPACE_MASK if NORM_JSON else store("{subject}"),
             validation=VALIDATION_TABLE,
         output:
             status=STATUS,
@@ -81,7 +81,7 @@ if not FUSED:
         run:
             from voxflow.steps import write_status
 
-            write_status(output.status, wildcards.subject, store=input.store, validation=input.validation)
+            write_status(output.status, wildcards.subject, store=store(wildcards.subject), validation=input.validation)
 
 
 checkpoint cohort_status:
