@@ -7,7 +7,6 @@ formats: its SimpleITK geometry), so it overlays the input in any viewer.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 

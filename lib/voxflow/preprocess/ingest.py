@@ -7,7 +7,6 @@ estimated later still apply to the raw files.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Mapping
 
 import numpy as np
