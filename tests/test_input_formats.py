@@ -192,8 +192,9 @@ def test_mhd_raw_short(tmp_path):
                     r"bytes that the header announces\)$", _problem(p))
 
 
-def test_uncompressed_mha_short(tmp_path):
-    p = _write(_image(), tmp_path / "t1.mha")
+@pytest.mark.parametrize("name", ["t1.mha", "t1.nrrd"])  # uncompressed MetaImage, NRRD with attached raw data
+def test_single_file_raw_short(tmp_path, name):
+    p = _write(_image(), tmp_path / name)
     full = p.stat().st_size
     _cut(p, full - 2000)
     assert re.match(rf"^t1 image file is truncated \({full - 2000} of the {full} bytes that the header announces\)$",
@@ -297,14 +298,6 @@ def test_nrrd_detached_gzip_short(tmp_path):
     _cut(data, data.stat().st_size // 2)
     assert re.match(rf"^t1 image data file {re.escape(str(data))} is truncated or corrupt \(its gzip stream ends "
                     rf"before the {NBYTES} bytes that the header announces\)$", _problem(p))
-
-
-def test_nrrd_attached_raw_short(tmp_path):
-    p = _write(_image(), tmp_path / "t1.nrrd")
-    full = p.stat().st_size
-    _cut(p, full - 2000)
-    assert re.match(rf"^t1 image file is truncated \({full - 2000} of the {full} bytes that the header announces\)$",
-                    _problem(p))
 
 
 # --- what ITK alone does with these files -------------------------------------------------------------------------
