@@ -193,6 +193,29 @@ def test_report_predict_only_and_cap(run_dir, report_html):
     assert "http://" not in doc and "https://" not in doc
 
 
+def test_report_names_excluded_subjects_first_and_lists_warnings(run_dir, report_html):
+    """status/cohort.json: the excluded subjects are the report's first section (none: no section), the
+    validation warnings have theirs, and the run summary counts both."""
+    cohort = {"subjects": SUBJECTS, "test_subjects": None,
+              "excluded": [{"subject": "bad<1>", "step": "validate", "file": "/d/bad<1>/t1.nii.gz",
+                            "problem": "t1 image file is empty"},
+                           {"subject": "bad2", "step": "skullstrip", "file": "-",
+                            "problem": "RuntimeError: skull stripping produced an empty brain mask"}],
+              "warnings": [{"subject": "sub02", "file": "/d/sub02/seg.nii.gz",
+                            "problem": "label has no foreground (all voxels are 0)"}]}
+    doc = _build(run_dir, "excluded.html", cohort=cohort)
+    assert re.findall(r'<section id="([\w-]+)">', doc)[0] == "excluded"
+    first = _section(doc, "excluded")
+    assert "bad&lt;1&gt;" in first and "<1>" not in first  # escaped
+    assert "skullstrip" in first and "RuntimeError: skull stripping produced an empty brain mask" in first
+    assert first.count("<tr>") == 3  # header + 2 subjects
+    warn = _section(doc, "warnings")
+    assert "sub02" in warn and "label has no foreground" in warn
+    cards = dict(re.findall(r'<div class="card"><b>([^<]+)</b><span>([^<]+)</span>', _section(doc, "run")))
+    assert cards["subjects"] == str(len(SUBJECTS) + 2) and cards["excluded"] == "2"
+    assert 'id="excluded"' not in report_html and 'id="warnings"' not in report_html  # a clean cohort
+
+
 def test_report_missing_parts(tmp_path):
     """Nothing but a config: every section degrades to a note, nothing crashes."""
     from voxflow.report import build_report
