@@ -558,3 +558,24 @@ def test_table_columns_old_tables_and_summary(tmp_path):
     assert text[2].split() == ["s2", "t2.nii.gz", "warning", "thin", "slab"]
     with pytest.raises(ValueError):
         write_table([("s1", "f", "p", "fatal")], p)
+
+
+# --- spacing fields of text headers (ITK takes a negative MetaImage spacing as positive: the flip is lost) ------
+
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_metaimage_spacing_not_positive(tmp_path, value):
+    p = _write(_image(), tmp_path / "t1.mha")
+    text = p.read_bytes()
+    line = next(ln for ln in text.split(b"\n") if ln.startswith(b"ElementSpacing"))
+    p.write_bytes(text.replace(line, b"ElementSpacing = " + value.encode() + b" 1.1 1.2"))
+    shown = f"({float(value)}, 1.1, 1.2)"
+    msg = rf"^t1 image has invalid voxel spacing {re.escape(shown)} \(ElementSpacing in the MetaImage header\)$"
+    assert re.match(msg, _problem(p)) and re.match(msg, _header_problem(p))
+
+
+def test_nrrd_zero_space_direction(tmp_path):
+    p = _write(_image(), tmp_path / "t1.nrrd")
+    text = p.read_bytes()
+    line = next(ln for ln in text.split(b"\n") if ln.startswith(b"space directions:"))
+    p.write_bytes(text.replace(line, b"space directions: (0,0,0) (0,1.1,0) (0,0,1.2)"))
+    assert _problem(p) == "t1 image has invalid voxel spacing (0.0, 1.1, 1.2) (space directions in the NRRD header)"

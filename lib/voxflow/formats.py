@@ -134,10 +134,42 @@ def _layout(p: Path, subject: str, what: str, check: bool = True) -> _Layout | N
     if gz:
         return None
     if head.startswith(b"NRRD"):
+        if check:
+            _check_text_spacing(p, "nrrd", subject, given, what)
         return _nrrd_layout(p)
     if p.name.lower().endswith((".mha", ".mhd")) or head.lstrip().startswith((b"ObjectType", b"NDims")):
+        if check:
+            _check_text_spacing(p, "meta", subject, given, what)
         return _meta_layout(p)
     return None
+
+
+def _floats(text: str | None) -> list[float] | None:
+    try:
+        return [float(v) for v in text.replace("(", " ").replace(")", " ").replace(",", " ").split()] if text else None
+    except ValueError:
+        return None
+
+
+def _check_text_spacing(p: Path, kind: str, subject: str, given: Path, what: str) -> None:
+    """ITK's MetaImage reader takes a zero or negative ElementSpacing as it is or as 1 mm, and its NRRD reader a
+    zero `spacings` or a zero `space directions` vector, where the header itself is broken: refused, as a NIfTI
+    pixdim of 0 is (the header field named)."""
+    fields, _ = _text_header(p, last="ElementDataFile" if kind == "meta" else None)
+    if kind == "meta":
+        key = "ElementSpacing" if "ElementSpacing" in fields else "ElementSize"
+        spacing = _floats(fields.get(key))
+    elif "space directions" in fields:
+        key = "space directions"
+        vectors = [v for v in fields[key].split(")") if v.strip() and "none" not in v.lower()]
+        spacing = [float(np.linalg.norm(_floats(v) or [np.nan])) for v in vectors] or None
+    else:
+        key = "spacings"
+        spacing = [v for v in _floats(fields.get(key)) or [] if not np.isnan(v)] or None  # nan: a non-spatial axis
+    if spacing and (not np.all(np.isfinite(spacing)) or min(spacing) <= 0):
+        shown = tuple(round(float(v), 4) for v in spacing)
+        raise InputError(subject, given, f"{what} has invalid voxel spacing {shown} ({key} in the "
+                                          f"{'MetaImage' if kind == 'meta' else 'NRRD'} header)")
 
 
 def _nifti_layout(given: Path, p: Path, head: bytes, gz: bool, subject: str, what: str, check: bool) -> _Layout | None:
