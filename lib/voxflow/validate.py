@@ -358,7 +358,8 @@ def main(args) -> int:
     """`voxflow validate`: exit 0 when every subject is clean, 1 when any has a problem, 2 on a config error."""
     import yaml
 
-    from voxflow.config import ConfigError, build_cohort, check_config, validate_config
+    from voxflow.config import ConfigError, build_cohort, validate_config
+    from voxflow.config_checks import check_config
 
     schema = args.schema or str(Path(__file__).resolve().parents[2] / "config" / "config.schema.yaml")
     try:  # the Snakefile's sequence (workflow/rules/common.smk), so that both report the same lines

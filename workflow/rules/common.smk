@@ -15,7 +15,7 @@ from voxflow.preprocess.store import write_json_atomic
 # The config and its cohort, checked as `voxflow validate` checks them (voxflow.validate.main): every config
 # mistake found here, one `config error at '<key>': ...` line each, before any rule is defined.
 try:
-    from voxflow.config import check_config
+    from voxflow.config_checks import check_config
 
     validate_config(config, os.path.join(workflow.basedir, "config", "config.schema.yaml"))
     COHORT = build_cohort(config)

@@ -1,7 +1,7 @@
 # Native space (preprocess.space: native): crop to the body/foreground and resample to a target spacing,
 # no MNI registration; an identity transforms.json keeps inference's way back (voxflow.preprocess.native).
 # CT only with skull stripping 'none' reads co-registration's (or denoising's) output directly (CT_DIRECT).
-# (The CT path's config checks run with the others at load time: voxflow.config.check_config.)
+# (The CT path's config checks run with the others at load time: voxflow.config_checks.check_config.)
 
 
 NATIVE = StepIO("native", input={**(images(PRE_N4_STEP) if CT_DIRECT else images("brain")),

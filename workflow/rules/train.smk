@@ -2,7 +2,7 @@
 # train.gpus / train.processes > 1: the job runs under torchrun, one DDP process per GPU.
 from voxflow.learn.launch import train_gpus, train_processes
 
-TRAIN_PROCESSES = train_processes(config["train"])  # checked with the rest of the config (voxflow.config.check_config)
+TRAIN_PROCESSES = train_processes(config["train"])  # checked with the rest of the config (voxflow.config_checks.check_config)
 
 
 rule train:

@@ -1,0 +1,294 @@
+"""Cross-field config checks, once the cohort is known: one place that `voxflow validate` and the Snakefile
+(workflow/rules/common.smk) both call right after `voxflow.config.build_cohort`, so that a config mistake
+stops the run at load time, with one `config error at '<key>': ...` line each, not after hours of work."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+
+from voxflow.config import Cohort, ConfigError, _listing, _plural
+
+
+# --- cross-field checks, once the cohort is known ---------------------------------------------------------------------
+
+# Top-level folders of output_dir that the workflow writes: an input root inside one of them would be written
+# over. output_dir/demo is written only by the demo layout, whose raw data is not an input root: a cohort the
+# demo generated can be read back with the folders layout (and config/examples/liver_ct.yaml keeps its data in
+# output_dir/data).
+OUTPUT_FOLDERS = ("benchmarks", "evaluation", "logs", "model", "predictions", "preprocess", "qc", "report", "status",
+                  "template", "validation", "zarr")
+
+
+def _inside(path: str, folder: str) -> bool:
+    """Whether `path` is `folder` or below it (both resolved: symlinks, .., relative to the working directory)."""
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _check_modality_keys(config: dict, cohort: Cohort) -> list[str]:
+    inp, pre = config["input"], config["preprocess"]
+    mods = inp["modalities"]
+    problems = []
+    named = [("input.modality_types", list(inp["modality_types"] or {})),
+             ("input.file_names", list(inp["file_names"] or {})),
+             ("preprocess.normalize.per_modality", list(pre["normalize"]["per_modality"] or {})),
+             ("preprocess.denoise.modalities", list(pre["denoise"]["modalities"] or [])),
+             ("preprocess.skullstrip.modality", [m for m in [pre["skullstrip"]["modality"]] if m])]
+    for key, names in named:
+        unknown = [m for m in names if m not in mods]
+        if unknown:
+            what = "unknown modality" if len(unknown) == 1 else "unknown modalities"
+            problems.append(f"config error at '{key}': {what} {_listing(unknown)}; input.modalities: {mods}")
+    if inp["layout"] != "folders":
+        for key in ("file_names", "label_file"):
+            if inp[key]:
+                problems.append(f"config error at 'input.{key}': only the folders layout reads it (input.layout is "
+                                f"{inp['layout']!r}); remove it")
+    return problems
+
+
+def _check_labels(config: dict, cohort: Cohort) -> list[str]:
+    inp = config["input"]
+    values = inp["label_values"]
+    if not inp["label"] or values is None:
+        return []
+    problems = []
+    dup = sorted(v for v, n in Counter(values).items() if n > 1)
+    if dup:
+        problems.append(f"config error at 'input.label_values': {values} lists {_listing(dup)} more than once")
+    if 0 not in values:
+        problems.append(f"config error at 'input.label_values': {values} lacks 0, the background every label map holds")
+    elif not set(values) - {0}:
+        problems.append(f"config error at 'input.label_values': {values} has no foreground label")
+    unknown = [v for v in config["evaluate"]["labels"] or [] if v not in values]
+    if unknown:
+        problems.append(f"config error at 'evaluate.labels': {_listing(unknown)} "
+                        f"{'is' if len(unknown) == 1 else 'are'} not in input.label_values {values}")
+    return problems
+
+
+def _check_split(config: dict, cohort: Cohort) -> list[str]:
+    """The split of a training run (labels, no predict.model_dir), as the workflow makes it (make_split)."""
+    from voxflow.learn.plan import make_split
+
+    inp, sp = config["input"], config["split"]
+    if not inp["label"] or config["predict"]["model_dir"]:
+        return []
+    problems = []
+    folds = sp["folds_to_train"]
+    if folds is not None:
+        if not folds:
+            problems.append("config error at 'split.folds_to_train': [] trains no fold; null = every fold")
+        missing = sorted({k for k in folds if k >= sp["n_folds"]})
+        if missing:
+            have = "fold 0" if sp["n_folds"] == 1 else f"folds 0-{sp['n_folds'] - 1}"
+            problems.append(f"config error at 'split.folds_to_train': {'fold' if len(missing) == 1 else 'folds'} "
+                            f"{', '.join(map(str, missing))} {'does' if len(missing) == 1 else 'do'} not exist: "
+                            f"split.n_folds {sp['n_folds']} makes {have}")
+        dup = sorted(k for k, n in Counter(folds).items() if n > 1)
+        if dup:
+            problems.append(f"config error at 'split.folds_to_train': {'fold' if len(dup) == 1 else 'folds'} "
+                            f"{', '.join(map(str, dup))} listed more than once")
+    test = sp["test_subjects"]
+    if test:
+        known = set(cohort.subjects)
+        unknown = list(dict.fromkeys(s for s in test if s not in known))
+        if unknown:
+            problems.append(f"config error at 'split.test_subjects': {_plural(len(unknown), 'subject')} "
+                            f"{'is' if len(unknown) == 1 else 'are'} not in the cohort: {_listing(unknown)}")
+        dup = sorted(s for s, n in Counter(test).items() if n > 1)
+        if dup:
+            problems.append(f"config error at 'split.test_subjects': listed more than once: {_listing(dup)}")
+        if unknown or dup:
+            return problems
+    error = None
+    try:
+        split = make_split(cohort.subjects, sp["n_folds"], sp["test_fraction"], sp["seed"], test)
+    except ValueError as exc:  # too few training subjects for the folds: the pool's size, from one fold
+        split, error = make_split(cohort.subjects, 1, sp["test_fraction"], sp["seed"], test), exc
+    n, n_test = len(cohort.subjects), len(split["test"])
+    if n_test == n:
+        if test:
+            problems.append(f"config error at 'split.test_subjects': every subject of the cohort ({n}) is a test "
+                            "subject: none is left for training")
+        else:
+            problems.append(f"config error at 'split.test_fraction': {sp['test_fraction']} of {_plural(n, 'subject')} "
+                            f"makes {_plural(n_test, 'test subject')}: none is left for training")
+    elif error is not None:
+        problems.append(f"config error at 'split': {error} (lower split.n_folds or split.test_fraction)")
+    return problems
+
+
+def _input_root(inp: dict) -> tuple[str | None, str]:
+    """The folder the inputs are read from and the key that sets it (None for the generated demo cohort)."""
+    if inp["layout"] == "demo":
+        return None, ""
+    if inp["layout"] == "sheet" and not inp["root"]:
+        return os.path.dirname(inp["sheet"]) or ".", "the folder of input.sheet"
+    return inp["root"], "input.root"
+
+
+def _check_paths(config: dict, cohort: Cohort) -> list[str]:
+    out = config["output_dir"]
+    root, key = _input_root(config["input"])
+    if root is None:
+        return []
+    # A folders, brats, msd or bids root is scanned for subjects: an output folder in it would be read as one
+    # (and its files as inputs). A sheet names its subjects, and its folder is only where relative paths
+    # start: results next to the sheet (project/cohort.tsv, project/results) are a common, harmless layout.
+    implicit_sheet_root = config["input"]["layout"] == "sheet" and not config["input"]["root"]
+    if _inside(out, root) and not (implicit_sheet_root and not _inside(root, out)):
+        where = "is the input root" if _inside(root, out) else f"is inside the input root {root!r}"
+        return [f"config error at 'output_dir': {out!r} {where} ({key}): outputs would mix with the input data; "
+                "choose an output_dir outside it"]
+    for name in OUTPUT_FOLDERS:
+        if _inside(root, os.path.join(out, name)):
+            at = "input.sheet" if key != "input.root" else "input.root"
+            return [f"config error at '{at}': the input root {root!r} is inside {os.path.join(out, name)!r}, a folder "
+                    "the workflow writes; move the data or choose another output_dir"]
+    return []
+
+
+def _check_model_dir(config: dict, cohort: Cohort) -> list[str]:
+    """Predict-only mode: the trained model folder and its fit with this config."""
+    import json
+
+    model = config["predict"]["model_dir"]
+    if not model:
+        return []
+    if not os.path.isdir(model):
+        return [f"config error at 'predict.model_dir': {model!r} is not a directory"]
+    missing = [n for n in ("plans.json", "postprocessing.json") if not os.path.isfile(os.path.join(model, n))]
+    if not any(e.name.startswith("fold_") and os.path.isfile(os.path.join(e.path, "model_final.pt"))
+               for e in os.scandir(model)):
+        missing.append("fold_<k>/model_final.pt")
+    norm = config["preprocess"]["normalize"]
+    methods = sorted({norm["per_modality"].get(m, norm["method"]) for m in config["input"]["modalities"]}
+                     & {"ct_dataset", "nyul"})
+    if methods and not os.path.isfile(os.path.join(model, "normalization.json")):
+        missing.append(f"normalization.json (normalization {methods})")
+    if missing:
+        return [f"config error at 'predict.model_dir': {model!r} lacks {', '.join(missing)}: not the model folder of "
+                "a finished training run (output_dir/model)"]
+    try:
+        plans = json.loads(Path(model, "plans.json").read_text())
+    except (OSError, ValueError) as exc:
+        return [f"config error at 'predict.model_dir': cannot read {os.path.join(model, 'plans.json')}: {exc}"]
+    mods = config["input"]["modalities"]
+    if isinstance(plans, dict) and plans.get("modalities") and list(plans["modalities"]) != list(mods):
+        return [f"config error at 'input.modalities': {mods}, but the model in {model!r} was trained on "
+                f"{list(plans['modalities'])} (plans.json): give the same modalities in the same order"]
+    return []
+
+
+def _check_training(config: dict, cohort: Cohort) -> list[str]:
+    from voxflow.learn.launch import global_batch, train_processes
+
+    problems = []
+    try:
+        world = train_processes(config["train"])
+        if config["model"]["batch_size"] is not None and not config["predict"]["model_dir"]:
+            global_batch(config["model"]["batch_size"], world, configured=True)
+    except ConfigError as exc:
+        problems.append(str(exc))
+    model = config["model"]
+    if (model["dim"] == "2.5d" and model["context_slices"] % 2 == 0 and config["input"]["label"]
+            and not config["predict"]["model_dir"]):
+        problems.append(f"config error at 'model.context_slices': {model['context_slices']} with model.dim 2.5d; "
+                        "use an odd number (the network predicts the centre slice)")
+    oc = config["postprocess"]["open_close"]
+    if oc is not None:
+        unknown = sorted(set(oc) - {"labels", "radius_vox", "op"})
+        if unknown or not isinstance(oc.get("labels"), list) or oc.get("op", "open") not in ("open", "close") \
+                or not isinstance(oc.get("radius_vox", 1), int) or oc.get("radius_vox", 1) < 0:
+            problems.append(f"config error at 'postprocess.open_close': {oc!r}; expected "
+                            "{labels: [..], radius_vox: 1, op: open|close}")
+    return problems
+
+
+def _check_preprocess(config: dict, cohort: Cohort) -> list[str]:
+    from voxflow.preprocess.native import ct_config_problems
+
+    pre = config["preprocess"]
+    problems = list(ct_config_problems(config))
+    if pre["granularity"] == "step" and config["input"].get("on_error") == "exclude":
+        problems.append("config error at 'preprocess.granularity': 'step' needs input.on_error: stop (a subject is "
+                        "excluded on error only when its chain runs as one job); use 'auto' or 'subject'")
+    strip = pre["skullstrip"]
+    if strip["method"] == "template":
+        for name in ("head", "brain_mask"):
+            path = strip["template"][name]
+            if not path:
+                problems.append(f"config error at 'preprocess.skullstrip.template.{name}': method 'template' needs the "
+                                f"{'whole-head template image' if name == 'head' else 'template brain mask'}")
+            elif not os.path.isfile(path):
+                problems.append(f"config error at 'preprocess.skullstrip.template.{name}': {path!r} is not a file")
+    norm = pre["normalize"]
+    methods = {norm["per_modality"].get(m, norm["method"]) for m in config["input"]["modalities"]}
+    lo, hi = norm["percentiles"]
+    if methods & {"percentile", "ct_dataset"} and not lo < hi:
+        problems.append(f"config error at 'preprocess.normalize.percentiles': {norm['percentiles']}; give [low, high], "
+                        "low < high")
+    if "ct_window" in methods and norm["window"] is not None and (len(norm["window"]) != 2
+                                                                   or not norm["window"][0] < norm["window"][1]):
+        problems.append(f"config error at 'preprocess.normalize.window': {norm['window']}; give [low, high] in HU, "
+                        "low < high")
+    if "nyul" in methods:
+        p, scale = norm["nyul"]["percentiles"], norm["nyul"]["scale"]
+        if any(a >= b for a, b in zip(p, p[1:])):
+            problems.append(f"config error at 'preprocess.normalize.nyul.percentiles': {p}; landmarks must increase")
+        if not scale[0] < scale[1]:
+            problems.append(f"config error at 'preprocess.normalize.nyul.scale': {scale}; give [low, high], low < high")
+    return problems
+
+
+def _check_output_and_names(config: dict, cohort: Cohort) -> list[str]:
+    problems = []
+    if not str(config["output_dir"]).strip():
+        problems.append("config error at 'output_dir': empty; give the folder the results go to (e.g. results)")
+    ext = config["input"]["extension"]
+    if ext and not ext.startswith("."):
+        problems.append(f"config error at 'input.extension': {ext!r} does not start with '.': the files would be "
+                        f"named like t1{ext}; use {'.' + ext!r}")
+    return problems
+
+
+def _check_inputs_found(config: dict, cohort: Cohort, sample: int = 20) -> list[str]:
+    """A modality (or the label) whose file is missing in every one of the first subjects is a naming mistake
+    of the config (a case, an extension, input.file_names), not a cohort of broken subjects: said now, once,
+    instead of every subject being excluded after its validation. At most `sample` subjects, a stat each."""
+    if config["input"]["layout"] == "demo":  # generated by the workflow
+        return []
+    subjects = [s for s in cohort.subjects[:sample] if s not in cohort.problems]
+    keys = [(m, "input.modalities", lambda s, m=m: cohort.images[s].get(m)) for m in config["input"]["modalities"]]
+    if config["input"]["label"]:
+        keys.append((config["input"]["label"], "input.label", lambda s: cohort.labels.get(s)))
+    problems = []
+    for name, key, path_of in keys:
+        paths = [p for p in (path_of(s) for s in subjects) if p]
+        if len(paths) < 2 or any(os.path.exists(p) for p in paths):
+            continue
+        folder = os.path.dirname(paths[0])
+        try:
+            held = sorted(n for n in os.listdir(folder) if not n.startswith("."))
+        except OSError:
+            held = []
+        shown = ", ".join(held[:8]) + (", ..." if len(held) > 8 else "") if held else "nothing"
+        problems.append(f"config error at '{key}': no file for {name!r} in any of the first {len(paths)} subjects "
+                        f"(e.g. {paths[0]}; {folder} holds {shown}): check input.modalities, input.label, "
+                        "input.extension and input.file_names")
+    return problems
+
+
+def check_config(config: dict, cohort: Cohort) -> None:
+    """Every mistake of a schema-valid config that needs the cohort or several keys, found at load time: one
+    ConfigError listing them all, one `config error at '<key>': ...` line each. `voxflow validate` and the
+    Snakefile (workflow/rules/common.smk) both call it right after build_cohort, so they agree."""
+    problems = []
+    for check in (_check_output_and_names, _check_modality_keys, _check_labels, _check_paths, _check_split,
+                  _check_model_dir, _check_training, _check_preprocess, _check_inputs_found):
+        problems += check(config, cohort)
+    if problems:
+        raise ConfigError("\n".join(problems))
