@@ -367,7 +367,29 @@ def _several_at_once(tmp):
              "config error at 'split.test_subjects': 1 subject is not in the cohort: 'zz'"])
 
 
+def _output_dir_empty(tmp):
+    return _cfg(tmp, output_dir=""), ["config error at 'output_dir': empty; give the folder the results go to (e.g. results)"]
+
+
+def _extension_without_dot(tmp):
+    return (_cfg(tmp, input={"modalities": ["t1"], "label": None, "extension": "nii.gz"}),
+            ["config error at 'input.extension': 'nii.gz' does not start with '.': the files would be named like "
+             "t1nii.gz; use '.nii.gz'",
+             f"config error at 'input.modalities': no file for 't1' in any of the first 5 subjects (e.g. "
+             f"{tmp / 'data' / 's01' / 't1nii.gz'}; {tmp / 'data' / 's01'} holds flair.nii.gz, seg.nii.gz, "
+             "t1.nii.gz, t2.nii.gz): check input.modalities, input.label, input.extension and input.file_names"])
+
+
+def _modality_in_no_subject(tmp):
+    """A case mistake (T1 for t1): every subject would be excluded after its validation; said at load instead."""
+    return (_cfg(tmp, input={"modalities": ["T1", "t2"], "label": "seg"}),
+            [f"config error at 'input.modalities': no file for 'T1' in any of the first 5 subjects (e.g. "
+             f"{tmp / 'data' / 's01' / 'T1.nii.gz'}; {tmp / 'data' / 's01'} holds flair.nii.gz, seg.nii.gz, "
+             "t1.nii.gz, t2.nii.gz): check input.modalities, input.label, input.extension and input.file_names"])
+
+
 CASES = {f.__name__[1:]: f for f in [
+    _output_dir_empty, _extension_without_dot, _modality_in_no_subject,
     _ids_input_subjects, _ids_control_and_long, _ids_duplicated, _ids_folders, _ids_sheet, _ids_brats, _ids_msd,
     _ids_bids, _test_subjects_missing, _test_subjects_twice, _folds_out_of_range, _folds_twice, _folds_empty,
     _all_test_subjects, _test_fraction_leaves_none, _fewer_training_than_folds,
@@ -388,7 +410,8 @@ def test_validate_reports_config_error(case, tmp_path, capsys):
 
 # the same line from the workflow, before any job: a representative subset (a dry run takes seconds)
 WORKFLOW_CASES = ["ids_input_subjects", "ids_folders", "ids_sheet", "test_subjects_missing",
-                  "fewer_training_than_folds", "output_inside_root", "model_dir_other_modalities", "several_at_once"]
+                  "fewer_training_than_folds", "output_inside_root", "model_dir_other_modalities", "several_at_once",
+                  "modality_in_no_subject"]
 
 
 @pytest.mark.parametrize("case", WORKFLOW_CASES)
