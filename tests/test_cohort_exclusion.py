@@ -159,3 +159,29 @@ def test_on_error_stop_stops_at_the_first_broken_subject(runs, tmp_path):
     assert f"voxflow ERROR [ingest] subject=bad_missing file={flair}: flair image file is missing" in lines, \
         _fail_msg(res)
     assert not (out / "status" / "cohort.json").exists() and not (out / "model").exists()
+
+
+def test_chain_excludes_a_subject_at_the_failing_step(tmp_path):
+    """The chain's own handling, in one process: with dataset-level normalization it ends with to_zarr's check
+    of the mask (step space_mask), so an empty mask excludes the subject there rather than failing a to_zarr
+    job after the cohort's statistics; with on_error: stop the same error stops the job."""
+    import SimpleITK as sitk
+
+    from voxflow.io import InputError
+    from voxflow.steps import STEPS
+
+    mask = tmp_path / "brain_mask.nii.gz"
+    sitk.WriteImage(sitk.Image(8, 8, 8, sitk.sitkUInt8), str(mask))
+    stale = tmp_path / "s1.zarr"
+    stale.mkdir()  # a store of an earlier run: it must not survive the exclusion
+    spec = {"name": "space_mask", "input": {"mask": str(mask)}, "output": {}, "config": {"space": "mni"}}
+    out = {"status": str(tmp_path / "status" / "s1.json"), "qc": str(tmp_path / "qc" / "s1")}
+    cfg = {"steps": [spec], "on_error": "exclude", "store": str(stale)}
+    info = STEPS["chain"]("s1", {}, out, cfg)
+    status = json.loads(Path(out["status"]).read_text())
+    assert info["excluded"]["step"] == "space_mask" and status["status"] == "excluded"
+    assert (status["step"], status["file"], status["problem"]) == ("space_mask", str(mask),
+                                                                   "brain mask is empty in MNI space")
+    assert not stale.exists() and Path(out["qc"]).is_dir()
+    with pytest.raises(InputError, match="brain mask is empty in MNI space"):
+        STEPS["chain"]("s1", {}, out, dict(cfg, on_error="stop"))

@@ -198,11 +198,7 @@ def to_zarr(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> 
 
     mods = cfg["modalities"]
     native = cfg.get("space") == "native"
-    mask_img = sitk.ReadImage(inp["mask"])
-    mask = sitk.GetArrayFromImage(mask_img).astype(np.uint8)
-    if not np.any(mask):
-        raise InputError(subject, inp["mask"], f"{'foreground' if native else 'brain'} mask is empty in "
-                                               f"{'native' if native else 'MNI'} space")
+    mask_img, mask = read_space_mask(subject, inp["mask"], native)
     methods = {m: (cfg.get("per_modality") or {}).get(m, cfg["method"]) for m in mods}
     learned = json.loads(Path(inp["normalization"]).read_text())["modalities"] if inp.get("normalization") else {}
     chans = [normalize(sitk.GetArrayFromImage(sitk.ReadImage(inp[f"img_{m}"], sitk.sitkFloat32)), mask,
@@ -219,6 +215,27 @@ def to_zarr(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> 
                         chunk=cfg["chunk"], compressor=cfg["compressor"], clevel=cfg["clevel"],
                         fg_samples=cfg["fg_samples"], extra_attrs=extra)
     return {"shape": list(image.shape), "normalization": methods}
+
+
+def read_space_mask(subject: str, path: str, native: bool):
+    """The brain/foreground mask on the store's grid (image, uint8 array); an empty one is the subject's problem."""
+    import SimpleITK as sitk
+
+    mask_img = sitk.ReadImage(path)
+    mask = sitk.GetArrayFromImage(mask_img).astype(np.uint8)
+    if not np.any(mask):
+        raise InputError(subject, path, f"{'foreground' if native else 'brain'} mask is empty in "
+                                        f"{'native' if native else 'MNI'} space")
+    return mask_img, mask
+
+
+@step
+def space_mask(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
+    """The last step of a chain that stops before to_zarr (dataset-level normalization): the mask check that
+    to_zarr would make, so that a subject it would fail on is excluded with its chain, not in a job after the
+    cohort's statistics (where a failure would stop the run)."""
+    _, mask = read_space_mask(subject, inp["mask"], cfg.get("space") == "native")
+    return {"mask_voxels": int(mask.sum())}
 
 
 @step

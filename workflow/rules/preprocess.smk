@@ -34,6 +34,9 @@ CHAIN_SETTINGS = settings_text({"preprocess": PRE, "input": {k: INP[k] for k in 
 @job_function
 def chain_params(wildcards, input, output):
     steps = [st.for_subject(wildcards.subject) for st in FUSED_CHAIN]
+    if NORM_JSON:  # to_zarr runs later, as its own job: its check of the mask runs here, inside the chain
+        steps.append({"name": "space_mask", "input": {"mask": SPACE_MASK.replace("{subject}", wildcards.subject)},
+                      "output": {}, "config": {"space": PRE["space"]}})
     return json.dumps({"input": dict(input.items()), "output": dict(output.items()),
                        "config": {"steps": steps, "on_error": ON_ERROR, "store": store(wildcards.subject)}})
 
