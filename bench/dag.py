@@ -68,7 +68,7 @@ def main() -> int:
     # --rerun-triggers mtime: the placeholders have no Snakemake metadata
     after_jobs, after = dry_run([*cmd, "--rerun-triggers", "mtime"], tmp, env)
     if not args.keep:
-        subprocess.run(["rm", "-rf", str(tmp)])
+        subprocess.run(["rm", "-rf", str(tmp)], check=False)
     if jobs < 0 or after_jobs < 0:
         return 1
     print(f"dag subjects={args.subjects} jobs={jobs} dry_run_s={elapsed:.2f} jobs_after_checkpoint={after_jobs} "
@@ -79,7 +79,7 @@ def main() -> int:
 def dry_run(cmd: list[str], tmp: Path, env: dict) -> tuple[int, float]:
     """(jobs, seconds) of one dry run; jobs -1 when it failed."""
     t0 = time.perf_counter()
-    res = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True)
+    res = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, check=False)
     elapsed = time.perf_counter() - t0
     if res.returncode != 0:
         print(res.stdout[-3000:], res.stderr[-5000:], file=sys.stderr)

@@ -71,7 +71,7 @@ def _snakemake(path: Path) -> subprocess.CompletedProcess:
     """`snakemake -n --cores 1 --configfile PATH` from the project folder, as a user runs it."""
     env = dict(os.environ, PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}")
     return subprocess.run([str(VENV_BIN / "snakemake"), "-n", "--cores", "1", "--configfile", str(path)],
-                          cwd=PROJECT, env=env, capture_output=True, text=True, encoding="utf-8", timeout=300)
+                          cwd=PROJECT, env=env, capture_output=True, text=True, encoding="utf-8", timeout=300, check=False)
 
 
 # --- the cases: name -> function(tmp) returning (config, expected lines) -----------------------------------------
@@ -483,7 +483,7 @@ def test_validate_config_file_problems(kind, tmp_path):
     elif content is not None:
         path.write_text(content)
     res = subprocess.run([str(VENV_BIN / "voxflow"), "validate", str(path), "--base-config", BASE, "-q"],
-                         cwd=PROJECT, capture_output=True, text=True, timeout=120)
+                         cwd=PROJECT, capture_output=True, text=True, timeout=120, check=False)
     assert res.returncode == 2, res.stdout + res.stderr
     assert "Traceback" not in res.stderr
     errors = [ln for ln in res.stderr.splitlines() if "ERROR" in ln]

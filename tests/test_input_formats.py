@@ -8,8 +8,6 @@ Small synthetic 20x24x16 images written by SimpleITK or nibabel, then cut with t
 
 from __future__ import annotations
 
-import gzip
-import os
 import re
 import shutil
 from pathlib import Path

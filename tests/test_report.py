@@ -248,7 +248,7 @@ def _chromium(args: list[str], profile: Path, timeout: int = 60) -> subprocess.C
     base = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
             "--disable-background-networking", "--disable-component-update", "--disable-sync",
             "--disable-dev-shm-usage", "--hide-scrollbars", f"--user-data-dir={profile}"]
-    return subprocess.run(base + args, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(base + args, capture_output=True, text=True, timeout=timeout, check=False)
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (Debian package `chromium`; CI installs it)")

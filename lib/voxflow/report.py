@@ -164,7 +164,7 @@ def _read_json(path: Path) -> dict | None:
 def git_commit(workdir: str | Path | None = None) -> str:
     try:
         r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=workdir or None, capture_output=True, text=True,
-                           timeout=10)
+                           timeout=10, check=False)
         return r.stdout.strip() if r.returncode == 0 and r.stdout.strip() else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
