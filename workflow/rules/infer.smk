@@ -1,6 +1,14 @@
 # Sliding-window inference with the fold ensemble, postprocessing, and the prediction back in
 # the subject's native space (voxflow.learn.infer).
 PRED_DIR = os.path.join(OUT, "predictions")
+# The stores' grid: MNI152 (preprocess.space: mni), or the native image cropped and resampled (native).
+STORE_SPACE = "mni" if PRE["space"] == "mni" else "resampled"
+
+
+def prediction_file(subject, space="native"):
+    """A subject's prediction: in its native space (the raw scan's grid) or on the store's grid (STORE_SPACE)."""
+    suffix = "" if space == "native" else f"_{space}"
+    return os.path.join(PRED_DIR, subject, f"{subject}_seg{suffix}.nii.gz")
 PREDICT_MODEL = config["predict"]["model_dir"]
 if PREDICT_MODEL:
     # Predict-only: a trained model folder, every subject, no training.
