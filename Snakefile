@@ -1,4 +1,5 @@
 # voxflow: raw scans -> preprocessed zarr stores (-> training, inference, report).
+# The per-subject chain is defined once in voxflow.chain; workflow/rules/preprocess.smk makes its rules.
 # Thin by design: load and validate the config, include the rules, name the targets.
 from snakemake.utils import min_version
 
@@ -11,14 +12,6 @@ configfile: "config/config.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/demo.smk"
 include: "workflow/rules/validate.smk"
-include: "workflow/rules/ingest.smk"
-include: "workflow/rules/coreg.smk"
-include: "workflow/rules/denoise.smk"
-include: "workflow/rules/n4.smk"
-include: "workflow/rules/skullstrip.smk"
-include: "workflow/rules/mni.smk"
-include: "workflow/rules/native.smk"
-include: "workflow/rules/zarr.smk"
 include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/plan.smk"
 include: "workflow/rules/intensity.smk"

@@ -22,12 +22,12 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import time  # noqa: E402
-import warnings  # noqa: E402
-from pathlib import Path  # noqa: E402
+import time
+import warnings
+from pathlib import Path
 
-import numpy as np  # noqa: E402
-from scipy import ndimage  # noqa: E402
+import numpy as np
+from scipy import ndimage
 
 SHAPE = (155, 240, 240)  # (z, y, x)
 SPACING = (1.0, 1.0, 1.0)

@@ -29,7 +29,6 @@ def main() -> int:
     args = ap.parse_args()
 
     import ants
-    import numpy as np
 
     from voxflow.demo import generate_subject
     from voxflow.preprocess import coreg, ingest, mni, n4, skullstrip

@@ -87,7 +87,8 @@ def _measure(impl: str, argv: list[str]) -> dict:
     """
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     env.setdefault("MALLOC_MMAP_THRESHOLD_", "131072")
-    res = subprocess.run([sys.executable, __file__, "--impl", impl, *argv], env=env, capture_output=True, text=True, check=False)
+    res = subprocess.run([sys.executable, __file__, "--impl", impl, *argv], env=env, capture_output=True, text=True,
+                         check=False)
     if res.returncode != 0:
         raise RuntimeError(f"{impl} worker failed:\n{res.stderr[-4000:]}")
     out = json.loads(res.stdout.strip().splitlines()[-1])
@@ -112,7 +113,8 @@ def run_comparison(
     res = {}
     for impl in ("voxflow", "monai"):
         cmd = [sys.executable, __file__, "--measure", impl, *argv]
-        p = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=_pythonpath()), check=False)
+        p = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=_pythonpath()),
+                           check=False)
         if p.returncode != 0:
             raise RuntimeError(f"measuring {impl} failed:\n{p.stderr[-4000:]}")
         res[impl] = json.loads(p.stdout.strip().splitlines()[-1])

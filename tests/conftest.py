@@ -85,7 +85,7 @@ def preprocessed_placeholders(out: Path, subjects: list[str], raw_files: list[Pa
     run plans nothing past an unfinished checkpoint)."""
     import time
 
-    from voxflow.steps import merge_status, write_status
+    from voxflow.status import merge_status, write_status
 
     for p in raw_files:
         Path(p).parent.mkdir(parents=True, exist_ok=True)

@@ -276,7 +276,7 @@ def test_validate_reports_one_row(kind, cohort, validated):
 
 
 def test_validate_good_subjects_and_summary(cohort, validated):
-    rc, rows, text = validated["full"]
+    _rc, rows, text = validated["full"]
     assert not [r for r in rows if r[0] in GOOD]
     assert {r[0] for r in rows} == set(KINDS)
     n = len(GOOD) + len(KINDS)

@@ -19,7 +19,7 @@ def _sheet(tmp_path, n: int) -> tuple[list[str], str]:
     ids = [f"site-{i % 7:02d}-patient-{i:06d}-session-baseline-01" for i in range(n)]
     lines = ["subject\tt1\tt2\tseg"] + [f"{s}\t{s}/t1.nii.gz\t{s}/t2.nii.gz\t{s}/seg.nii.gz" for s in ids]
     (tmp_path / "data").mkdir()
-    for s in ids:  # placeholders: the config check samples the first subjects' files (voxflow.config_checks)
+    for s in ids:  # placeholders: the config check samples the first subjects' files (voxflow.settings.checks)
         (tmp_path / "data" / s).mkdir()
         for name in ("t1", "t2", "seg"):
             (tmp_path / "data" / s / f"{name}.nii.gz").touch()

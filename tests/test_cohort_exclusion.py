@@ -168,7 +168,7 @@ def test_chain_excludes_a_subject_at_the_failing_step(tmp_path):
     import SimpleITK as sitk
 
     from voxflow.io import InputError
-    from voxflow.steps import STEPS
+    from voxflow.chain import run_chain
 
     mask = tmp_path / "brain_mask.nii.gz"
     sitk.WriteImage(sitk.Image(8, 8, 8, sitk.sitkUInt8), str(mask))
@@ -176,12 +176,11 @@ def test_chain_excludes_a_subject_at_the_failing_step(tmp_path):
     stale.mkdir()  # a store of an earlier run: it must not survive the exclusion
     spec = {"name": "space_mask", "input": {"mask": str(mask)}, "output": {}, "config": {"space": "mni"}}
     out = {"status": str(tmp_path / "status" / "s1.json"), "qc": str(tmp_path / "qc" / "s1")}
-    cfg = {"steps": [spec], "on_error": "exclude", "store": str(stale)}
-    info = STEPS["chain"]("s1", {}, out, cfg)
+    info = run_chain("s1", [spec], on_error="exclude", status=out["status"], store=str(stale), qc_dir=out["qc"])
     status = json.loads(Path(out["status"]).read_text())
     assert info["excluded"]["step"] == "space_mask" and status["status"] == "excluded"
     assert (status["step"], status["file"], status["problem"]) == ("space_mask", str(mask),
                                                                    "brain mask is empty in MNI space")
     assert not stale.exists() and Path(out["qc"]).is_dir()
     with pytest.raises(InputError, match="brain mask is empty in MNI space"):
-        STEPS["chain"]("s1", {}, out, dict(cfg, on_error="stop"))
+        run_chain("s1", [spec], on_error="stop", status=out["status"], store=str(stale), qc_dir=out["qc"])

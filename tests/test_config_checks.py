@@ -71,7 +71,8 @@ def _snakemake(path: Path) -> subprocess.CompletedProcess:
     """`snakemake -n --cores 1 --configfile PATH` from the project folder, as a user runs it."""
     env = dict(os.environ, PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}")
     return subprocess.run([str(VENV_BIN / "snakemake"), "-n", "--cores", "1", "--configfile", str(path)],
-                          cwd=PROJECT, env=env, capture_output=True, text=True, encoding="utf-8", timeout=300, check=False)
+                          cwd=PROJECT, env=env, capture_output=True, text=True, encoding="utf-8", timeout=300,
+                          check=False)
 
 
 # --- the cases: name -> function(tmp) returning (config, expected lines) -----------------------------------------
@@ -368,7 +369,8 @@ def _several_at_once(tmp):
 
 
 def _output_dir_empty(tmp):
-    return _cfg(tmp, output_dir=""), ["config error at 'output_dir': empty; give the folder the results go to (e.g. results)"]
+    return _cfg(tmp, output_dir=""), [
+        "config error at 'output_dir': empty; give the folder the results go to (e.g. results)"]
 
 
 def _extension_without_dot(tmp):
@@ -433,7 +435,7 @@ ACCEPTED = ["sujet-é01", "pat+1.v2", "_x", "P_007-b", "sujet-e\u030102"]
 
 
 def test_unicode_plus_and_dot_ids_are_accepted(tmp_path, capsys):
-    from voxflow.config import subject_id_ok
+    from voxflow.cohort import subject_id_ok
 
     assert all(subject_id_ok(s) for s in ACCEPTED)
     _folders(tmp_path / "data", ACCEPTED + GOOD[:3])

@@ -39,7 +39,7 @@ def test_generated_ct_is_a_torso_in_hounsfield_units(ct_subject, tmp_path):
 
 
 def test_body_mask_drops_table_and_fills_gas_open_to_the_end_slices():
-    z, y, x = np.mgrid[0:6, 0:60, 0:60]
+    _z, y, x = np.mgrid[0:6, 0:60, 0:60]
     arr = np.full((6, 60, 60), -1000.0)
     body = (y - 25) ** 2 + (x - 30) ** 2 < 20 ** 2
     arr[body] = 40
@@ -139,7 +139,7 @@ def test_nlm_denoise_lowers_noise_and_keeps_the_edge(model, levels):
 def test_denoise_step_filters_the_chosen_modalities_only(tmp_path):
     """The step as the rule calls it (preprocess.denoise plus the modality types): CT denoised with the
     Gaussian model (auto), the MR modality left out of `modalities` is copied unchanged."""
-    from voxflow.steps import STEPS
+    from voxflow.registry import step_function
 
     rng = np.random.default_rng(1)
     vols = {"ct": np.where(np.arange(32)[:, None, None] < 16, -100.0, 60.0) + rng.normal(0, 15, (32, 32, 10)),
@@ -152,7 +152,7 @@ def test_denoise_step_filters_the_chosen_modalities_only(tmp_path):
         sitk.WriteImage(img, inp[f"img_{m}"])
     cfg = {"enabled": True, "modalities": ["ct"], "noise_model": "auto", "patch_radius": 1, "search_radius": 2,
            "shrink_factor": 1, "modality_types": {"ct": "ct"}, "modalities_to_denoise": ["ct"]}
-    info = STEPS["denoise"]("s1", inp, out, cfg)
+    info = step_function("denoise")("s1", inp, out, cfg)
     assert info["ct"]["noise_model"] == "Gaussian" and info["t1"] == "not denoised"
     ct = sitk.GetArrayFromImage(sitk.ReadImage(out["img_ct"]))
     assert ct[2:14].std() < 0.5 * vols["ct"][2:14].std() and abs(ct[2:14].mean() + 100) < 3  # flat -100 HU half

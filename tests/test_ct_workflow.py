@@ -49,7 +49,7 @@ def test_liver_ct_example_through_the_zarr_stores(ct_run):
     assert learned["subjects"] == train and split["test"] and not set(split["test"]) & set(train)
     ct = learned["modalities"]["ct"]
     lo, hi = ct["clip"]
-    assert -20 < lo < 50 < 60 < hi < 110, ct  # liver + lesion HU (60 and 20-30 HU with noise)
+    assert -20 < lo < 50 and 60 < hi < 110, ct  # liver + lesion HU (60 and 20-30 HU with noise)
     assert not (out / "template").exists() and not (out / "preprocess" / SUBJECTS[0] / "mni").exists()
     fg_train = []
     for s in SUBJECTS:
@@ -87,6 +87,40 @@ def test_liver_ct_example_through_the_zarr_stores(ct_run):
         assert (out / "qc" / s / "native.png").stat().st_size > 5000
     fg = np.concatenate(fg_train)
     assert abs(fg.mean()) < 0.1 and 0.85 < fg.std() < 1.1  # z-scored over the training foreground
+
+
+@pytest.mark.slow
+def test_liver_ct_predictions_and_metrics_never_say_mni(ct_run):
+    """Native space: past the stores (a short training), the predictions and metric tables name the
+    stores' grid "resampled" (the native image cropped and resampled), never "mni"."""
+    import copy
+
+    import pandas as pd
+
+    from voxflow.learn.infer import store_geometry
+
+    assert ct_run["res"].returncode == 0, _fail_msg(ct_run["res"])
+    work, out = ct_run["work"], ct_run["out"]
+    cfg = copy.deepcopy(ct_run["cfg"])
+    cfg["train"].update(epochs=2, iters_per_epoch=3, val_patches=2)
+    cfg["infer"] = {"tta": False}
+    res = run_snakemake(work, cfg, [str(out / "evaluation" / "summary.tsv")])
+    assert res.returncode == 0, _fail_msg(res)
+    test = json.loads((out / "model" / "split.json").read_text())["test"]
+    assert test
+    for s in test:
+        assert (out / "predictions" / s / f"{s}_seg.nii.gz").is_file()
+        # the prediction on the store's grid: the store's shape and spacing
+        grid = sitk.ReadImage(str(out / "predictions" / s / f"{s}_seg_resampled.nii.gz"))
+        meta = store_geometry(str(out / "zarr" / f"{s}.zarr"))
+        assert list(grid.GetSize()) == meta["shape_zyx"][::-1]
+        assert np.allclose(grid.GetSpacing(), meta["spacing_zyx"][::-1])
+    files = [f for d in ("predictions", "evaluation") for f in (out / d).rglob("*") if f.is_file()]
+    assert files and [str(f.relative_to(out)) for f in files if "mni" in f.name.lower()] == []
+    tables = [f for f in files if f.suffix == ".tsv"]
+    assert {f.name for f in tables} >= {"metrics.tsv", "summary.tsv"}
+    for f in tables:
+        assert set(pd.read_csv(f, sep="\t").space) == {"native", "resampled"}, f
 
 
 def _dry_run(tmp_path, cfg: dict):

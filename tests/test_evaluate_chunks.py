@@ -18,7 +18,10 @@ from test_preprocess_workflow import _fail_msg, run_snakemake
 from voxflow.evaluate import aggregate, chunk_id, evaluate
 from voxflow.io import InputError
 
-CFG = {"label_values": [0, 1, 2, 4], "labels": None, "regions": {"whole_tumor": [1, 2, 4]}, "tolerance_mm": 2.0}
+# store_space: the rule passes its STORE_SPACE ("mni", or "resampled" in native space); the store-grid
+# prediction is the input <store_space>_<subject> and its rows' space
+CFG = {"label_values": [0, 1, 2, 4], "labels": None, "regions": {"whole_tumor": [1, 2, 4]}, "tolerance_mm": 2.0,
+       "store_space": "resampled"}
 
 
 def _nifti(arr: np.ndarray, path) -> str:
@@ -38,15 +41,15 @@ def cases(tmp_path_factory):
         pred = np.roll(ref, i, axis=1)
         labels[s] = _nifti(ref, d / f"{s}_label.nii.gz")
         inp[f"native_{s}"] = _nifti(pred, d / f"{s}_seg.nii.gz")
-        inp[f"mni_{s}"] = _nifti(pred, d / f"{s}_seg_mni.nii.gz")
+        inp[f"resampled_{s}"] = _nifti(pred, d / f"{s}_seg_resampled.nii.gz")
         inp[f"store_{s}"] = str(write_store(d / f"{s}.zarr", ref, seed=i))
     return d, inp, labels
 
 
-def _chunk(d, inp, labels, subjects, name):
+def _chunk(d, inp, labels, subjects, name, cfg=CFG):
     out = {"metrics": str(d / f"{name}.tsv")}
     info = evaluate(name, {k: v for k, v in inp.items() if k.split("_", 1)[1] in subjects}, out,
-                    CFG | {"labels_by_subject": {s: labels[s] for s in subjects}})
+                    cfg | {"labels_by_subject": {s: labels[s] for s in subjects}})
     return out["metrics"], info
 
 
@@ -58,7 +61,7 @@ def test_metrics_do_not_depend_on_the_chunking(cases):
     pd.testing.assert_frame_equal(pd.read_csv(whole, sep="\t"),
                                   pd.concat([pd.read_csv(p, sep="\t") for p in singles], ignore_index=True))
     df = pd.read_csv(whole, sep="\t", dtype={"label": str})
-    assert set(df.space) == {"native", "mni"} and df.groupby("subject").size().nunique() == 1
+    assert set(df.space) == {"native", "resampled"} and df.groupby("subject").size().nunique() == 1
     dice = df[(df.space == "native") & (df.label == "whole_tumor")].set_index("subject")["dice"]
     assert dice["s0"] == pytest.approx(1.0) and dice["s2"] < dice["s1"] < 1.0
     # the cohort tables from one chunk or three are the same
@@ -77,7 +80,7 @@ def test_metrics_do_not_depend_on_the_chunking(cases):
 
 
 def test_a_broken_prediction_names_its_subject(cases, tmp_path):
-    d, inp, labels = cases
+    _d, inp, labels = cases
     broken = dict(inp, native_s1=str(tmp_path / "s1_seg.nii.gz"))
     (tmp_path / "s1_seg.nii.gz").write_bytes(b"not an image")
     with pytest.raises(InputError) as err:
@@ -85,6 +88,15 @@ def test_a_broken_prediction_names_its_subject(cases, tmp_path):
     assert err.value.subject == "s1" and err.value.file == str(tmp_path / "s1_seg.nii.gz")
     assert "cannot read the native-space prediction" in str(err.value)
     assert not (tmp_path / "broken.tsv").exists()
+    # the store-grid prediction is named by its space: "mni" only where the stores are MNI152
+    for space in ("resampled", "mni"):
+        broken = {k.replace("resampled_", f"{space}_"): v for k, v in inp.items()}
+        broken[f"{space}_s1"] = str(tmp_path / "s1_seg_grid.nii.gz")
+        (tmp_path / "s1_seg_grid.nii.gz").write_bytes(b"not an image")
+        with pytest.raises(InputError) as err:
+            _chunk(tmp_path, broken, labels, ["s0", "s1"], "broken", CFG | {"store_space": space})
+        assert err.value.subject == "s1" and err.value.problem.startswith(f"cannot read the {space}-space prediction")
+        assert ("mni" in err.value.problem.split(":")[0].lower()) == (space == "mni")
 
 
 def test_dag_gives_each_predicted_subject_to_one_chunk(tmp_path):
@@ -104,6 +116,8 @@ def test_dag_gives_each_predicted_subject_to_one_chunk(tmp_path):
     assert sorted(o for _, o in blocks) == [f"{out}/evaluation/chunks/{c}.tsv" for c in ("0000", "0001", "0002")]
     scored = [re.findall(r"predictions/(demo\d+)/\1_seg\.nii\.gz", i) for i, _ in blocks]
     assert all(f"status/subjects/{s}.json" in i for (i, _), chunk in zip(blocks, scored) for s in chunk)
+    # MNI152 stores (the default preprocess.space): the store-grid predictions are <subject>_seg_mni
+    assert all(f"predictions/{s}/{s}_seg_mni.nii.gz" in i for (i, _), chunk in zip(blocks, scored) for s in chunk)
     assert sorted(len(s) for s in scored) == [1, 2, 2]
     assert sorted(s for chunk in scored for s in chunk) == cfg["split"]["test_subjects"]
     agg = re.search(r"rule aggregate:\n\s+input: ([^\n]+)", text).group(1).split(", ")

@@ -11,6 +11,7 @@ import SimpleITK as sitk
 
 from voxflow.preprocess.normalize import normalize, piecewise_linear
 
+METHODS = {"mr": "nyul", "ct": "ct_dataset"}  # resolved per modality by voxflow.settings
 LANDMARKS = [1, 10, 20, 30, 40, 50, 60, 70, 80, 90, 99]
 TRAIN, TEST = ["s0", "s1", "s2"], ["s3"]
 # Each subject's MR scanner maps the same tissue mixture through a different monotone curve.
@@ -43,7 +44,7 @@ def _write(arr, path, dtype=np.float32):
 def cohort(tmp_path_factory):
     """Space-step outputs (mr, ct, mask, label per subject), split.json, learned JSON and zarr stores."""
     from voxflow.preprocess.native import write_identity_transforms
-    from voxflow.steps import STEPS
+    from voxflow.registry import step_function
 
     root = tmp_path_factory.mktemp("norm")
     raw = {}
@@ -66,16 +67,16 @@ def cohort(tmp_path_factory):
             "samples_per_subject": 100000, "nyul": {"percentiles": LANDMARKS, "scale": [0.0, 1.0]}}
     out_json = root / "model" / "normalization.json"
     # the rule hands every subject name of the cohort; the step keeps split.json's training subjects
-    STEPS["normalization_stats"]("cohort", {"split": str(split)}, {"normalization": str(out_json)},
-                                 norm | {"subjects": TRAIN + TEST, "modalities": ["mr", "ct"], "paths": paths,
+    step_function("normalization_stats")("cohort", {"split": str(split)}, {"normalization": str(out_json)},
+                                 norm | {"subjects": TRAIN + TEST, "modalities": ["mr", "ct"], "paths": paths, "methods": METHODS,
                                          "space": "native", "scheduler": "threads"})
     zarr_cfg = {"dtype": "float32", "chunk": 64, "compressor": "lz4", "clevel": 3, "fg_samples": 100}
     for s in TRAIN + TEST:
         d = root / "preprocess" / s / "native"
         inp = {"img_mr": str(d / "mr.nii"), "img_ct": str(d / "ct.nii"), "mask": str(d / "mask.nii.gz"),
                "label": str(d / "label.nii.gz"), "xfm": str(d / "xfm"), "normalization": str(out_json)}
-        STEPS["to_zarr"](s, inp, {"zarr": str(root / "zarr" / f"{s}.zarr")},
-                         norm | zarr_cfg | {"modalities": ["mr", "ct"], "space": "native",
+        step_function("to_zarr")(s, inp, {"zarr": str(root / "zarr" / f"{s}.zarr")},
+                         norm | zarr_cfg | {"modalities": ["mr", "ct"], "space": "native", "methods": METHODS,
                                             "native_reference": str(d / "ct.nii")})
     return dict(root=root, raw=raw, learned=json.loads(out_json.read_text()))
 

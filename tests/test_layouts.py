@@ -29,7 +29,7 @@ def _cohort(inp: dict, **top):
 
 
 def _config_error(inp: dict) -> str:
-    from voxflow.config import ConfigError
+    from voxflow.errors import ConfigError
 
     with pytest.raises(ConfigError) as info:
         _cohort(inp)
@@ -128,7 +128,8 @@ def test_sheet_errors_are_one_line(tmp_path):
     cohort, _ = _cohort(base | {"sheet": str(absolute), "root": str(tmp_path)})
     assert cohort.images["s1"]["t1"] == outside and not cohort.problems
     nocol = _write_sheet(data / "nocol.csv", [["subject", "T1"], ["s1", "a.nii.gz"]])
-    assert "config error at 'input.modalities': ['t1'] are not columns of" in _config_error(base | {"sheet": str(nocol)})
+    assert ("config error at 'input.modalities': ['t1'] are not columns of"
+            in _config_error(base | {"sheet": str(nocol)}))
     nolabel = _write_sheet(data / "nolabel.csv", [["subject", "t1"], ["s1", "a.nii.gz"]])
     assert "config error at 'input.label': no label column 'seg'" in _config_error(base | {"sheet": str(nolabel),
                                                                                           "label": "seg"})

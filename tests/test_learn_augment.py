@@ -72,7 +72,7 @@ def test_identity_grid_reproduces_input():
 
 def test_rotation_is_about_patch_centre():
     """Rotation keeps the label volume and the centroid's distance to the patch centre."""
-    shape, centre, sigma = CASES["3d"]
+    shape, _centre, _sigma = CASES["3d"]
     img, lab = blob(shape, (13, 26, 15), (5, 5, 5), batch=2)
     cfg = AugmentConfig.from_dict({**NO_SPATIAL, **NO_INTENSITY, "p_rotation": 1})
     _, al = augment_batch(img, lab, cfg, torch.Generator().manual_seed(4))
@@ -124,7 +124,7 @@ def test_config_from_dict():
     cfg = AugmentConfig.from_dict({"p_rotation": 0.5, "scale_range": [0.8, 1.2]})
     assert cfg.p_rotation == 0.5 and cfg.scale_range == (0.8, 1.2)
     assert cfg.p_mirror == AugmentConfig().p_mirror
-    with pytest.raises(ValueError, match="p_rotaton.*p_rotation"):
+    with pytest.raises(ValueError, match=r"p_rotaton.*p_rotation"):
         AugmentConfig.from_dict({"p_rotaton": 0.5})
     with pytest.raises(ValueError, match="p_noise"):
         AugmentConfig.from_dict({"p_noise": 1.5})

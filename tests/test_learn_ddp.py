@@ -77,7 +77,7 @@ def plans_for(cfg: dict, stores: dict[str, str]) -> dict:
 
 
 def test_launch_plan_from_config():
-    from voxflow.config import ConfigError
+    from voxflow.errors import ConfigError
     from voxflow.learn.launch import launcher, train_gpus, train_processes
 
     base = {"device": "auto", "gpu": False, "gpus": 1, "processes": None, "ddp_backend": "auto"}
@@ -99,7 +99,7 @@ def test_launch_plan_from_config():
 def test_plan_splits_the_global_batch_over_the_processes(stores, cfg):
     """The automatic batch (2 for 3D) is rounded up to a multiple of the process count, the memory
     estimate is per process; a configured batch that does not split is a config error, at parse time too."""
-    from voxflow.config import ConfigError
+    from voxflow.errors import ConfigError
     from voxflow.learn.launch import global_batch
 
     assert [global_batch(2, w, configured=False) for w in (1, 2, 3, 4)] == [2, 2, 3, 4]
@@ -195,8 +195,8 @@ def test_two_processes_match_one_process(stores, cfg, tmp_path):
         one.append(train_fold(train, val, plans, dict(cfg["train"], epochs=epochs), tmp_path / "one", device=CPU,
                               progress=False))
         shutil.copy(tmp_path / "one" / "model_final.pt", tmp_path / "one" / f"model_epoch{epochs}.pt")
-    half = train_fold(train, val, dict(plans, batch_size=BATCH // 2), cfg["train"], tmp_path / "half", device=CPU,
-                      progress=False)
+    train_fold(train, val, dict(plans, batch_size=BATCH // 2), cfg["train"], tmp_path / "half", device=CPU,
+               progress=False)  # its weights are read back below
     assert one[0]["world_size"] == 1 and one[0]["samples"] == BATCH * STEPS and len(one[0]["step_losses"]) == STEPS
 
     out = tmp_path / "two"
@@ -261,7 +261,8 @@ def test_train_batch_must_split_evenly(stores, cfg, tmp_path):
     from voxflow.learn.train import _train
 
     plans = dict(plans_for(cfg, stores), batch_size=3)
-    with pytest.raises(ValueError, match="batch size 3 .* not divisible by 2 training processes; set model.batch_size"):
+    with pytest.raises(ValueError,
+                       match=r"batch size 3 .* not divisible by 2 training processes; set model.batch_size"):
         _train([stores["s0"]], [], plans, cfg["train"], tmp_path, ddp.Dist(device=CPU, rank=1, world=2), False)
 
 
@@ -299,7 +300,8 @@ def test_train_rule_runs_under_torchrun_resumes_and_writes_once(tmp_path):
                       "val_patches": 2, "workers": 0, "checkpoint_every": 1},
             "infer": {"device": "cpu", "tta": False}}
     cmd = _rule_command(tmp_path, copy.deepcopy(user))
-    assert "-m torch.distributed.run --standalone --nnodes=1 --nproc_per_node=2 -m voxflow.cli step train --subject fold0" in cmd
+    assert ("-m torch.distributed.run --standalone --nnodes=1 --nproc_per_node=2 -m voxflow.cli step train "
+            "--subject fold0") in cmd
     assert cmd.startswith("OMP_NUM_THREADS=$(( 2 / 2 > 0 ? 2 / 2 : 1 ))"), cmd  # the job's threads shared
     words = shlex.split(cmd)
     io = json.loads(words[words.index("--io") + 1])
@@ -327,7 +329,8 @@ def test_train_rule_runs_under_torchrun_resumes_and_writes_once(tmp_path):
     log = out / "logs" / "train" / "fold_0.log"
     log.parent.mkdir(parents=True)
 
-    res = subprocess.run(["bash", "-c", cmd], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300, check=False)
+    res = subprocess.run(["bash", "-c", cmd], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300,
+                         check=False)
     text = log.read_text()
     assert res.returncode == 0, res.stderr[-2000:] + text[-4000:]
     assert text.count(f"resuming from {fold / 'checkpoint_latest.pt'} at epoch 1") == 1, text

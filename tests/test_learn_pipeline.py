@@ -86,7 +86,7 @@ def write_store(path: Path, label: np.ndarray | None, coded: bool = False, mask:
 
 def padded_crop(arr: np.ndarray, start, size) -> np.ndarray:
     """Reference: the crop of `arr` (last 3 axes) at `start`, zero outside the volume."""
-    pad = max(max(size), max(abs(s) for s in start)) + max(arr.shape[-3:])
+    pad = max(*size, *(abs(s) for s in start)) + max(arr.shape[-3:])
     big = np.pad(arr, [(0, 0)] * (arr.ndim - 3) + [(pad, pad)] * 3)
     sl = tuple(slice(s + pad, s + pad + n) for s, n in zip(start, size))
     return big[(Ellipsis,) + sl]
@@ -423,7 +423,7 @@ def test_load_trained_is_weights_only(trained, tmp_path):
 
     evil = tmp_path / "evil.pt"
     torch.save({"model": state["model"], "plans": state["plans"], "x": Payload()}, evil)
-    with pytest.raises(Exception, match="(?i)weights_only|unpickl"):
+    with pytest.raises(Exception, match=r"(?i)weights_only|unpickl"):
         load_trained(evil, CPU)
 
 
@@ -611,15 +611,16 @@ def test_label_to_native_and_back_keeps_geometry_and_lesion(registered, tmp_path
     assert _tmp_names(tmp_path) == []
 
 
-def test_predict_subject_writes_native_and_mni(registered, trained, base_cfg, tmp_path):
+def test_predict_subject_writes_native_and_store_grid(registered, trained, base_cfg, tmp_path):
     import nibabel as nib
 
     from voxflow.learn.infer import predict_subject, store_geometry
 
     cfg = dict(base_cfg["infer"], overlap=0.0)
-    out_mni, out_native, out_prob = (tmp_path / n for n in ("seg_mni.nii.gz", "seg.nii.gz", "prob.nii.gz"))
+    # `registered` is an MNI152 store: its grid's prediction is the workflow's <subject>_seg_mni.nii.gz
+    out_grid, out_native, out_prob = (tmp_path / n for n in ("seg_mni.nii.gz", "seg.nii.gz", "prob.nii.gz"))
     info = predict_subject(str(registered["store"]), [str(trained["out"] / "model_final.pt")],
-                           {"groups": [[1, 2, 4]], "enabled": [True]}, cfg, str(out_mni), str(out_native),
+                           {"groups": [[1, 2, 4]], "enabled": [True]}, cfg, str(out_grid), str(out_native),
                            str(out_prob), device=CPU)
     seg = _assert_same_geometry(out_native, registered["raw_t1"])
     vals = set(np.unique(np.asarray(seg.dataobj)).tolist())
@@ -628,10 +629,10 @@ def test_predict_subject_writes_native_and_mni(registered, trained, base_cfg, tm
     p = np.asarray(prob.dataobj)
     assert prob.get_data_dtype() == np.float32 and p.min() >= -1e-5 and p.max() <= 1 + 1e-5
     meta = store_geometry(str(registered["store"]))
-    mni = nib.load(str(out_mni))
-    assert mni.shape == tuple(meta["shape_zyx"][::-1])
-    np.testing.assert_allclose(mni.header.get_zooms(), meta["spacing_zyx"][::-1])
-    assert (np.asarray(mni.dataobj).T[_brain(registered) == 0] == 0).all()  # nothing outside the brain mask
+    grid = nib.load(str(out_grid))
+    assert grid.shape == tuple(meta["shape_zyx"][::-1]) and grid.get_data_dtype() == np.uint8
+    np.testing.assert_allclose(grid.header.get_zooms(), meta["spacing_zyx"][::-1])
+    assert (np.asarray(grid.dataobj).T[_brain(registered) == 0] == 0).all()  # nothing outside the brain mask
     assert _tmp_names(tmp_path) == []
 
 

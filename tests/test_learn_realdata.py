@@ -82,7 +82,8 @@ def test_brats_sample_end_to_end(tmp_path):
         c = json.loads(json.dumps(cfg2))
         change(c)
         cfg_path.write_text(yaml.safe_dump(c))
-        dry = subprocess.run(cmd + ["-n", "--quiet", "rules"], cwd=tmp_path, env=env, capture_output=True, text=True, check=False)
+        dry = subprocess.run(cmd + ["-n", "--quiet", "rules"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                             check=False)
         assert dry.returncode == 0, dry.stdout + dry.stderr
         return dry.stdout + dry.stderr
 

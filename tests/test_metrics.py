@@ -6,13 +6,13 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import warnings  # noqa: E402
+import warnings
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from monai.metrics import (  # noqa: E402
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from monai.metrics import (
     compute_average_surface_distance,
     compute_confusion_matrix_metric,
     compute_dice,
@@ -21,10 +21,10 @@ from monai.metrics import (  # noqa: E402
     compute_surface_dice,
     get_confusion_matrix,
 )
-from monai.metrics.utils import get_edge_surface_distance  # noqa: E402
-from scipy.ndimage import binary_dilation, binary_erosion  # noqa: E402
+from monai.metrics.utils import get_edge_surface_distance
+from scipy.ndimage import binary_dilation, binary_erosion
 
-from voxflow.metrics import (  # noqa: E402
+from voxflow.metrics import (
     BRATS_REGIONS,
     EMPTY_POLICY,
     METRICS,

@@ -130,7 +130,8 @@ def test_guard_refuses_remote_and_allows_loopback(offline_env):
         "    except PermissionError as exc:\n"
         "        print('REFUSED', exc)\n"
     )
-    res = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60, check=False)
+    res = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60,
+                         check=False)
     assert res.returncode == 0, res.stderr
     assert res.stdout.count("REFUSED network access blocked") == 3 and "CONNECTED" not in res.stdout, res.stdout
     assert len(_blocked(log)) == 3

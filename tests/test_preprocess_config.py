@@ -18,7 +18,7 @@ def _validate(cfg: dict) -> dict:
 
 
 def _error(cfg: dict) -> str:
-    from voxflow.config import ConfigError
+    from voxflow.errors import ConfigError
 
     with pytest.raises(ConfigError) as info:
         _validate(cfg)

@@ -130,7 +130,8 @@ def test_ome_zarr_reads_image_and_labels(store, arrays):
         assert any(isinstance(s, Multiscales) for s in node.specs)
         # every label level has the spatial shape of its image level
         assert [tuple(d.shape) for d in node.data] == [s[1:] for s in shapes], name
-        np.testing.assert_array_equal(np.asarray(node.data[0]), zarr.open_group(str(store), mode="r")[f"labels/{name}/0"][:])
+        np.testing.assert_array_equal(np.asarray(node.data[0]),
+                                      zarr.open_group(str(store), mode="r")[f"labels/{name}/0"][:])
 
 
 def test_no_temporary_left_and_failed_write_leaves_nothing(store, arrays, tmp_path):

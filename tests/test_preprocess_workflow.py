@@ -141,7 +141,8 @@ def test_one_job_per_subject_writes_what_the_per_step_rules_write(demo_run, tmp_
     assert re.search(r"preprocess_subject\s+1\b", dry.stdout) and not re.search(r"^(ingest|n4|mni)\s", dry.stdout, re.M)
     res = run_snakemake(tmp_path, cfg, targets)
     assert res.returncode == 0, _fail_msg(res)
-    fused, per_step = read_subject_store(out / "zarr" / f"{s}.zarr"), read_subject_store(demo_run["out"] / "zarr" / f"{s}.zarr")
+    fused = read_subject_store(out / "zarr" / f"{s}.zarr")
+    per_step = read_subject_store(demo_run["out"] / "zarr" / f"{s}.zarr")
     for key in ("image", "mask", "label"):
         np.testing.assert_array_equal(fused[key], per_step[key], err_msg=key)
     for k in ("spacing_zyx", "origin_xyz", "direction", "label_classes", "brain_voxels"):
@@ -197,7 +198,8 @@ def test_folders_keep_going_reports_broken_subjects(tmp_path, granularity):
         assert (out / "zarr" / f"{s}.zarr" / ".zattrs").is_file(), _fail_msg(res)
     for s in ("bad_missing", "bad_truncated"):
         assert not (out / "zarr" / f"{s}.zarr").exists()
-        assert not (out / "preprocess" / s / "ingest").exists() or not any((out / "preprocess" / s / "ingest").iterdir())
+        ingest = out / "preprocess" / s / "ingest"
+        assert not ingest.exists() or not any(ingest.iterdir())
 
     lines = [ln for ln in (res.stdout + res.stderr).splitlines() if "voxflow ERROR" in ln]
     expected = {"bad_missing": (str(root / "bad_missing" / "t2.nii.gz"), "missing"),

@@ -84,5 +84,6 @@ def test_bench_command_from_a_fresh_shell(tmp_path):
     (cmd,) = [c for c in readme_commands() if c == ".venv/bin/python bench/dag.py"]
     res = _clean_shell(f"{cmd} --subjects 30", tmp_path, timeout=300)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
-    assert re.fullmatch(r"dag subjects=30 jobs=\d+ dry_run_s=[\d.]+ jobs_after_checkpoint=\d+ after_checkpoint_s=[\d.]+",
+    assert re.fullmatch(r"dag subjects=30 jobs=\d+ dry_run_s=[\d.]+ "
+                        r"jobs_after_checkpoint=\d+ after_checkpoint_s=[\d.]+",
                         res.stdout.strip().splitlines()[-1])

@@ -1,4 +1,5 @@
-"""Command line: `voxflow step NAME ...` (called by the rules) and user-facing helpers."""
+"""Command line: `voxflow step NAME ...` (called by the rules; NAME -> function: voxflow.registry) and the
+user-facing commands (validate, where, predict, export-model)."""
 
 from __future__ import annotations
 
@@ -13,15 +14,11 @@ log = logging.getLogger("voxflow")
 
 
 def _run_step(args) -> int:
-    from voxflow.io import InputError
-    import voxflow.evaluate  # noqa: F401  (registers the evaluation steps)
-    import voxflow.learn.steps  # noqa: F401  (registers the learning steps)
-    import voxflow.report  # noqa: F401  (registers the report step)
-    import voxflow.validate  # noqa: F401  (registers the validation steps)
-    from voxflow.steps import STEPS
+    from voxflow.errors import InputError
+    from voxflow.registry import step_function
 
     spec = json.loads(args.io)
-    fn = STEPS[args.name]
+    fn = step_function(args.name)
     t0 = time.time()
     log.info("step %s subject=%s threads=%d", args.name, args.subject, args.threads)
     try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import nibabel as nib
@@ -121,7 +122,7 @@ def _draw_subject(rng, n_lesions) -> dict:
     p["texture"] = _smooth_noise(rng, 3.0, 1)[0]
     p["mod_seeds"] = rng.integers(0, 2**63, size=len(MODALITIES))
     cand = _mni()["candidates"]
-    lesions = []
+    lesions: list[dict] = []
     for _ in range(int(rng.integers(n_lesions[0], n_lesions[1] + 1))):
         far = np.ones(len(cand), bool)  # keep lesions apart when possible
         for les in lesions:
@@ -167,7 +168,7 @@ def _lesion_fields(t: dict, lesions: list) -> tuple:
         core = _ramp(les["r_core_mm"] - rc, 1.0)
         tc = np.maximum(_ramp(r_tc - rc, 1.0), core)
         wt = np.maximum(_ramp(r_wt - r - 0.2 * r_wt * n[1], 2.0), tc)
-        sub = tuple(slice(a - l, b - l) for a, b, l in zip(b0, b1, lo))
+        sub = tuple(slice(a - o, b - o) for a, b, o in zip(b0, b1, lo))
         for k, x in enumerate((wt, tc, core)):
             f[k][sub] = np.maximum(f[k][sub], x * brain[sub])
     return box, f
@@ -255,7 +256,7 @@ def _native(t: dict, p: dict, mod: str, ref: bool, rng, scale: float, box, les, 
     corners = np.array(np.meshgrid(*t["head_box"], indexing="ij")).reshape(3, -1)
     world = rot @ corners + tr[:, None]
     lo, hi = world.min(1) - 6, world.max(1) + 6
-    shape = tuple(int(np.ceil((h - l) / s)) + 1 for l, h, s in zip(lo, hi, spacing))
+    shape = tuple(int(np.ceil((h - low) / s)) + 1 for low, h, s in zip(lo, hi, spacing))
     affine = np.diag([*spacing, 1.0])
     affine[:3, 3] = np.round(lo, 1)
     # native voxel -> rigidly mapped template mm q -> q + u(q) -> template voxel; computed every STEP voxels
@@ -312,7 +313,7 @@ def _save_json(obj: dict, path: Path) -> None:
 
 
 def generate_subject(subject: str, index: int, raw_dir: str | Path, truth_dir: str | Path,
-                     modalities: list[str] = ("t1", "t2", "flair"), seed: int = 42,
+                     modalities: Sequence[str] = ("t1", "t2", "flair"), seed: int = 42,
                      spacing_scale: float = 1.0, n_lesions: tuple[int, int] = (1, 3)) -> dict:
     """Write one synthetic subject; the first modality is the reference grid of seg and brain mask.
 

@@ -1,4 +1,5 @@
-"""The one exception of a subject's broken input, shared by the readers (voxflow.io, voxflow.formats) and the steps."""
+"""voxflow's two exceptions: a subject's broken input (InputError, shared by the readers and the steps) and a
+mistake of the config (ConfigError, one `config error at '<key>': ...` line each)."""
 
 from __future__ import annotations
 
@@ -11,3 +12,7 @@ class InputError(Exception):
     def __init__(self, subject: str, file: str | os.PathLike | None, problem: str):
         self.subject, self.file, self.problem = subject, str(file) if file else "-", problem
         super().__init__(f"subject={subject} file={self.file}: {problem}")
+
+
+class ConfigError(ValueError):
+    """A mistake of the config or of the input layout it describes: one line per problem."""

@@ -1,7 +1,11 @@
-"""Evaluation steps: per-subject metrics in native and MNI space, cohort aggregation with dask.
+"""Evaluation steps: per-subject metrics in native space and on the stores' grid, cohort aggregation
+with dask.
 
 Native space compares the native-space prediction with the raw label file (what a user would
-measure in a viewer); MNI space compares with the label in the zarr store (what the network saw).
+measure in a viewer); the store's grid compares the prediction written there with the label in the
+zarr store (what the network saw). The metric rows' `space` is "native" or the store space the rule
+passes (cfg["store_space"]): "mni" (MNI152, preprocess.space: mni) or "resampled" (the native image
+cropped and resampled, preprocess.space: native).
 """
 
 from __future__ import annotations
@@ -42,9 +46,10 @@ def _read(subject: str, path: str, what: str, read):
         raise InputError(subject, path, f"cannot read the {what}: {exc}") from exc
 
 
-def score_subject(subject: str, native: str, mni: str, store: str, label: str, cfg: dict) -> list[dict]:
-    """Metric rows of one subject in native space (the prediction against the raw label, both on
-    the raw reference grid) and in MNI space (against the store's label)."""
+def score_subject(subject: str, native: str, grid: str, store: str, label: str, cfg: dict) -> list[dict]:
+    """Metric rows of one subject in native space (the prediction `native` against the raw label, both
+    on the raw reference grid) and on the store's grid (the prediction `grid` against the store's
+    label), the latter's `space` being cfg["store_space"]."""
     import SimpleITK as sitk
     import zarr
 
@@ -59,20 +64,24 @@ def score_subject(subject: str, native: str, mni: str, store: str, label: str, c
     pred, _ = _read(subject, native, "native-space prediction", image)
     ref, spacing = _read(subject, label, "label", image)
     rows = _rows(pred, ref, spacing, cfg, subject, "native")
-    mni_pred, _ = _read(subject, mni, "MNI-space prediction", image)
-    mni_ref, mni_spacing = _read(subject, store, "store's label", store_label)
-    return rows + _rows(mni_pred, mni_ref, mni_spacing, cfg, subject, "mni")
+    space = cfg["store_space"]
+    grid_pred, _ = _read(subject, grid, f"{space}-space prediction", image)
+    grid_ref, grid_spacing = _read(subject, store, "store's label", store_label)
+    return rows + _rows(grid_pred, grid_ref, grid_spacing, cfg, subject, space)
 
 
 @step
 def evaluate(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
-    """Score a chunk of subjects (cfg["labels_by_subject"]: subject -> raw label) into one table."""
+    """Score a chunk of subjects (cfg["labels_by_subject"]: subject -> raw label) into one table; a
+    subject's inputs are native_<s>, <store_space>_<s> (its predictions) and store_<s>."""
     import sys
 
     rows = []
     labels = cfg["labels_by_subject"]
+    space = cfg["store_space"]
     for i, s in enumerate(labels, 1):
-        rows += score_subject(s, inp[f"native_{s}"], inp[f"mni_{s}"], store_path(inp[f"store_{s}"]), labels[s], cfg)
+        rows += score_subject(s, inp[f"native_{s}"], inp[f"{space}_{s}"], store_path(inp[f"store_{s}"]), labels[s],
+                              cfg)
         print(f"evaluate: {i}/{len(labels)} {s}", file=sys.stderr, flush=True)  # progress in the job's log
     df = pd.DataFrame(rows)
     write_tsv(df, out["metrics"])

@@ -17,8 +17,9 @@ import os
 import struct
 import tempfile
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -76,7 +77,7 @@ class _Layout(NamedTuple):
     data: _Data | None  # None: not checked here (an encoding, a data file list or a type left to ITK)
     dtype: np.dtype | None = None  # voxel type with its byte order
     shape: tuple = ()  # voxels, slowest axis first (MetaImage: channels last)
-    header: object = None  # the nibabel header (NIfTI kinds)
+    header: Any = None  # the nibabel header (NIfTI kinds)
     gz: bool = False  # the file given is gzip (NIfTI in one file)
     single: bool = True  # NIfTI in one file (magic n+1 / n+2), not a .hdr/.img pair
 
@@ -122,9 +123,10 @@ def _layout(p: Path, subject: str, what: str, check: bool = True) -> _Layout | N
     """The format of file p from its content, or None (ITK decides); check: raise on NIfTI header problems."""
     given = p
     if p.name.lower().endswith((".img", ".img.gz")):  # ITK reads a pair through its header
-        p = _sibling(p, ((".img", (".hdr", ".hdr.gz")), (".img.gz", (".hdr", ".hdr.gz"))))[0]
-        if p is None:
+        header_file = _sibling(p, ((".img", (".hdr", ".hdr.gz")), (".img.gz", (".hdr", ".hdr.gz"))))[0]
+        if header_file is None:
             return None
+        p = header_file
     head, gz = _head(p, 544)
     if len(head) >= 348:
         for order in "<>":
@@ -313,8 +315,8 @@ def _meta_layout(p: Path) -> _Layout | None:
 def _decoded(f, codec: str, limit: int | None) -> Iterator[bytes]:
     """The decoded data of the stream starting at f's position, in chunks (errors: EOFError, OSError, zlib.error)."""
     if codec in ("gzip", "bzip2"):
-        with (gzip.GzipFile(fileobj=f, mode="rb") if codec == "gzip" else bz2.BZ2File(f, "rb")) as z:
-            while chunk := z.read(1 << 22):
+        with (gzip.GzipFile(fileobj=f, mode="rb") if codec == "gzip" else bz2.BZ2File(f, "rb")) as zf:
+            while chunk := zf.read(1 << 22):
                 yield chunk
         return
     z, left = zlib.decompressobj(47), limit  # 47: a zlib or a gzip header, as ITK's MetaIO accepts
@@ -331,6 +333,7 @@ def _check_data(lay: _Layout, given: Path, subject: str, what: str, decode: bool
     decompression (the data file is there; raw data: its size; compressed: the announced compressed size).
     keep: return the decoded data (compressed formats, decode=True), else None."""
     d = lay.data
+    assert d is not None  # callers check the data that the header announces only
     where = f"{what} file" if d.file == given else f"{what} data file {d.file}"
     header = "the NIfTI header" if lay.kind in _NIFTI and lay.single else "the header"
     if d.file != given and not d.file.is_file():
@@ -369,6 +372,7 @@ def _check_data(lay: _Layout, given: Path, subject: str, what: str, decode: bool
 def _check_finite(lay: _Layout, buf: bytes | None, subject: str, given: Path, what: str) -> None:
     """ITK's NIfTI reader turns NaN/Inf voxels into 0 without a word: count them in the stored data."""
     d, n = lay.data, int(np.prod(lay.shape))
+    assert d is not None and lay.dtype is not None  # a checked layout (itk_read)
     if n == 0:
         return
     if buf is not None:
@@ -440,6 +444,7 @@ def itk_read(p: Path, subject: str, what: str, voxels: bool, check: bool = True)
     with tempfile.TemporaryDirectory(prefix="voxflow-read-") if standin else contextlib.nullcontext() as tmp:
         src = str(p)
         if standin:
+            assert lay is not None and tmp is not None  # a stand-in is made for a known layout only
             src = os.path.join(tmp, standin)
             if lay.kind == "nifti2":
                 _nifti1_copy(lay, Path(src), voxels, subject, p, what)
@@ -453,6 +458,7 @@ def itk_read(p: Path, subject: str, what: str, voxels: bool, check: bool = True)
             return reader
         if buf is None:
             return reader.Execute()
+    assert lay is not None and lay.dtype is not None  # buf (decoded voxels) comes from a checked layout
     arr = np.frombuffer(buf, lay.dtype, count=int(np.prod(lay.shape))).reshape(lay.shape)
     img = sitk.GetImageFromArray(arr.astype(lay.dtype.newbyteorder("=")),
                                  isVector=len(lay.shape) > reader.GetDimension())

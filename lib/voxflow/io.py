@@ -11,13 +11,14 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import SimpleITK as sitk
 
-from voxflow.errors import InputError  # noqa: F401  (re-exported: the readers' one error)
+from voxflow.errors import InputError  # also re-exported: the readers' one error
 from voxflow.formats import itk_read, orthonormal
 
 

@@ -15,7 +15,8 @@ import json
 import os
 import re
 
-from voxflow.config import Cohort, ConfigError, check_subject_ids, demo_subject_ids, subject_id_ok
+from voxflow.cohort import Cohort, check_subject_ids, demo_subject_ids, subject_id_ok
+from voxflow.errors import ConfigError
 
 
 def _select(found: list[str], inp: dict, where: str) -> list[str]:
@@ -127,7 +128,9 @@ def sheet(config: dict) -> Cohort:
     cwd = os.getcwd()
     root_abs = os.path.normpath(os.path.join(cwd, root))
     prefix = root_abs.rstrip(os.sep) + os.sep
-    cohort, seen, bad = Cohort(subjects=[]), {}, {}
+    cohort = Cohort(subjects=[])
+    seen: dict[str, list[int]] = {}
+    bad: dict[str, int] = {}
     for lineno, row in enumerate(rows[1:], start=2):
         if not any(c.strip() for c in row):
             continue
@@ -145,7 +148,8 @@ def sheet(config: dict) -> Cohort:
         for key, value in files.items():
             if not value:
                 what = "label" if key == "label" else f"modality '{key}'"
-                cohort.problems.setdefault(s, (path, f"{what} is missing for this subject (empty cell in line {lineno})"))
+                cohort.problems.setdefault(
+                    s, (path, f"{what} is missing for this subject (empty cell in line {lineno})"))
                 resolved[key] = ""
                 continue
             full = os.path.normpath(value if value[0] == os.sep else os.path.join(base, value))
@@ -341,7 +345,7 @@ def bids(config: dict) -> Cohort:
         wanted = [(m, os.path.join(root, rel), m) for m in inp["modalities"]]
         if deriv:
             wanted.append(("label", os.path.join(deriv, rel), inp["label"]))
-        listing = {}
+        listing: dict[str, dict[str, list[str]]] = {}
         files: dict[str, str] = {}
         for key, folder, suffix in wanted:
             names = listing.setdefault(folder, _bids_suffixes(folder, ext)).get(suffix.lower(), [])

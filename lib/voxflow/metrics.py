@@ -73,8 +73,6 @@ METRICS: tuple[str, ...] = ("dice", "jaccard", "precision", "recall", "vol_pred_
                             "vol_diff_ml", "hd", "hd95", "assd", "nsd")
 """Metric columns of an ``evaluate_case`` row (besides ``label`` and ``empty``)."""
 
-EMPTY_KINDS: tuple[str, ...] = ("none", "both", "pred", "ref")
-
 EDT_MAX_BOX_PER_SURFACE_VOXEL = 10
 """``method="auto"``: distance transform while the cropped box has at most this many voxels
 per surface voxel, else KD-tree.  Measured on one core: the pair of EDTs costs about

@@ -1,4 +1,5 @@
-"""Per-subject steps as called by the Snakemake rules (through `voxflow step NAME`).
+"""Per-subject steps as called by the Snakemake rules (`voxflow step NAME`, table: voxflow.registry) and by
+the chain (voxflow.chain), which lists their files and config.
 
 Each step takes the subject ID, a mapping of named inputs and outputs (exactly the rule's) and
 the config section it depends on. Files named by modality use the key ``img_<modality>``.
@@ -9,99 +10,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Callable
-
 import numpy as np
 
 from voxflow.io import InputError
 from voxflow.preprocess.store import write_json_atomic
+from voxflow.status import store_path, subject_lists  # noqa: F401  TEMPORARY re-export (evaluate, report)
 
-STEPS: dict[str, Callable] = {}
 
-
-def step(fn: Callable) -> Callable:
-    STEPS[fn.__name__] = fn
+def step(fn):  # TEMPORARY no-op while report.py and evaluate.py are rewritten
     return fn
-
-
-def subject_lists(inp: dict, cfg: dict) -> dict:
-    """{"subjects": [...], ...}: the rule's `subjects` file (written by a localrule, because subject lists
-    overflow the command line of big cohorts), or the config itself when a caller passes them there."""
-    return json.loads(Path(inp["subjects"]).read_text()) if inp.get("subjects") else cfg
-
-
-def store_path(path: str) -> str:
-    """A subject's zarr store from what a rule names as its input: the store itself, or the subject's status
-    file (status/subjects/<subject>.json), which stands for the store where no rule can declare it (input.on_error:
-    exclude, one job per subject: an excluded subject has none)."""
-    if str(path).endswith(".json"):
-        status = json.loads(Path(path).read_text())
-        if status.get("status") != "ok" or not status.get("store"):
-            raise InputError(status.get("subject", "?"), path, f"subject was excluded at its {status.get('step')} "
-                                                                f"step: {status.get('problem')}")
-        return status["store"]
-    return str(path)
-
-
-def validation_rows(table: str | None) -> list[tuple]:
-    """A subject's validation table as (file, problem, severity) rows; none when there is no table."""
-    from voxflow.validate import read_table
-
-    if not table or not Path(table).exists():
-        return []
-    return [(r[1], r[2], r[3] if len(r) > 3 else "error") for r in read_table(table)]
-
-
-def write_status(path: str, subject: str, store: str | None = None, validation: str | None = None,
-                 failure: dict | None = None) -> dict:
-    """status/subjects/<subject>.json: `ok` with the store, or `excluded` with the step that failed, the file and the
-    one-line problem; with the validation warnings either way (a valid but suspicious scan)."""
-    warnings = [[f, p] for f, p, sev in validation_rows(validation) if sev == "warning"]
-    status = ({"subject": subject, "status": "excluded", "store": None, **failure} if failure
-              else {"subject": subject, "status": "ok", "store": str(store)})
-    status["warnings"] = warnings
-    write_json_atomic(status, path)
-    return status
-
-
-def merge_status(paths: list[str], out: str, test_subjects: list[str] | None = None) -> dict:
-    """status/cohort.json from every subject's status: `subjects` (included, sorted: the split does not depend
-    on the order of a sheet), `test_subjects` (split.test_subjects that were not excluded), `excluded` and
-    `warnings` (subject, file, problem). Also the input of the split (`subjects`, `test_subjects`)."""
-    included, excluded, warnings = [], [], []
-    for p in paths:
-        st = json.loads(Path(p).read_text())
-        if st["status"] == "ok":
-            included.append(st["subject"])
-        else:
-            excluded.append({k: st.get(k) for k in ("subject", "step", "file", "problem")})
-        warnings += [{"subject": st["subject"], "file": f, "problem": w} for f, w in st.get("warnings") or []]
-    kept = set(included)
-    cohort = {"subjects": sorted(included),
-              "test_subjects": sorted(s for s in test_subjects if s in kept) if test_subjects else None,
-              "excluded": sorted(excluded, key=lambda e: e["subject"]), "warnings": warnings}
-    write_json_atomic(cohort, out)
-    return cohort
-
-
-def exclusion_summary(cohort: dict, limit: int = 20) -> str:
-    """The run's closing lines about excluded subjects (empty when none was)."""
-    ex = cohort.get("excluded") or []
-    if not ex:
-        return ""
-    n = len(ex) + len(cohort.get("subjects") or [])
-    lines = [f"voxflow: {len(ex)} of {n} subjects excluded (input.on_error: exclude); the rest ran without them:"]
-    lines += [f"  {e['subject']}  [{e['step']}]  {e['file']}: {e['problem']}" for e in ex[:limit]]
-    if len(ex) > limit:
-        lines.append(f"  ... and {len(ex) - limit} more (status/cohort.json)")
-    return "\n".join(lines)
-
 
 def by_modality(files: dict, prefix: str = "img_") -> dict[str, str]:
     return {k[len(prefix):]: v for k, v in files.items() if k.startswith(prefix)}
 
 
-@step
 def demo(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
     from voxflow.demo import generate_subject
 
@@ -110,7 +32,6 @@ def demo(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dic
                             seed=cfg["seed"], spacing_scale=cfg["spacing_scale"])
 
 
-@step
 def ingest(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
     from voxflow.preprocess.ingest import ingest_subject
     from voxflow.validate import read_table
@@ -131,7 +52,6 @@ def ingest(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> d
     return info
 
 
-@step
 def coreg(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
     from voxflow.preprocess.coreg import coregister_subject
 
@@ -142,7 +62,6 @@ def coreg(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> di
     return info
 
 
-@step
 def n4(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
     from voxflow.preprocess.n4 import correct_subject
     from voxflow.qc import n4_qc
@@ -155,7 +74,6 @@ def n4(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
     return stats
 
 
-@step
 def skullstrip(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
     from voxflow.preprocess.skullstrip import strip_subject
     from voxflow.qc import mask_qc
@@ -168,7 +86,6 @@ def skullstrip(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) 
     return info
 
 
-@step
 def mni(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
     from voxflow.preprocess.mni import register_subject
     from voxflow.qc import registration_qc
@@ -182,7 +99,6 @@ def mni(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict
     return info
 
 
-@step
 def to_zarr(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
     """Normalize intensities inside the brain/foreground mask and write the subject's zarr store.
 
@@ -199,7 +115,7 @@ def to_zarr(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> 
     mods = cfg["modalities"]
     native = cfg.get("space") == "native"
     mask_img, mask = read_space_mask(subject, inp["mask"], native)
-    methods = {m: (cfg.get("per_modality") or {}).get(m, cfg["method"]) for m in mods}
+    methods = cfg["methods"]  # resolved once per modality (voxflow.settings.ChainSettings.norm_methods)
     learned = json.loads(Path(inp["normalization"]).read_text())["modalities"] if inp.get("normalization") else {}
     chans = [normalize(sitk.GetArrayFromImage(sitk.ReadImage(inp[f"img_{m}"], sitk.sitkFloat32)), mask,
                        methods[m], tuple(cfg["percentiles"]), cfg.get("window"), learned.get(m)) for m in mods]
@@ -229,7 +145,6 @@ def read_space_mask(subject: str, path: str, native: bool):
     return mask_img, mask
 
 
-@step
 def space_mask(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
     """The last step of a chain that stops before to_zarr (dataset-level normalization): the mask check that
     to_zarr would make, so that a subject it would fail on is excluded with its chain, not in a job after the
@@ -238,7 +153,6 @@ def space_mask(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) 
     return {"mask_voxels": int(mask.sum())}
 
 
-@step
 def denoise(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
     from voxflow.preprocess.denoise import denoise_subject
 
@@ -248,7 +162,6 @@ def denoise(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> 
                            shrink_factor=cfg["shrink_factor"])
 
 
-@step
 def native(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
     """Native space: crop to the foreground and resample to the target spacing (no template)."""
     from voxflow.preprocess.native import native_subject
@@ -272,7 +185,6 @@ def native(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> d
     return info
 
 
-@step
 def normalization_stats(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
     """Learn the dataset-level normalization over the training subjects (split.json's train + val
     when there is a split, else every subject) with dask; write normalization.json."""
@@ -288,7 +200,7 @@ def normalization_stats(subject: str, inp: dict, out: dict, cfg: dict, threads: 
     files = {s: {"images": {m: paths["image"].format(subject=s, modality=m) for m in cfg["modalities"]},
                  "mask": paths["mask"].format(subject=s),
                  "label": paths["label"].format(subject=s) if paths.get("label") else None} for s in subjects}
-    methods = {m: (cfg.get("per_modality") or {}).get(m, cfg["method"]) for m in cfg["modalities"]}
+    methods = cfg["methods"]
     nyul = cfg.get("nyul") or {}
     result = learn(files, methods, scheduler=cfg["scheduler"], ct_percentiles=cfg["percentiles"],
                    nyul_percentiles=nyul.get("percentiles", (1, 10, 20, 30, 40, 50, 60, 70, 80, 90, 99)),
@@ -298,7 +210,6 @@ def normalization_stats(subject: str, inp: dict, out: dict, cfg: dict, threads: 
     return {"subjects": len(subjects), "methods": methods}
 
 
-@step
 def template(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
     from voxflow.preprocess.mni import write_template
 
@@ -306,76 +217,18 @@ def template(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) ->
     return {}
 
 
-@step
 def chain(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
-    """A subject's whole preprocessing chain in one process (one job per subject).
+    """A subject's whole preprocessing chain in one job: the steps voxflow.chain builds from the run's settings
+    (the same list the per-step rules are generated from), run in one process; always ends with the subject's
+    status file with `on_error: exclude` (voxflow.chain.run_chain)."""
+    from voxflow.chain import RawSubject, build_chain, fused_steps, run_chain
+    from voxflow.settings import ChainSettings
 
-    `cfg["steps"]` lists, in order, each step's name, files and config exactly as its own rule would
-    pass them, so the files written are the same; one process instead of seven saves each step's
-    start-up (importing antspyx/torch) and Snakemake builds one job per subject instead of seven.
-    Ends with the subject's status file (`out["status"]`). A failing step: with `on_error: exclude` the
-    job succeeds and the status names the step, the file and the one-line problem (its files and those
-    of the later steps are removed, the store too: nothing stale looks complete); with `stop` the error
-    names the step that failed, as the per-step rules do.
-    """
-    import logging
-    import sys
-    import time
-
-    import voxflow.validate  # noqa: F401  (registers the validate step)
-
-    log = logging.getLogger("voxflow.chain")
-    steps = cfg["steps"]
-    table = next((sp["output"].get("table") for sp in steps if sp["name"] == "validate"), None)
-    done = {}
-    for i, spec in enumerate(steps):
-        name, t0 = spec["name"], time.perf_counter()
-        try:
-            info = STEPS[name](subject, spec["input"], spec["output"], spec["config"], threads)
-        except Exception as exc:
-            exc.voxflow_step = getattr(exc, "voxflow_step", name)  # the one-line error shows the failing step
-            if cfg.get("on_error", "stop") != "exclude" or not out.get("status") or machine_failure(exc):
-                raise
-            failure = failure_record(exc)
-            if name == "ingest" and any(sev == "error" for _, _, sev in validation_rows(table)):
-                failure["step"] = "validate"  # ingest stops on the validation table's first error: validation found it
-            for later in steps[i:]:
-                for path in later["output"].values():
-                    remove_path(path)
-            if cfg.get("store"):
-                remove_path(cfg["store"])
-            if out.get("qc"):  # the job's QC folder: the figures of the steps that ran (none: empty)
-                Path(out["qc"]).mkdir(parents=True, exist_ok=True)
-            write_status(out["status"], subject, validation=table, failure=failure)
-            print(f"voxflow EXCLUDED [{failure['step']}] subject={subject} file={failure['file']}: "
-                  f"{failure['problem']}", file=sys.stderr)
-            return {"excluded": failure, "seconds": done}
-        done[name] = round(time.perf_counter() - t0, 2)
-        log.info("chain %s subject=%s: %s done in %.1fs %s", name, subject, name, done[name],
-                 json.dumps(info, default=str)[:500] if info else "")
-    if out.get("status"):
-        write_status(out["status"], subject, store=cfg.get("store"), validation=table)
-    return {"seconds": done}
-
-
-def machine_failure(exc: Exception) -> bool:
-    """A failure of the machine, not of the subject's data (out of memory, a full disk): the job fails, so that
-    it is retried (a cluster profile retries with more memory) rather than the subject excluded for good."""
-    import errno
-
-    return isinstance(exc, MemoryError) or (isinstance(exc, OSError)
-                                            and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.ENOMEM))
-
-
-def failure_record(exc: Exception) -> dict:
-    """step, file and one-line problem of a failed step: an InputError's own, else the exception's first line."""
-    if isinstance(exc, InputError):
-        return {"step": exc.voxflow_step, "file": exc.file, "problem": exc.problem}
-    first = (str(exc).strip().splitlines() or [""])[0][:300]
-    return {"step": exc.voxflow_step, "file": "-", "problem": f"{type(exc).__name__}: {first}".rstrip(": ")}
-
-
-def remove_path(path: str) -> None:
-    from voxflow.io import _remove
-
-    _remove(Path(path))
+    cs = ChainSettings.from_json(cfg["settings"], has_label=bool(cfg["has_label"]))
+    problem = cfg["raw"].get("problem")
+    raw = RawSubject(images=cfg["raw"]["images"], label=cfg["raw"].get("label"),
+                     problem=tuple(problem) if problem else None)
+    specs = fused_steps(build_chain(cs, cfg["root"], cfg.get("normalization")), subject, raw, cs.dataset_norm,
+                        demo=bool(cfg.get("demo")))
+    return run_chain(subject, specs, on_error=cfg.get("on_error", "stop"), status=out.get("status"),
+                     store=cfg.get("store"), qc_dir=out.get("qc"), threads=threads)

@@ -24,7 +24,6 @@ from typing import NamedTuple
 import numpy as np
 
 from voxflow.io import Grid, InputError, atomic_path, read_header, read_image
-from voxflow.steps import step
 
 COLUMNS = ("subject", "file", "problem", "severity")
 SEVERITIES = ("error", "warning")
@@ -263,7 +262,6 @@ def summary(rows: list[Row], n_subjects: int, voxels: bool = True) -> str:
 
 # --- workflow steps ----------------------------------------------------------------------------------------------
 
-@step
 def validate(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
     """The `validate` rule: one subject's table; it succeeds whatever it finds, and ingest fails
     with the table's first row, so a broken subject stops there while the table is complete."""
@@ -317,7 +315,7 @@ def _read_config_file(path: str) -> dict:
     or not a mapping (a list, a scalar, an empty file: Snakemake rejects those too)."""
     import yaml
 
-    from voxflow.config import ConfigError
+    from voxflow.errors import ConfigError
 
     if os.path.isdir(path):
         raise ConfigError(f"config error: {path} is a directory, not a config file")
@@ -358,14 +356,15 @@ def main(args) -> int:
     """`voxflow validate`: exit 0 when every subject is clean, 1 when any has a problem, 2 on a config error."""
     import yaml
 
-    from voxflow.config import ConfigError, build_cohort, validate_config
-    from voxflow.config_checks import check_config
+    from voxflow.config import build_cohort, validate_config
+    from voxflow.errors import ConfigError
+    from voxflow.settings import resolve
 
     schema = args.schema or str(Path(__file__).resolve().parents[2] / "config" / "config.schema.yaml")
     try:  # the Snakefile's sequence (workflow/rules/common.smk), so that both report the same lines
         config = validate_config(load_config(args.configfile, args.base_config), schema)
         cohort = build_cohort(config)
-        check_config(config, cohort)
+        resolve(config, cohort)
     except ConfigError as exc:
         for line in str(exc).splitlines():
             print(f"voxflow ERROR [config] {line}", file=sys.stderr)

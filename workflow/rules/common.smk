@@ -1,72 +1,44 @@
-# Shared helpers for the rules: config validation, the subject table, and the one shell
-# command every per-subject rule runs (`voxflow step NAME`), with logs and thread limits.
+# Shared helpers for the rules: the config resolved once (SETTINGS), the subject table, and the one shell
+# command every rule runs (`voxflow step NAME`: the function is in voxflow.registry's table), with logs and
+# thread limits.
 import inspect
 import json
-from types import SimpleNamespace
 from snakemake.exceptions import WorkflowError
 import os
 import shlex
 import sys
 
-from voxflow.config import ConfigError, build_cohort, shorten_subject_lists, validate_config
+from voxflow.config import build_cohort, shorten_subject_lists, validate_config
+from voxflow.errors import ConfigError
+from voxflow.settings import resolve
 from voxflow.learn.launch import launcher
 from voxflow.preprocess.store import write_json_atomic
 
-# The config and its cohort, checked as `voxflow validate` checks them (voxflow.validate.main): every config
-# mistake found here, one `config error at '<key>': ...` line each, before any rule is defined.
+# The config and its cohort, checked as `voxflow validate` checks them (voxflow.validate.main), then resolved once
+# into SETTINGS (voxflow.settings.Settings): every config mistake found here, one `config error at '<key>': ...`
+# line each, before any rule is defined. The names below are SETTINGS' values, for the rules to read.
 try:
-    from voxflow.config_checks import check_config
-
     validate_config(config, os.path.join(workflow.basedir, "config", "config.schema.yaml"))
     COHORT = build_cohort(config)
-    check_config(config, COHORT)
+    SETTINGS = resolve(config, COHORT)
 except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
 
-OUT = config["output_dir"]
+OUT = SETTINGS.output_dir
 INP = config["input"]
-MODS = INP["modalities"]
-REF = INP["reference"]
-HAS_LABEL = INP["label"] is not None
+MODS = list(SETTINGS.chain.modalities)
+REF = SETTINGS.chain.reference
+HAS_LABEL = SETTINGS.chain.has_label
 PRE = config["preprocess"]
 RES = config["resources"]
 SUBJECTS = COHORT.subjects
 CONDA_ENV = "../../envs/voxflow.yaml"
-# Where the stores' grid comes from: the MNI registration, or the native-space crop + resampling.
-SPACE_STEP = "mni" if PRE["space"] == "mni" else "native"
-# Every modality CT, no skull stripping, native space: N4 would only copy the images and skull stripping
-# 'none' would keep the whole field of view, so the chain goes from co-registration (or denoising)
-# straight to the native-space crop.
-CT_DIRECT = (PRE["space"] == "native" and PRE["skullstrip"]["method"] == "none"
-             and all(INP["modality_types"].get(m, "mr") == "ct" for m in MODS))
-PRE_N4_STEP = "denoise" if PRE["denoise"]["enabled"] else "coreg"
-QC_STEPS = ([] if CT_DIRECT else ["n4", "skullstrip"]) + [SPACE_STEP]
-SPACE_MASK = os.path.join(OUT, "preprocess", "{subject}", SPACE_STEP,
-                          "brain_mask.nii.gz" if SPACE_STEP == "mni" else "mask.nii.gz")
-SPACE_XFM = os.path.join(OUT, "preprocess", "{subject}", "xfm" if SPACE_STEP == "mni" else "native/xfm")
-# Dataset-level normalization (ct_dataset, nyul): learned over the training subjects into the model
-# folder (predict-only: the trained model's own file), read back by every subject's to_zarr.
-NORM_METHODS = {m: PRE["normalize"]["per_modality"].get(m, PRE["normalize"]["method"]) for m in MODS}
-NORM_JSON = (os.path.join(config["predict"]["model_dir"] or os.path.join(OUT, "model"), "normalization.json")
-             if set(NORM_METHODS.values()) & {"ct_dataset", "nyul"} else None)
-
-# What a failing subject does (input.on_error): `exclude` leaves it out of the cohort and the rest runs on,
-# `stop` stops the run. Exclusion needs the subject's chain to be one job that always ends with its status
-# file (status/subjects/<subject>.json: included, or excluded with the step and the reason): Snakemake runs nothing
-# downstream of a failed job, so a failed per-step job would block training for everybody.
-ON_ERROR = INP["on_error"]
-# Granularity of the per-subject chain: one job per step, or one job per subject running every step
-# in one process (preprocess.smk). DAG building costs a few ms per job in Snakemake, so 10 000
-# subjects x 7 steps took minutes; fused, it is one job per subject. Dataset-level normalization
-# puts a cohort rule between the space step and to_zarr: then to_zarr is a job of its own.
-FUSED = PRE["granularity"] == "subject" or (PRE["granularity"] == "auto"
-                                            and (ON_ERROR == "exclude" or len(SUBJECTS) > 200))
+NORM_JSON = SETTINGS.normalization_json  # dataset-level normalization (nyul, ct_dataset), else None
+ON_ERROR = SETTINGS.on_error  # exclude: a failing subject is left out, the rest runs on; stop: the run stops
+FUSED = SETTINGS.fused  # one job per subject (the whole chain), or one job per step
+STORE_DECLARED = SETTINGS.store_declared  # see voxflow.settings.Settings.store_declared
 STATUS = os.path.join(OUT, "status", "subjects", "{subject}.json")
 COHORT_STATUS = os.path.join(OUT, "status", "cohort.json")
-# Whether a rule declares the zarr store as its output. The fused job of the exclude mode cannot (a job
-# must write every declared output, and an excluded subject has no store): there the status file stands
-# for the store, and the steps that read a store resolve it (voxflow.steps.store_path).
-STORE_DECLARED = not FUSED or NORM_JSON is not None or ON_ERROR == "stop"
 
 
 def store(subject):
@@ -82,27 +54,12 @@ wildcard_constraints:
     subject="[^/]+",
 
 
-def sub_path(step, name):
-    """Per-subject file of a step: results/preprocess/<subject>/<step>/<name>."""
-    return os.path.join(OUT, "preprocess", "{subject}", step, name)
-
-
-def images(step, prefix="img_"):
-    """Float intermediates are uncompressed NIfTI: gzip shrinks float32 scans by ~10% and costs
-    ~1.3 s per 1 mm volume, a third of the preprocessing time. Masks and labels stay gzipped."""
-    return {f"{prefix}{m}": sub_path(step, f"{m}.nii") for m in MODS}
-
-
 def log_path(rule_name):
     return os.path.join(OUT, "logs", rule_name, "{subject}.log")
 
 
 def bench_path(rule_name):
     return os.path.join(OUT, "benchmarks", rule_name, "{subject}.tsv")
-
-
-def qc_path(step):
-    return os.path.join(OUT, "qc", "{subject}", f"{step}.png")
 
 
 def job_function(fn):
@@ -168,34 +125,6 @@ def step_params(section):
     return {"io": io_params(section), "settings": settings}
 
 
-class StepIO:
-    """One per-subject step's files (patterns with {subject}) and config, declared once: its own rule
-    reads them, and so does the fused rule (preprocess.granularity: subject), in CHAIN order."""
-
-    def __init__(self, name, input, output, config):
-        self.name, self.input, self.output, self.config = name, input, output, config
-        CHAIN.append(self)
-
-    def outputs(self, *exclude):
-        return {k: v for k, v in self.output.items() if k not in exclude}
-
-    def for_subject(self, subject):
-        w = SimpleNamespace(subject=subject)
-        inp = self.input(w) if callable(self.input) else self.input
-        cfg = self.config(w) if callable(self.config) else self.config
-        fill = lambda d: {k: v.replace("{subject}", subject) for k, v in d.items()}  # noqa: E731
-        return {"name": self.name, "input": fill(inp), "output": fill(self.output), "config": cfg}
-
-
-CHAIN = []
-
-
-def qc_report(step):
-    """The QC figure of a step, as a Snakemake report item."""
-    return report(qc_path(step), caption="../report/qc.rst", category="Preprocessing QC",
-                  subcategory="{subject}", labels={"subject": "{subject}", "step": step})
-
-
 def python_cmd():
     """The interpreter that runs Snakemake (shell-quoted), so that every rule finds the project's own
     environment whatever PATH holds (`.venv/bin/snakemake` from a fresh shell); with --sdm conda, the
@@ -227,10 +156,6 @@ def step_cmd(name, subject="{wildcards.subject:q}", nproc=1):
         f"{PYTHON} -m voxflow step {name} --subject {subject} --threads {{threads}} --io {{params.io:q}} "
         "> {log} 2>&1 || (tail -n 1 {log} >&2; exit 1)"
     )
-
-
-def raw_reference(wildcards):
-    return COHORT.images[wildcards.subject][REF]
 
 
 def all_targets():

@@ -1,11 +1,12 @@
-# Metrics (native and MNI space) and their cohort aggregation with dask (voxflow.evaluate,
-# voxflow.metrics). One evaluate job scores evaluate.subjects_per_job subjects: scoring takes about
-# a second a subject, less than the job's own start-up (imports, cluster scheduling), and at
-# 10 000 subjects one job per subject added 2000 jobs to the DAG (bench/dag.py).
+# Metrics (in native space and on the stores' grid, STORE_SPACE) and their cohort aggregation with
+# dask (voxflow.evaluate, voxflow.metrics). One evaluate job scores evaluate.subjects_per_job
+# subjects: scoring takes about a second a subject, less than the job's own start-up (imports,
+# cluster scheduling), and at 10 000 subjects one job per subject added 2000 jobs to the DAG
+# (bench/dag.py).
 from voxflow.evaluate import chunk_id
 
 EVAL_DIR = os.path.join(OUT, "evaluation")
-EVAL_CFG = config["evaluate"] | {"label_values": INP["label_values"]}
+EVAL_CFG = config["evaluate"] | {"label_values": INP["label_values"], "store_space": STORE_SPACE}
 EVALUATE = HAS_LABEL and (bool(PREDICT_MODEL) or config["train"]["epochs"] > 0)
 # Consecutive runs of the predicted subjects (chunk_id: voxflow.evaluate); a chunk's params list its subjects, so a
 # chunk whose membership changes is scored again.
@@ -23,8 +24,8 @@ def eval_chunks():
 def eval_inputs(wildcards):
     files = {}
     for s in eval_chunks()[wildcards.chunk]:
-        files[f"native_{s}"] = os.path.join(PRED_DIR, s, f"{s}_seg.nii.gz")
-        files[f"mni_{s}"] = os.path.join(PRED_DIR, s, f"{s}_seg_mni.nii.gz")
+        files[f"native_{s}"] = prediction_file(s)
+        files[f"{STORE_SPACE}_{s}"] = prediction_file(s, STORE_SPACE)
         files[f"store_{s}"] = store_input(s)
     return files
 

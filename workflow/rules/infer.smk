@@ -1,5 +1,5 @@
-# Sliding-window inference with the fold ensemble, postprocessing, and the prediction back in
-# the subject's native space (voxflow.learn.infer).
+# Sliding-window inference with the fold ensemble, postprocessing, and the prediction on the store's
+# grid and back in the subject's native space (voxflow.learn.infer).
 PRED_DIR = os.path.join(OUT, "predictions")
 # The stores' grid: MNI152 (preprocess.space: mni), or the native image cropped and resampled (native).
 STORE_SPACE = "mni" if PRE["space"] == "mni" else "resampled"
@@ -9,6 +9,8 @@ def prediction_file(subject, space="native"):
     """A subject's prediction: in its native space (the raw scan's grid) or on the store's grid (STORE_SPACE)."""
     suffix = "" if space == "native" else f"_{space}"
     return os.path.join(PRED_DIR, subject, f"{subject}_seg{suffix}.nii.gz")
+
+
 PREDICT_MODEL = config["predict"]["model_dir"]
 if PREDICT_MODEL:
     # Predict-only: a trained model folder, every subject, no training.
@@ -45,8 +47,10 @@ rule predict:
         # to each of 2000 jobs at 10 000 subjects: Snakemake spends ~0.3 ms per listed file.
         postprocessing=os.path.join(MODEL_SRC, "postprocessing.json"),
     output:
-        mni=os.path.join(PRED_DIR, "{subject}", "{subject}_seg_mni.nii.gz"),
-        native=os.path.join(PRED_DIR, "{subject}", "{subject}_seg.nii.gz"),
+        # on the store's grid: <subject>_seg_mni.nii.gz (MNI152) or <subject>_seg_resampled.nii.gz (native
+        # space: the cropped, resampled native grid the network saw)
+        store_grid=prediction_file("{subject}", STORE_SPACE),
+        native=prediction_file("{subject}"),
         **({"prob_native": os.path.join(PRED_DIR, "{subject}", "{subject}_prob.nii.gz")}
            if config["infer"]["probabilities"] else {}),
     params:

@@ -3,8 +3,8 @@
 # Training subjects only (the parse-time split; the step re-reads split.json): test subjects never feed it.
 # The images travel as positional inputs (they order the DAG) and as path templates in --io, so the command
 # line does not grow with the cohort. Predict-only runs read the trained model's normalization.json.
-_norm_paths = {"image": sub_path(SPACE_STEP, "{modality}.nii"), "mask": SPACE_MASK,
-               "label": sub_path(SPACE_STEP, "label.nii.gz") if HAS_LABEL else None}
+_norm_paths = {"image": sub_path(OUT, SPACE_STEP, "{modality}.nii"), "mask": SPACE_MASK,
+               "label": sub_path(OUT, SPACE_STEP, "label.nii.gz") if HAS_LABEL else None}
 
 if NORM_JSON and not config["predict"]["model_dir"]:
 
@@ -16,7 +16,7 @@ if NORM_JSON and not config["predict"]["model_dir"]:
         output:
             normalization=NORM_JSON,
         params:
-            **step_params(PRE["normalize"] | {"modalities": MODS, "paths": _norm_paths,
+            **step_params(PRE["normalize"] | {"modalities": MODS, "methods": dict(SETTINGS.chain.norm_methods), "paths": _norm_paths,
                                              "space": PRE["space"], "scheduler": config["dask"]["scheduler"]}),
         log:
             os.path.join(OUT, "logs", "normalization_stats", "normalization_stats.log"),

@@ -3,10 +3,10 @@ from voxflow.learn.plan import make_split
 
 MODEL_DIR = os.path.join(OUT, "model")
 SPLIT_CFG = config["split"]
-TRAINING = HAS_LABEL and not config["predict"]["model_dir"]
-FOLDS = SPLIT_CFG["folds_to_train"] if SPLIT_CFG["folds_to_train"] is not None else list(range(SPLIT_CFG["n_folds"]))
+TRAINING = SETTINGS.training
+FOLDS = list(SETTINGS.folds)
 # A config that cannot be split even before any subject is excluded (too few training subjects for the folds,
-# unknown split.test_subjects) failed at load time already: voxflow.config_checks.check_config (common.smk).
+# unknown split.test_subjects) failed at load time already: voxflow.settings.checks (common.smk).
 
 _COHORT_CACHE = {}
 

@@ -1,44 +1,153 @@
-# One job per subject for the whole preprocessing chain (preprocess.granularity: subject, or auto
-# above 200 subjects): `voxflow step chain` runs the steps declared in CHAIN (validate ... to_zarr)
-# in one process, writing the same files as the per-step rules. Declared are only the zarr store and
-# the subject's QC folder as one output: Snakemake spends ~0.3 ms per declared file while building the
-# DAG, and one QC figure per step was 30 000 files at 10 000 subjects (the figures are report items
-# through `patterns`). The validation table is written undeclared (see validate.smk).
-# The job always writes the subject's status file (status/subjects/<subject>.json); with input.on_error: exclude a
-# failing step does not fail the job: the status names the step and the reason, the subject's store is
-# removed, and the cohort goes on without it (checkpoint cohort_status, plan.smk). Dataset-level
-# normalization: the chain stops before to_zarr, which runs as its own job after normalization_stats.
+# A subject's preprocessing chain (validate -> ingest -> coreg [-> denoise] -> n4 -> skullstrip -> mni | native
+# -> to_zarr). The chain is defined once, as data, in voxflow.chain.build_chain (its steps, their files and config,
+# ordered by their files); this file turns that one list into rules: one rule per step (preprocess.granularity:
+# step, or auto with input.on_error: stop), or one job per subject running every step in one process (subject,
+# or auto with exclude). Both write the same files. The step functions: voxflow.registry's table.
+from voxflow.chain import (RawSubject, build_chain, fused_steps, qc_path, raw_files, space_mask_path,
+                           step_spec, sub_path, template_paths, validation_table)
 
-# the fused chain's steps, in CHAIN order
-FUSED_CHAIN = [st for st in CHAIN if not (NORM_JSON and st.name == "to_zarr")]
-CHAIN_WRITES = {v for st in FUSED_CHAIN for v in st.output.values()}  # patterns, once at parse time
+CHAIN = build_chain(SETTINGS.chain, OUT, NORM_JSON)
+CHAIN_STEP = {st.name: st for st in CHAIN}
+SPACE_STEP = SETTINGS.chain.space_step
+SPACE_MASK = space_mask_path(OUT, SETTINGS.chain)
+TEMPLATE = template_paths(OUT, PRE["mni"]["resolution_mm"])
+DEMO_LAYOUT = INP["layout"] == "demo"
+
+
+def raw_subject(subject):
+    """A subject's raw files as the layout found them (voxflow.config.build_cohort, once at parse time)."""
+    return RawSubject(images=COHORT.images[subject], label=COHORT.labels[subject] if HAS_LABEL else None,
+                      problem=COHORT.problems.get(subject))
+
+
+def subject_spec(st, subject):
+    return step_spec(st, subject, raw_subject(subject), demo=DEMO_LAYOUT)
+
+
+rule template:
+    """nilearn's MNI152 template and brain mask at the registration's resolution (no download)."""
+    output:
+        **TEMPLATE,
+    params:
+        **step_params({"resolution_mm": PRE["mni"]["resolution_mm"]}),
+    log:
+        os.path.join(OUT, "logs", "template", "mni152.log"),
+    benchmark:
+        os.path.join(OUT, "benchmarks", "template", "mni152.tsv")
+    threads: 1
+    resources:
+        mem_mb=mem_mb("light"),
+        runtime=runtime_min("light"),
+    conda:
+        CONDA_ENV
+    shell:
+        step_cmd("template", subject="template")
+
+
+# --- one rule per step ---------------------------------------------------------------------------------------------
+
+
+def step_rule_inputs(st):
+    """The step's input files for a job (validate: only the raw files that exist, so that a missing one fails
+    that subject, not the DAG)."""
+    if st.raw_inputs:
+        return job_function(lambda wildcards: raw_files(raw_subject(wildcards.subject), DEMO_LAYOUT))
+    return job_function(lambda wildcards: {k: v.replace("{subject}", wildcards.subject) for k, v in st.inputs.items()})
+
+
+def step_rule_outputs(st):
+    outputs = {}
+    for key, path in st.outputs.items():
+        if key == st.qc:
+            outputs[key] = report(path, caption="../report/qc.rst", category="Preprocessing QC",
+                                  subcategory="{subject}", labels={"subject": "{subject}", "step": st.name})
+        else:
+            outputs[key] = directory(path) if key in st.folders else path
+    return outputs
+
+
+def step_rule_params(st):
+    """io: the job's files and config as JSON for `voxflow step`; settings: the config alone (Snakemake's params
+    rerun trigger ignores params computed from a job's files), see common.smk step_params."""
+    if st.subject_config is None:
+        return step_params(dict(st.config))
+    return step_params(lambda wildcards: subject_spec(st, wildcards.subject)["config"])
+
+
+if not FUSED:
+    for _st in CHAIN:
+
+        rule:
+            name:
+                _st.name
+            input:
+                unpack(step_rule_inputs(_st)),
+            output:
+                **step_rule_outputs(_st),
+            params:
+                **step_rule_params(_st),
+            log:
+                log_path(_st.name),
+            benchmark:
+                bench_path(_st.name)
+            priority: 10 if _st.raw_inputs else 0  # every subject's validation first: its table comes early
+            threads: 1
+            resources:
+                mem_mb=mem_mb(_st.weight),
+                runtime=runtime_min(_st.weight),
+            conda:
+                CONDA_ENV
+            shell:
+                step_cmd(_st.name)
+
+    rule subject_status:
+        """One job per step (input.on_error: stop): the subject's status file, written once its store is."""
+        input:
+            # with dataset-level normalization the subject is done before its store: to_zarr waits for
+            # normalization_stats, which waits for the split of the included subjects
+            done=SPACE_MASK if NORM_JSON else store("{subject}"),
+            validation=VALIDATION_TABLE,
+        output:
+            status=STATUS,
+        localrule: True
+        run:
+            from voxflow.status import write_status
+
+            write_status(output.status, wildcards.subject, store=store(wildcards.subject), validation=input.validation)
+
+
+# --- one job per subject -------------------------------------------------------------------------------------------
+# Declared are only the subject's status file, its QC folder (the figures are report items through `patterns`) and,
+# where it can be, the store: Snakemake spends ~0.3 ms per declared file while building the DAG, and one QC figure
+# per step was 30 000 files at 10 000 subjects. The job always writes the status file; with input.on_error: exclude
+# a failing step does not fail the job: the status names the step and the reason, the subject's files are removed,
+# and the cohort goes on without it (checkpoint cohort_status). Dataset-level normalization: the chain stops before
+# to_zarr, which runs as its own job after normalization_stats.
+CHAIN_WRITES = {p for st in CHAIN for p in st.outputs.values()}  # patterns, once at parse time
+# The chain's settings (params rerun trigger): the preprocessing config and what the steps read of the input
+# section; per subject the steps add only file paths, which are the job's inputs anyway.
+CHAIN_SETTINGS = settings_text(SETTINGS.chain.to_json())
 
 
 @job_function
 def chain_inputs(wildcards):
-    """The chain's files that no step of it writes: the raw scans (and the MNI template)."""
-    files = {}
-    for st in FUSED_CHAIN:
-        inp = st.input(wildcards) if callable(st.input) else st.input
-        files.update({f"{st.name}__{k}": v for k, v in inp.items() if v not in CHAIN_WRITES})
+    """The chain's files that no step of it writes: the raw scans and the MNI template."""
+    files = {f"raw__{k}": v for k, v in raw_files(raw_subject(wildcards.subject), DEMO_LAYOUT).items()}
+    for st in CHAIN:
+        if not (NORM_JSON and st.name == "to_zarr"):
+            files.update({f"{st.name}__{k}": v for k, v in st.inputs.items() if v not in CHAIN_WRITES})
     return files
-
-
-# The chain's settings (params rerun trigger, see step_params): the preprocessing config and what ingest
-# reads of the input section. One value for the cohort, computed once: per subject, the steps' configs
-# add only file paths, which are the job's inputs anyway (and a per-job function cost DAG time).
-CHAIN_SETTINGS = settings_text({"preprocess": PRE, "input": {k: INP[k] for k in ("modalities", "reference",
-                                                                               "label_values", "modality_types")}})
 
 
 @job_function
 def chain_params(wildcards, input, output):
-    steps = [st.for_subject(wildcards.subject) for st in FUSED_CHAIN]
-    if NORM_JSON:  # to_zarr runs later, as its own job: its check of the mask runs here, inside the chain
-        steps.append({"name": "space_mask", "input": {"mask": SPACE_MASK.replace("{subject}", wildcards.subject)},
-                      "output": {}, "config": {"space": PRE["space"]}})
+    s = wildcards.subject
+    raw = raw_subject(s)
     return json.dumps({"input": dict(input.items()), "output": dict(output.items()),
-                       "config": {"steps": steps, "on_error": ON_ERROR, "store": store(wildcards.subject)}})
+                       "config": {"settings": SETTINGS.chain.to_json(), "has_label": HAS_LABEL, "root": OUT,
+                                  "normalization": NORM_JSON, "demo": DEMO_LAYOUT, "on_error": ON_ERROR,
+                                  "store": store(s), "raw": {"images": raw.images, "label": raw.label,
+                                                             "problem": raw.problem}}})
 
 
 if FUSED:
@@ -48,7 +157,7 @@ if FUSED:
             unpack(chain_inputs),
         output:
             status=STATUS,
-            **({"zarr": directory(TO_ZARR.output["zarr"])} if STORE_DECLARED and not NORM_JSON else {}),
+            **({"zarr": directory(store("{subject}"))} if STORE_DECLARED and not NORM_JSON else {}),
             qc=report(directory(os.path.join(OUT, "qc", "{subject}")), patterns=["{step}.png"],
                       caption="../report/qc.rst", category="Preprocessing QC", subcategory="{subject}",
                       labels={"subject": "{subject}", "step": "{step}"}),
@@ -69,22 +178,38 @@ if FUSED:
             step_cmd("chain")
 
 
-if not FUSED:
+if FUSED and NORM_JSON:
+    # The fused chain stops before to_zarr (dataset-level normalization needs the cohort's statistics first):
+    # the subject's intermediate files are written by that chain, undeclared, so the job names its status file
+    # and finds the files in --io.
+    @job_function
+    def to_zarr_io(wildcards, input, output):
+        spec = subject_spec(CHAIN_STEP["to_zarr"], wildcards.subject)
+        return json.dumps({"input": {**spec["input"], **dict(input.items())}, "output": dict(output.items()),
+                           "config": spec["config"]})
 
-    rule subject_status:
-        """One job per step (input.on_error: stop): the subject's status file, written once its store is."""
+    rule to_zarr:
         input:
-            # with dataset-level normalization the subject is done before its store: to_zarr waits for
-            # normalization_stats, which waits for the split of the included subjects
-            done=SPACE_MASK if NORM_JSON else store("{subject}"),
-            validation=VALIDATION_TABLE,
-        output:
             status=STATUS,
-        localrule: True
-        run:
-            from voxflow.steps import write_status
-
-            write_status(output.status, wildcards.subject, store=store(wildcards.subject), validation=input.validation)
+            normalization=NORM_JSON,
+        output:
+            zarr=directory(store("{subject}")),
+        params:
+            io=to_zarr_io,
+            settings=step_params(lambda wildcards: subject_spec(CHAIN_STEP["to_zarr"], wildcards.subject)["config"])[
+                "settings"],
+        log:
+            log_path("to_zarr"),
+        benchmark:
+            bench_path("to_zarr")
+        threads: 1
+        resources:
+            mem_mb=mem_mb("light"),
+            runtime=runtime_min("light"),
+        conda:
+            CONDA_ENV
+        shell:
+            step_cmd("to_zarr")
 
 
 checkpoint cohort_status:
@@ -100,6 +225,6 @@ checkpoint cohort_status:
         test_subjects={"test_subjects": config["split"]["test_subjects"]},
     localrule: True
     run:
-        from voxflow.steps import merge_status
+        from voxflow.status import merge_status
 
         merge_status(list(input), output.cohort, params.test_subjects["test_subjects"])

@@ -1,8 +1,8 @@
 # One training job per fold (voxflow.learn.train); rerunning resumes from checkpoint_latest.pt.
 # train.gpus / train.processes > 1: the job runs under torchrun, one DDP process per GPU.
-from voxflow.learn.launch import train_gpus, train_processes
+from voxflow.learn.launch import train_gpus
 
-TRAIN_PROCESSES = train_processes(config["train"])  # checked with the rest of the config (voxflow.config_checks.check_config)
+TRAIN_PROCESSES = SETTINGS.train_processes  # DDP world size, checked with the rest of the config
 
 
 rule train:

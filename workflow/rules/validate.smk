@@ -1,55 +1,14 @@
-# Validation (voxflow.validate): each subject's raw files pass ingest's own checks before ingest runs.
-# The per-subject job succeeds whatever it finds and writes its problems (an empty table = clean);
+# Validation (voxflow.validate): each subject's raw files pass ingest's own checks before ingest runs (the
+# chain's first step, workflow/rules/preprocess.smk). The validate job succeeds whatever it finds and writes its problems (an empty table = clean);
 # ingest then fails with the table's first row. So under --keep-going a broken subject stops at its
 # ingest with one line while every other subject runs on, and the cohort table
 # (validation/problems.tsv, printed to the console as text) lists every problem of every subject.
 # A cohort rule that failed on a broken subject would block the whole run instead.
 
+from voxflow.chain import validation_table
+
 VALIDATION = os.path.join(OUT, "validation")
-VALIDATION_TABLE = os.path.join(VALIDATION, "subjects", "{subject}.tsv")
-
-
-@job_function
-def raw_inputs(wildcards):
-    """Only files that exist: a missing one must fail this subject's validation, not the whole DAG."""
-    files = dict(COHORT.images[wildcards.subject])
-    if HAS_LABEL:
-        files["label"] = COHORT.labels[wildcards.subject]
-    if INP["layout"] == "demo":
-        return {k if k == "label" else f"img_{k}": v for k, v in files.items()}
-    return {k if k == "label" else f"img_{k}": v for k, v in files.items() if v and os.path.exists(v)}
-
-
-def validation_config(wildcards):
-    s = wildcards.subject
-    return {"images": COHORT.images[s], "label": COHORT.labels[s], "reference": REF,
-            "label_values": INP["label_values"], "problem": COHORT.problems.get(s)}  # found at parse time
-
-
-VALIDATE = StepIO("validate", input=raw_inputs, output={"table": VALIDATION_TABLE}, config=validation_config)
-
-
-if not FUSED:
-    rule validate:
-        input:
-            unpack(raw_inputs),
-        output:
-            **VALIDATE.output,
-        params:
-            **step_params(VALIDATE.config),
-        log:
-            log_path("validate"),
-        benchmark:
-            bench_path("validate")
-        priority: 10  # every subject's check before the long per-subject chains: the table comes early
-        threads: 1
-        resources:
-            mem_mb=mem_mb("light"),
-            runtime=runtime_min("light"),
-        conda:
-            CONDA_ENV
-        shell:
-            step_cmd("validate")
+VALIDATION_TABLE = validation_table(OUT)  # voxflow.chain: <output_dir>/validation/subjects/<subject>.tsv
 
 
 PROBLEMS = {"table": os.path.join(VALIDATION, "problems.tsv"), "text": os.path.join(VALIDATION, "problems.txt")}

@@ -1,6 +1,11 @@
 """Inference: sliding window over a subject's zarr store, fold ensemble, postprocessing, and the
 prediction mapped back to the subject's native grid through the kept inverse transforms.
 
+The store's grid is MNI152 (preprocess.space: mni) or the native image cropped and resampled
+(preprocess.space: native); the prediction is written on it too, under the workflow's name for that
+space (`_seg_mni` or `_seg_resampled`). Nothing here depends on which: the store's geometry and its
+transforms.json (registration inverses, or one identity transform) say how to go back.
+
 The native-space file takes the raw reference scan's header (NIfTI: its affine and header; other
 formats: its SimpleITK geometry), so it overlays the input in any viewer.
 """
@@ -8,7 +13,7 @@ formats: its SimpleITK geometry), so it overlays the input in any viewer.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -47,13 +52,14 @@ def labels_from_probabilities(probs: np.ndarray, label_values: Sequence[int]) ->
 
 
 def store_geometry(store_path: str) -> dict:
+    """The store's voxflow attributes: its grid (shape, origin, spacing, direction) and transforms."""
     import zarr
 
     return dict(zarr.open_group(store_path, mode="r").attrs["voxflow"])
 
 
-def mni_image(arr_zyx: np.ndarray, meta: dict):
-    """An ANTs image on the store's MNI grid."""
+def store_grid_image(arr_zyx: np.ndarray, meta: dict):
+    """An ANTs image on the store's grid (MNI152, or the cropped and resampled native grid)."""
     import ants
 
     return ants.from_numpy(np.ascontiguousarray(arr_zyx.T).astype(np.float32), origin=tuple(meta["origin_xyz"]),
@@ -87,12 +93,15 @@ def write_like(arr_native_xyz: np.ndarray, reference_path: str, out_path: str | 
 
 
 def to_native(arr_zyx: np.ndarray, meta: dict, is_label: bool = True) -> np.ndarray:
-    """MNI array -> array in the raw reference file's voxel order (x, y, z), via the inverse transforms."""
+    """Array on the store's grid -> array in the raw reference file's voxel order (x, y, z), via the kept
+    transforms back to native space (the inverse registration, or the identity of the native path)."""
     import ants
 
     from voxflow.preprocess.mni import load_transforms
 
     tr = meta["transforms"]
+    # "mni_to_native" is the key of the way back in every transforms.json, the native path's identity
+    # included (voxflow.preprocess.native.write_identity_transforms writes the MNI step's keys)
     files, invert = load_transforms(tr["dir"], "mni_to_native")
     ref = tr["native_reference"]
     # voxflow's reader, not ants.image_read: it reads every format validation accepts (a DICOM series folder,
@@ -100,20 +109,23 @@ def to_native(arr_zyx: np.ndarray, meta: dict, is_label: bool = True) -> np.ndar
     native = ants.from_sitk(read_raw(ref))
     if native.dimension == 4:
         native = ants.slice_image(native, axis=3, idx=0)
-    warped = ants.apply_transforms(fixed=native, moving=mni_image(arr_zyx, meta), transformlist=files,
+    warped = ants.apply_transforms(fixed=native, moving=store_grid_image(arr_zyx, meta), transformlist=files,
                                    whichtoinvert=invert, interpolator="genericLabel" if is_label else "linear")
     return warped.numpy()
 
 
-def write_mni(arr_zyx: np.ndarray, meta: dict, out_path: str | Path, dtype=np.uint8) -> None:
-    img = mni_image(arr_zyx, meta).astype("uint8" if dtype == np.uint8 else "float32")
+def write_store_grid(label_zyx: np.ndarray, meta: dict, out_path: str | Path) -> None:
+    """Write a label map on the store's grid (uint8)."""
+    img = store_grid_image(label_zyx, meta).astype("uint8")
     with atomic_path(out_path) as tmp:
         img.to_file(str(tmp))
 
 
 def predict_subject(store_path: str, model_paths: Sequence[str], postprocess: dict | None, cfg: dict,
-                    out_mni: str, out_native: str, out_prob_native: str | None = None,
+                    out_store_grid: str, out_native: str, out_prob_native: str | None = None,
                     device: torch.device | None = None) -> dict:
+    """Predict one subject: the label map on the store's grid (`out_store_grid`) and on the raw reference
+    grid (`out_native`), optionally the foreground probability on the raw grid (`out_prob_native`)."""
     from voxflow.learn.postprocess import apply_postprocessing
     from voxflow.learn.train import pick_device
 
@@ -122,14 +134,14 @@ def predict_subject(store_path: str, model_paths: Sequence[str], postprocess: di
     seg = labels_from_probabilities(probs, plans["label_values"])
     import zarr
 
-    root = zarr.open_group(store_path, mode="r")
-    meta = dict(root.attrs["voxflow"])
-    brain = root["labels/brain/0"][:] > 0
+    meta = store_geometry(store_path)
+    # the store's foreground mask (the brain; in native space the body or skull-stripping mask)
+    brain = zarr.open_group(store_path, mode="r")["labels/brain/0"][:] > 0
     seg = np.where(brain, seg, 0).astype(np.uint8)
     if postprocess:
         seg = apply_postprocessing(seg, postprocess, fill_holes_labels=postprocess.get("fill_holes") or (),
                                    open_close=postprocess.get("open_close"))
-    write_mni(seg, meta, out_mni)
+    write_store_grid(seg, meta, out_store_grid)
     native = to_native(seg, meta, is_label=True).astype(np.uint8)
     write_like(native, meta["transforms"]["native_reference"], out_native)
     if out_prob_native:

@@ -6,7 +6,7 @@ seconds on every `snakemake` invocation.
 
 from __future__ import annotations
 
-from voxflow.config import ConfigError
+from voxflow.errors import ConfigError
 
 
 def train_processes(train: dict) -> int:

@@ -86,6 +86,8 @@ def deep_supervision_weights(n_outputs: int) -> list[float]:
 class SegLoss(nn.Module):
     """The callable that :func:`make_loss` returns (a Module so it moves with ``.to``)."""
 
+    class_weights: Tensor | None  # a (non-persistent) buffer, registered in __init__
+
     def __init__(self, name: str, n_classes: int, class_weights: Sequence[float] | None,
                  ds_weights: Sequence[float] | None, reduce_sum: Callable[[Tensor], Tensor] | None = None,
                  world_size: int = 1):

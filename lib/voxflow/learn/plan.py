@@ -8,7 +8,7 @@ choices the config overrode, the split holds which subject is in which fold.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

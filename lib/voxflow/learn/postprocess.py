@@ -9,7 +9,7 @@ Connectivity is full (26-neighbourhood in 3D) for components, as in nnU-Net.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -27,7 +27,9 @@ LabelSpec = Sequence[int | Sequence[int]]
 
 def _groups(labels: LabelSpec) -> list[list[int]]:
     """``[1, [2, 4]]`` -> ``[[1], [2, 4]]``."""
-    return [[int(lab)] if np.isscalar(lab) else [int(x) for x in lab] for lab in labels]
+    # np.isscalar narrows only its True branch; the casts tell mypy what the two branches hold
+    return [[int(cast(int, lab))] if np.isscalar(lab) else [int(x) for x in cast(Sequence[int], lab)]
+            for lab in labels]
 
 
 def _largest_only(mask: np.ndarray) -> np.ndarray:

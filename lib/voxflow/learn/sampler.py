@@ -10,8 +10,8 @@ At least `ceil(batch * fg_fraction)` samples of every batch are forced to contai
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from voxflow.preprocess.store import write_json_atomic
-from voxflow.steps import step, store_path, subject_lists
+from voxflow.status import store_path, subject_lists
 
 
 def _stores(inp: dict, subjects: list[str] | None = None) -> dict[str, str]:
@@ -22,7 +22,6 @@ def _stores(inp: dict, subjects: list[str] | None = None) -> dict[str, str]:
     return found if subjects is None else {s: found[s] for s in subjects}
 
 
-@step
 def split(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
     from voxflow.learn.plan import make_split
 
@@ -41,7 +40,6 @@ def split(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> di
     return {"test": sp["test"], "folds": [len(f["val"]) for f in sp["folds"]]}
 
 
-@step
 def plan(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
     import torch
 
@@ -57,7 +55,6 @@ def plan(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dic
     return {k: plans[k] for k in ("dim", "patch_size", "batch_size", "n_stages", "overridden_by_config")}
 
 
-@step
 def train(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
     import torch
 
@@ -92,7 +89,6 @@ def train(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> di
     return info
 
 
-@step
 def postprocess_plan(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
     import zarr
 
@@ -121,7 +117,6 @@ def postprocess_plan(subject: str, inp: dict, out: dict, cfg: dict, threads: int
     return decision
 
 
-@step
 def predict(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
     import torch
 
@@ -139,4 +134,4 @@ def predict(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> 
         raise InputError(subject, models[0], f"model was trained on modalities {plans['modalities']}, "
                                              f"the config gives {cfg['modalities']}")
     post = json.loads(Path(inp["postprocessing"]).read_text()) if inp.get("postprocessing") else None
-    return predict_subject(store_path(inp["store"]), models, post, cfg, out["mni"], out["native"], out.get("prob_native"))
+    return predict_subject(store_path(inp["store"]), models, post, cfg, out["store_grid"], out["native"], out.get("prob_native"))

@@ -100,14 +100,17 @@ def augment_samples(img: torch.Tensor, lab: torch.Tensor, cfg: AugmentConfig, se
     return torch.cat([o[0] for o in out]), torch.cat([o[1] for o in out])
 
 
-def pseudo_dice(logits: torch.Tensor, target: torch.Tensor, n_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def pseudo_dice(logits: torch.Tensor, target: torch.Tensor,
+                n_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-class TP, FP, FN over a batch (nnU-Net's online pseudo-Dice accumulates these)."""
     pred = logits.argmax(1)
     tgt = target[:, 0]
     tp, fp, fn = (np.zeros(n_classes) for _ in range(3))
     for c in range(1, n_classes):
         p, t = pred == c, tgt == c
-        tp[c] += float((p & t).sum()); fp[c] += float((p & ~t).sum()); fn[c] += float((~p & t).sum())
+        tp[c] += float((p & t).sum())
+        fp[c] += float((p & ~t).sum())
+        fn[c] += float((~p & t).sum())
     # whole foreground in slot 0
     p, t = pred > 0, tgt > 0
     tp[0], fp[0], fn[0] = float((p & t).sum()), float((p & ~t).sum()), float((~p & t).sum())
@@ -204,13 +207,15 @@ def _train(train_paths, val_paths, plans, cfg, out_dir: Path, d: ddp.Dist, progr
     torch.manual_seed(seed)
     n_classes = plans["n_classes"]
     fmt = memory_format(plans)
-    net = network_from_plans(plans, cfg["deep_supervision"]).to(device, memory_format=fmt)
+    # torch's stubs for Module.to lack memory_format, which it takes (and passes to every tensor)
+    net = network_from_plans(plans, cfg["deep_supervision"]).to(device, memory_format=fmt)  # type: ignore[call-overload]
     ds_weights = deep_supervision_weights(plans["n_stages"] - 1) if cfg["deep_supervision"] else None
     class_weights = None
     if cfg["loss"] == "wce":
         class_weights = inverse_frequency_weights([plans["class_voxels"][str(v)] for v in plans["label_values"]])
     loss_fn = make_loss(cfg["loss"], n_classes, class_weights, ds_weights,
                         ddp.sum_over_processes if d.enabled else None, d.world)
+    opt: torch.optim.Optimizer
     if cfg["optimizer"] == "sgd":
         opt = torch.optim.SGD(net.parameters(), lr=cfg["lr"], momentum=0.99, nesterov=True,
                               weight_decay=cfg["weight_decay"])
@@ -319,7 +324,7 @@ def _validate(net, batches, plans, device, amp) -> np.ndarray:
     if not batches:
         return np.full(plans["n_classes"], np.nan)
     net.eval()
-    tp = fp = fn = 0
+    tp = fp = fn = np.zeros(plans["n_classes"])
     for img, lab in batches:
         img, lab = to_network_input(img.to(device), lab.to(device), plans)
         img = img.contiguous(memory_format=memory_format(plans))
@@ -335,7 +340,7 @@ def load_trained(model_path: str | Path, device: torch.device) -> tuple[torch.nn
     state = load_checkpoint(Path(model_path), device)
     plans = json.loads(state["plans"])
     net = network_from_plans(plans, deep_supervision=bool(state.get("deep_supervision", False)))
-    net = net.to(device, memory_format=memory_format(plans))
+    net = net.to(device, memory_format=memory_format(plans))  # type: ignore[call-overload]
     net.load_state_dict(state["model"])
     net.eval()
     return net, plans

@@ -19,7 +19,7 @@ every subject's to_zarr step reads back, test subjects included: nothing is lear
 from __future__ import annotations
 
 import zlib
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 

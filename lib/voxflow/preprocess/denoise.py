@@ -41,7 +41,7 @@ def denoise_subject(images: dict, out_images: dict, modality_types: dict, *, mod
 
     from voxflow.io import write_ants
 
-    info = {}
+    info: dict[str, dict[str, object] | str] = {}
     for mod, path in images.items():
         img = ants.image_read(path)
         if modalities is None or mod in modalities:

@@ -7,7 +7,8 @@ estimated later still apply to the raw files.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
@@ -53,7 +54,8 @@ def check_label_values(label: sitk.Image, subject: str, path: str, allowed: set[
         raise InputError(subject, path, f"label values {sorted(v for v in values if not 0 <= v <= 255)} "
                                         "outside 0..255")
     if allowed is not None and not values <= allowed:
-        raise InputError(subject, path, f"label values {sorted(values - allowed)} not in the declared set {sorted(allowed)}")
+        raise InputError(subject, path,
+                         f"label values {sorted(values - allowed)} not in the declared set {sorted(allowed)}")
 
 
 def check_label(label: sitk.Image, reference: sitk.Image, subject: str, path: str,
@@ -85,7 +87,7 @@ def ingest_subject(subject: str, images: Mapping[str, str], out_images: Mapping[
     if label is not None:
         lab_img = read_image(label, subject, what="label", allow_constant=True)
         lab = check_label(lab_img, loaded[reference], subject, label, label_values)
-    info = {"subject": subject, "modalities": {}}
+    info: dict[str, Any] = {"subject": subject, "modalities": {}}
     for mod, img in loaded.items():
         write_image(canonical(img), out_images[mod])
         info["modalities"][mod] = {"source": str(images[mod]), "size": img.GetSize(),

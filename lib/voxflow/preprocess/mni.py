@@ -36,7 +36,6 @@ def register_to_template(moving, fixed, transform: str = "affine", seed: int = 1
                          aff_iterations=(100, 50, 25), syn_iterations=(40, 20, 0),
                          work_spacing_mm: float = 3.0, sampling_rate: float = 0.1) -> dict:
     """Estimate native -> MNI. Returns ANTs' registration dict (fwdtransforms, invtransforms)."""
-    import ants
 
     if transform not in TRANSFORMS:
         raise ValueError(f"mni.transform must be one of {sorted(TRANSFORMS)}; got {transform!r}")

@@ -67,7 +67,7 @@ def correct_subject(images: dict, out_images: dict, out_fields: dict, modality_t
 
     from voxflow.io import write_ants
 
-    stats = {}
+    stats: dict[str, dict[str, float] | str] = {}
     for mod, path in images.items():
         img = ants.image_read(path)
         if enabled and modality_types.get(mod, "mr") == "mr":

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -67,8 +67,8 @@ def target_grid(img: sitk.Image, spacing_xyz: Sequence[float]) -> dict:
 def separate_axis(spacing_xyz: Sequence[float], target_xyz: Sequence[float], threshold: float) -> int | None:
     """nnU-Net's rule: the coarse axis of the source (or else of the target) when its spacing ratio
     exceeds `threshold`; None = one isotropic 3D interpolation."""
-    for sp in (spacing_xyz, target_xyz):
-        sp = np.asarray(sp, dtype=float)
+    for spacing in (spacing_xyz, target_xyz):
+        sp = np.asarray(spacing, dtype=float)
         if sp.max() / sp.min() > threshold:
             return int(np.argmax(sp))
     return None
@@ -100,7 +100,10 @@ def resample_labels(lab: sitk.Image, classes: Sequence[int], spacing_xyz: Sequen
     """Label map to `spacing_xyz`: each class as a linear-interpolated one-hot map (through-plane
     nearest on anisotropic data, as for images), then the most likely class per voxel."""
     arr = sitk.GetArrayViewFromImage(lab)
-    best = out = total = grid = None
+    best: np.ndarray | None = None
+    out: np.ndarray | None = None
+    total: np.ndarray | None = None
+    grid: sitk.Image | None = None
     for c in classes:
         onehot = sitk.GetImageFromArray((arr == c).astype(np.float32))
         onehot.CopyInformation(lab)
@@ -109,9 +112,11 @@ def resample_labels(lab: sitk.Image, classes: Sequence[int], spacing_xyz: Sequen
         if best is None:
             best, out, total = p.copy(), np.full(p.shape, c, np.uint8), p
         else:
+            assert out is not None and total is not None
             win = p >= best  # ties go to the later (usually the smaller, nested) class, as in nnU-Net
             best[win], out[win] = p[win], c
             total += p
+    assert out is not None and total is not None and best is not None, "no classes"
     out[1.0 - total > best] = 0  # foreground wins ties with background, as in nnU-Net
     res = sitk.GetImageFromArray(out)
     res.CopyInformation(grid)
@@ -194,7 +199,7 @@ def native_subject(subject: str, images: dict, reference: str, modality_types: d
             "source_spacing_xyz": [float(s) for s in ref.GetSpacing()],
             "target_spacing_xyz": [float(s) for s in spacing_xyz],
             "separate_axis": axis, "shape_xyz": list(fg_out.GetSize())}
-    if lab is not None:
+    if lab is not None and out_label:  # lab is read only when out_label is given
         cropped = cut(lab)
         lab_out = (resample_labels(cropped, classes, spacing_xyz, anisotropy_threshold) if classes
                    else _resample(cropped, target_grid(cropped, spacing_xyz), sitk.sitkNearestNeighbor, 0))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from typing import cast
 
 import numpy as np
 from scipy import ndimage
@@ -33,8 +34,8 @@ def deepbet_mask(img, threshold: float = 0.5, threads: int = 1):
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "in.nii")  # uncompressed: gzip of float noise costs ~1 s
         img.to_file(path)
-        nii = nib.load(path)
-        nii = nib.Nifti1Image(np.asarray(nii.dataobj, dtype=np.float32), nii.affine, nii.header)
+        loaded = cast("nib.Nifti1Image", nib.load(path))  # nib.load is typed as the base class
+        nii = nib.Nifti1Image(np.asarray(loaded.dataobj, dtype=np.float32), loaded.affine, loaded.header)
         bet = BrainExtraction(no_gpu=not torch.cuda.is_available())
         _, mask_nii, _ = bet.run(nii, threshold=threshold)
         out = os.path.join(tmp, "mask.nii")

@@ -106,11 +106,11 @@ def write_subject_store(path: str | Path, image: np.ndarray, mask: np.ndarray, l
                                             for m in modalities]}
         labels = root.create_group("labels")
         label_names = []
-        for name, arr in (("lesion", label), ("brain", mask)):
-            if arr is None:
+        for name, lab in (("lesion", label), ("brain", mask)):
+            if lab is None:
                 continue
             g = labels.create_group(name)
-            lv = [arr.astype(np.uint8), _downsample(arr.astype(np.uint8), True)]
+            lv = [lab.astype(np.uint8), _downsample(lab.astype(np.uint8), True)]
             for lvl, a in enumerate(lv):
                 g.create_array(str(lvl), data=a, chunks=tuple(min(chunk, s) for s in a.shape), compressors=comp)
             g.attrs["multiscales"] = _multiscales(name, spacing_zyx, False, len(lv))

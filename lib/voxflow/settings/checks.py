@@ -8,7 +8,8 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from voxflow.config import Cohort, ConfigError, _listing, _plural
+from voxflow.cohort import Cohort, _listing, _plural
+from voxflow.errors import ConfigError
 
 
 # --- cross-field checks, once the cohort is known ---------------------------------------------------------------------

@@ -1,0 +1,127 @@
+"""The report's figures: arrays and tables in, PNG data URIs out (no file is read here, except the QC
+thumbnails' PNG bytes that `png_uri` is given). voxflow.report_data reads the files; voxflow.report
+puts the URIs into the page."""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+PLOT_METRICS = ("dice", "hd95", "assd", "nsd")
+REF_COLOR, PRED_COLOR = "#22c55e", "#ef4444"
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"font.size": 9, "axes.spines.top": False, "axes.spines.right": False,
+                         "axes.titlesize": 10, "axes.grid": True, "grid.alpha": 0.3})
+    return plt
+
+
+def data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def fig_uri(fig, dpi: int = 90) -> str:
+    """A matplotlib figure as a PNG data URI (the figure is closed)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", facecolor="white")
+    _plt().close(fig)
+    return data_uri(buf.getvalue())
+
+
+def png_uri(path: str | Path, max_width: int | None = None) -> str:
+    """A PNG file as a data URI; with `max_width`, a thumbnail (downscaled, 256-colour palette: ~5x smaller)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im.load()
+        if max_width and im.width > max_width:
+            im = im.convert("RGB").resize((max_width, max(1, round(im.height * max_width / im.width))), Image.LANCZOS)
+            im = im.quantize(256, method=Image.Quantize.FASTOCTREE)
+        buf = io.BytesIO()
+        im.save(buf, format="PNG", optimize=True)
+    return data_uri(buf.getvalue())
+
+
+def metric_figures(metrics: pd.DataFrame, space: str, space_label: str) -> list[dict]:
+    """Box/strip plot per metric of PLOT_METRICS (rows of `space`), one box per label: [{uri, caption}]."""
+    plt = _plt()
+    df = metrics[metrics["space"] == space]
+    labels = list(dict.fromkeys(df["label"]))
+    rng, figs = np.random.default_rng(0), []
+    for m in (m for m in PLOT_METRICS if m in df):
+        data = {lab: pd.to_numeric(df.loc[df["label"] == lab, m], errors="coerce").dropna().to_numpy()
+                for lab in labels}
+        data = {k: v for k, v in data.items() if len(v)}
+        fig, ax = plt.subplots(figsize=(max(3.6, 0.7 * len(data) + 1.4), 3.0))
+        ax.boxplot(list(data.values()), widths=0.55, showfliers=False, medianprops={"color": "#1e3a8a", "lw": 1.5},
+                   boxprops={"color": "#64748b"})
+        for j, d in enumerate(data.values(), 1):
+            ax.scatter(j + rng.uniform(-0.16, 0.16, len(d)), d, s=12, alpha=0.75, color="#2563eb",
+                       edgecolor="white", linewidth=0.4, zorder=3)
+        ax.set_xticks(range(1, len(data) + 1), list(data), rotation=25, ha="right")
+        ax.set_title(f"{m}{' (mm)' if m in ('hd95', 'assd') else ''}, {space_label}")
+        if m in ("dice", "nsd"):
+            ax.set_ylim(-0.03, 1.03)
+        figs.append({"uri": fig_uri(fig), "caption": f"{m} per label ({space_label}); one point per subject"})
+    return figs
+
+
+def overlay_uri(image: np.ndarray, ref: np.ndarray | None, pred: np.ndarray | None, spacing_zyx, title: str) -> str:
+    """Three orthogonal slices of `image` (Z, Y, X) through the reference lesion's centre (else the
+    prediction's, else the middle), with the reference (green) and prediction (red) contours."""
+    from voxflow.qc import _aspects, mid_slices
+
+    plt = _plt()
+    basis = next((m for m in (ref, pred) if m is not None and m.any()), None)
+    center = tuple(int(c) for c in np.round(np.argwhere(basis > 0).mean(0))) if basis is not None else None
+    lo, hi = np.percentile(image[image != 0] if np.any(image != 0) else image, [1, 99.5])
+    fig, axes = plt.subplots(1, 3, figsize=(7.5, 2.7))
+    aspects = _aspects(spacing_zyx)
+    for c, (ax, sl) in enumerate(zip(axes, mid_slices(image, center))):
+        ax.imshow(sl, cmap="gray", origin="lower", aspect=aspects[c], vmin=lo, vmax=hi, interpolation="nearest")
+        ax.set_xticks([]), ax.set_yticks([]), ax.grid(False)
+        for mask, color, lw in ((ref, REF_COLOR, 1.8), (pred, PRED_COLOR, 0.9)):
+            m = mid_slices(mask > 0, center)[c] if mask is not None else None
+            if m is not None and m.any() and not m.all():
+                ax.contour(m.astype(float), levels=[0.5], colors=color, linewidths=lw)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig_uri(fig, dpi=80)
+
+
+def curve_figure(curve: pd.DataFrame, fold: str) -> dict:
+    """A fold's training loss and validation pseudo-Dice per epoch: {uri, caption} (caption: epochs, best Dice)."""
+    fig, (a1, a2) = _plt().subplots(1, 2, figsize=(8, 2.6))
+    if "train_loss" in curve:
+        a1.plot(curve["epoch"], curve["train_loss"], color="#2563eb")
+    a1.set_title(f"{fold}: training loss"), a1.set_xlabel("epoch")
+    for col, ls, lab in (("val_dice_fg", "-", "foreground"), ("val_dice_mean", "--", "mean class")):
+        if col in curve:
+            a2.plot(curve["epoch"], curve[col], ls=ls, label=lab, color="#16a34a" if ls == "-" else "#65a30d")
+    a2.set_ylim(0, 1), a2.set_title(f"{fold}: validation pseudo-Dice"), a2.set_xlabel("epoch")
+    a2.legend(fontsize=8)
+    best = ""
+    if "val_dice_fg" in curve and curve["val_dice_fg"].notna().any():
+        k = curve["val_dice_fg"].idxmax()
+        best = f", best val Dice {curve.loc[k, 'val_dice_fg']:.3f} at epoch {int(curve.loc[k, 'epoch'])}"
+    return {"uri": fig_uri(fig), "caption": f"{fold}: {len(curve)} epochs{best}"}
+
+
+def runtime_figure(table: pd.DataFrame) -> dict:
+    """Total and mean seconds per rule (runtime_table's columns), as horizontal bars: {uri, caption}."""
+    fig, axes = _plt().subplots(1, 2, figsize=(9, 0.3 * len(table) + 1.2), sharey=True)
+    for ax, col, color in zip(axes, ("total s", "mean s"), ("#2563eb", "#0d9488")):
+        ax.barh(table["rule"], table[col], color=color)
+        ax.set_title(f"{col.split()[0]} seconds per rule")
+    axes[0].invert_yaxis()
+    return {"uri": fig_uri(fig), "caption": "run time per rule (benchmarks/)"}

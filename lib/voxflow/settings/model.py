@@ -1,0 +1,145 @@
+"""Typed, resolved settings: what a run does, derived once from the validated config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Mapping
+
+# Dataset-level intensity normalizations: learned over the training subjects (model/normalization.json),
+# applied by every subject's to_zarr, so the store is written after a cohort step.
+DATASET_NORMALIZATIONS = frozenset({"ct_dataset", "nyul"})
+
+
+def _frozen(d: Mapping) -> Mapping:
+    return MappingProxyType(dict(d))
+
+
+@dataclass(frozen=True)
+class ChainSettings:
+    """What one subject's preprocessing chain needs (voxflow.chain): from the workflow's config, or from a
+    trained model's settings.json (`voxflow predict`), so both run the same chain."""
+
+    modalities: tuple[str, ...]
+    reference: str
+    modality_types: Mapping[str, str]  # every modality: "mr" or "ct"
+    label_values: tuple[int, ...] | None
+    has_label: bool
+    preprocess: Mapping[str, Any]  # the config's preprocess section (schema defaults filled)
+    norm_methods: Mapping[str, str] = field(default_factory=dict)  # modality -> normalization method
+
+    @classmethod
+    def from_sections(cls, inp: Mapping[str, Any], preprocess: Mapping[str, Any], has_label: bool) -> ChainSettings:
+        mods = tuple(inp["modalities"])
+        types = inp.get("modality_types") or {}
+        norm = preprocess["normalize"]
+        return cls(modalities=mods, reference=inp.get("reference") or mods[0],
+                   modality_types=_frozen({m: types.get(m, "mr") for m in mods}),
+                   label_values=tuple(inp["label_values"]) if inp.get("label_values") else None,
+                   has_label=has_label, preprocess=preprocess,
+                   norm_methods=_frozen({m: (norm.get("per_modality") or {}).get(m, norm["method"]) for m in mods}))
+
+    @classmethod
+    def from_json(cls, settings: Mapping[str, Any], has_label: bool = False) -> ChainSettings:
+        """From a model's settings.json (to_json's sections); no label: a scan to predict has none."""
+        return cls.from_sections(settings["input"], settings["preprocess"], has_label)
+
+    def to_json(self) -> dict:
+        """The sections a model's settings.json keeps (with the config's `infer`, added by the caller)."""
+        return {"input": {"modalities": list(self.modalities), "reference": self.reference,
+                          "modality_types": dict(self.modality_types),
+                          "label_values": list(self.label_values) if self.label_values else None},
+                "preprocess": self.preprocess}
+
+    def is_ct(self, modality: str) -> bool:
+        return self.modality_types.get(modality, "mr") == "ct"
+
+    @property
+    def space(self) -> str:
+        """Where the stores live: "mni" (registered to MNI152) or "native" (cropped and resampled)."""
+        return str(self.preprocess["space"])
+
+    @property
+    def store_space(self) -> str:
+        """The name of the stores' grid in outputs and tables: nothing native is called "mni"."""
+        return "mni" if self.space == "mni" else "resampled"
+
+    @property
+    def space_step(self) -> str:
+        """The step that writes the stores' grid: the MNI registration, or the native crop and resampling."""
+        return "mni" if self.space == "mni" else "native"
+
+    @property
+    def denoise(self) -> bool:
+        return bool(self.preprocess["denoise"]["enabled"])
+
+    @property
+    def ct_direct(self) -> bool:
+        """Every modality CT, no skull stripping, native space: N4 would only copy the images and skull
+        stripping 'none' would keep the whole field of view, so the chain goes from co-registration (or
+        denoising) straight to the native-space crop."""
+        return (self.space == "native" and self.preprocess["skullstrip"]["method"] == "none"
+                and all(self.is_ct(m) for m in self.modalities))
+
+    @property
+    def dataset_norm(self) -> bool:
+        """Some modality's normalization is learned over the cohort (model/normalization.json)."""
+        return bool(set(self.norm_methods.values()) & DATASET_NORMALIZATIONS)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A run's settings: the chain's, and the workflow's (how subjects run, what is trained and predicted)."""
+
+    config: Mapping[str, Any]  # the validated config, for the sections passed through unchanged
+    chain: ChainSettings
+    output_dir: str
+    subjects: tuple[str, ...]
+    on_error: str  # "exclude": a failing subject is left out; "stop": the run stops
+    fused: bool  # one job per subject (the whole chain), else one job per step
+    predict_model_dir: str | None  # predict-only run: the trained model folder
+    training: bool
+    evaluate: bool
+    folds: tuple[int, ...]
+    train_processes: int  # DDP world size of a training job
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], cohort) -> Settings:
+        from voxflow.learn.launch import train_processes
+
+        inp, pre, split = config["input"], config["preprocess"], config["split"]
+        has_label = inp["label"] is not None
+        model_dir = config["predict"]["model_dir"] or None
+        on_error = inp["on_error"]
+        # One job per subject (the whole chain) or one per step. `auto`: per subject with on_error: exclude
+        # (Snakemake runs nothing downstream of a failed job, so excluding a failing subject needs its chain
+        # in one job that always ends with its status file), per step with stop (each step resumable on its
+        # own). Never the cohort's size: a 10-subject test and a 10 000-subject run build the same graph.
+        fused = pre["granularity"] == "subject" or (pre["granularity"] == "auto" and on_error == "exclude")
+        folds = split["folds_to_train"] if split["folds_to_train"] is not None else list(range(split["n_folds"]))
+        return cls(config=config, chain=ChainSettings.from_sections(inp, pre, has_label),
+                   output_dir=str(config["output_dir"]), subjects=tuple(cohort.subjects), on_error=on_error,
+                   fused=fused, predict_model_dir=model_dir, training=has_label and not model_dir,
+                   evaluate=has_label and (bool(model_dir) or config["train"]["epochs"] > 0),
+                   folds=tuple(int(k) for k in folds), train_processes=train_processes(config["train"]))
+
+    @property
+    def model_dir(self) -> str:
+        """The model the predictions use: the trained one of this run, or predict.model_dir."""
+        import os
+
+        return self.predict_model_dir or os.path.join(self.output_dir, "model")
+
+    @property
+    def normalization_json(self) -> str | None:
+        """model/normalization.json when some modality's normalization is learned over the cohort."""
+        import os
+
+        return os.path.join(self.model_dir, "normalization.json") if self.chain.dataset_norm else None
+
+    @property
+    def store_declared(self) -> bool:
+        """Whether a rule declares the zarr store as its output. The fused job of the exclude mode cannot (a job
+        must write every declared output, and an excluded subject has no store): there the status file stands
+        for the store, and the steps that read a store resolve it (voxflow.status.store_path)."""
+        return not self.fused or self.chain.dataset_norm or self.on_error == "stop"
