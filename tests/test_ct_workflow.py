@@ -160,11 +160,11 @@ def test_nyul_dag_learns_from_training_subjects_and_denoises_before_n4(tmp_path)
 ])
 def test_ct_config_mistakes_are_named(pre, key):
     from voxflow.config import validate_config
-    from voxflow.preprocess.native import ct_config_problems
+    from voxflow.settings.checks import ct_problems
 
     cfg = validate_config({"input": {"layout": "folders", "root": "x", "modalities": ["ct"],
                                      "modality_types": {"ct": "ct"}}, "preprocess": pre}, SCHEMA)
-    problems = ct_config_problems(cfg)
+    problems = ct_problems(cfg)
     assert problems == ([] if key is None else [p for p in problems if f"config error at '{key}'" in p]) and \
         len(problems) == (key is not None)
 

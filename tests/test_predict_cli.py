@@ -297,6 +297,59 @@ def test_a_cohort_folder_runs_on_when_subjects_fail(model_zip, tmp_path, capsys)
     assert sorted(os.listdir(out)) == []  # no subject folder, no work left, the unpacked model removed
 
 
+def test_a_failing_subject_does_not_stop_the_others(model_zip, tmp_path, capsys, monkeypatch):
+    """The per-subject loop with the chain and the inference stubbed: a subject whose preprocessing fails is
+    named in one line, the next one is predicted, exit code 1; outputs, sidecar and work files."""
+    import voxflow.chain
+    import voxflow.learn.infer
+    from voxflow.errors import InputError
+
+    calls = []
+
+    def preprocess(settings, subject, images, work_dir, normalization=None, threads=1, progress=None):
+        calls.append((subject, dict(images), Path(work_dir), threads))
+        for step in ("validate", "ingest"):
+            progress(step)
+        if subject == "a_bad":
+            raise InputError(subject, images["t1"], "t1 image file is truncated")
+        store = Path(work_dir) / "zarr" / f"{subject}.zarr"
+        store.mkdir(parents=True)
+        return str(store)
+
+    def predict(store, models, post, cfg, out_grid, out_native, out_prob=None, device=None):
+        assert [Path(m).parent.name for m in models] == ["fold_0", "fold_1"] and out_prob is None
+        assert post["enabled"] == [True] and cfg["device"] == "cpu" and cfg["overlap"] == 0.25
+        for p in (out_grid, out_native):
+            Path(p).write_bytes(b"nifti")
+        return {"native_voxels": {0: 10}}
+
+    monkeypatch.setattr(voxflow.chain, "preprocess_subject", preprocess)
+    monkeypatch.setattr(voxflow.learn.infer, "predict_subject", predict)
+    cohort = tmp_path / "cohort"
+    for s in ("a_bad", "b_good"):
+        _folder(cohort / s, [f"{s}_t1.nii.gz", f"{s}_flair.nii.gz"])
+    out = tmp_path / "pred"
+    rc = main(["predict", "-i", str(cohort), "-m", str(model_zip), "-o", str(out), "--device", "cpu",
+               "--threads", "2"])
+    cap = capsys.readouterr()
+    assert rc == 1, cap.err
+    assert [ln for ln in cap.err.splitlines() if "voxflow ERROR" in ln] == [
+        f"voxflow ERROR [ingest] subject=a_bad file={cohort / 'a_bad' / 'a_bad_t1.nii.gz'}: t1 image file is truncated"]
+    assert [c[0] for c in calls] == ["a_bad", "b_good"] and calls[1][3] == 2
+    assert calls[1][1] == {m: str(cohort / "b_good" / f"b_good_{m}.nii.gz") for m in MODS}
+    assert calls[1][2] == out / ".work" / "b_good"
+    assert "b_good: ingest" in cap.err  # the progress bar shows subject and step
+    assert sorted(os.listdir(out)) == ["b_good"]  # no work files left, nothing of the failed subject
+    assert sorted(os.listdir(out / "b_good")) == ["b_good_seg.json", "b_good_seg.nii.gz", "b_good_seg_mni.nii.gz"]
+    side = json.loads((out / "b_good" / "b_good_seg.json").read_text())
+    assert side["model"]["sha256"] == sha256_file(model_zip) and side["device"] == "cpu" and side["threads"] == 2
+    assert side["inputs"] == calls[1][1] and side["modalities"] == MODS
+    assert "1 of 2 subjects predicted" in cap.out and "1 failed: a_bad" in cap.out
+    # --keep-work keeps each subject's work folder
+    assert main(["predict", "-i", str(cohort / "b_good"), "-m", str(model_zip), "-o", str(out), "--keep-work"]) == 0
+    assert (out / ".work" / "b_good" / "zarr" / "b_good.zarr").is_dir()
+
+
 @pytest.mark.parametrize("args, problem", [
     (["-i", "{d}", "t1=x.nii.gz"], "-i takes either folders or modality=file pairs, not both"),
     (["-i", "{d}/t1.nii.gz"], "a file; give the subject's folder, or modality=file pairs (t1=FILE flair=FILE)"),
@@ -323,7 +376,7 @@ def test_cli_usage_is_wired_into_voxflow():
 
 # --- end to end: the workflow's model, exported, predicts a held-out subject as the workflow did ---------------
 
-HELD_OUT = "demo004"
+HELD_OUT = "demo003"
 
 
 def _e2e_config(out: Path) -> dict:
@@ -331,7 +384,7 @@ def _e2e_config(out: Path) -> dict:
     iterations), on the demo cohort, two folds (an ensemble), TTA and the probability map on."""
     return {"output_dir": str(out),
             "input": {"layout": "demo", "modalities": MODS},
-            "demo": {"n_subjects": 5, "spacing_scale": 4.0},
+            "demo": {"n_subjects": 4, "spacing_scale": 4.0},
             "preprocess": {"mni": {"resolution_mm": 2}, "skullstrip": {"method": "none"}, "n4": {"enabled": False}},
             "split": {"n_folds": 2, "folds_to_train": [0, 1], "test_fraction": 0.2, "test_subjects": [HELD_OUT]},
             "model": {"base_features": 4, "patch_size": [32, 32, 32], "batch_size": 2},
@@ -397,29 +450,24 @@ def test_predict_one_subject_equals_the_workflow(workflow_run, tmp_path):
 
 
 @pytest.mark.slow
-def test_predict_a_cohort_folder_with_a_broken_subject(workflow_run, tmp_path):
-    """A folder of subject folders, with the plain model folder: the broken subject is named in one line, the
-    good one is predicted (as the workflow did), exit code 1; --keep-work keeps the work files."""
-    import nibabel as nib
-
+def test_predict_names_a_broken_subject_in_one_line(workflow_run, tmp_path):
+    """The real chain's check of a truncated scan, with the plain model folder: one line naming subject, file
+    and problem, exit code 1 (the subject that only lacks a scan is named too, before any work)."""
     out = workflow_run["out"]
     assert workflow_run["res"].returncode == 0
     cohort = tmp_path / "cohort"
-    shutil.copytree(out / "demo" / "raw" / HELD_OUT, cohort / "good")
     shutil.copytree(out / "demo" / "raw" / HELD_OUT, cohort / "bad")
+    shutil.copytree(out / "demo" / "raw" / HELD_OUT, cohort / "no_flair")
+    (cohort / "no_flair" / "flair.nii.gz").unlink()
     t1 = cohort / "bad" / "t1.nii.gz"
     t1.write_bytes(t1.read_bytes()[: t1.stat().st_size // 2])
     dest = tmp_path / "pred"
-    run = _voxflow("predict", "-i", str(cohort), "-m", str(out / "model"), "-o", str(dest), "--keep-work",
-                   cwd=tmp_path)
+    run = _voxflow("predict", "-i", str(cohort), "-m", str(out / "model"), "-o", str(dest), cwd=tmp_path)
     assert run.returncode == 1, run.stdout + run.stderr[-6000:]
     errors = [ln for ln in run.stderr.splitlines() if "voxflow ERROR" in ln]
-    assert len(errors) == 1 and errors[0].startswith(f"voxflow ERROR [ingest] subject=bad file={t1}: t1 image file "
-                                                     "is truncated"), run.stderr[-3000:]
-    assert "1 of 2 subjects predicted" in run.stdout and "1 failed: bad" in run.stdout
-    a = np.asarray(nib.load(dest / "good" / "good_seg.nii.gz").dataobj)
-    b = np.asarray(nib.load(out / "predictions" / HELD_OUT / f"{HELD_OUT}_seg.nii.gz").dataobj)
-    assert np.array_equal(a, b)
-    assert not (dest / "bad").exists()
-    assert (dest / ".work" / "good" / "zarr" / "good.zarr").is_dir()  # --keep-work
-    assert json.loads((dest / "good" / "good_seg.json").read_text())["model"]["sha256"] is None
+    assert len(errors) == 2, run.stderr[-3000:]
+    assert errors[0].startswith(f"voxflow ERROR [ingest] subject=bad file={t1}: t1 image file is truncated"), errors
+    assert errors[1].startswith(f"voxflow ERROR [inputs] subject=no_flair file={cohort / 'no_flair'}: no scan for "
+                                "modality 'flair'"), errors
+    assert "0 of 2 subjects predicted" in run.stdout and "2 failed: bad, no_flair" in run.stdout
+    assert not dest.exists() or os.listdir(dest) == []

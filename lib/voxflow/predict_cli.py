@@ -259,7 +259,7 @@ def _predict_one(model, subject: str, images: dict[str, str], out_dir: Path, wor
 
     sidecar = {
         "subject": subject,
-        "outputs": {k: str(dest / v) for k, v in names.items()},
+        "outputs": {k: os.path.abspath(dest / v) for k, v in names.items()},
         "model": {"source": os.path.abspath(model.source), "sha256": model.sha256,
                   "voxflow_version": (model.manifest or {}).get("voxflow_version"),
                   "folds": [Path(p).parent.name for p in model.model_paths]},

@@ -192,8 +192,9 @@ def normalization_stats(subject: str, inp: dict, out: dict, cfg: dict, threads: 
     from voxflow.preprocess.store import write_json_atomic
 
     if inp.get("split"):
-        sp = json.loads(Path(inp["split"]).read_text())
-        subjects = sorted({s for f in sp["folds"] for s in f["train"] + f["val"]})
+        from voxflow.learn.plan import training_subjects
+
+        subjects = training_subjects(json.loads(Path(inp["split"]).read_text()))
     else:  # no labels, no split: the whole cohort
         subjects = subject_lists(inp, cfg)["subjects"]
     paths = cfg["paths"]  # templates with {subject} and {modality}

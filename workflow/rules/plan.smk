@@ -1,5 +1,5 @@
 # Cohort: deterministic split, dataset fingerprint and plans.json (voxflow.learn.plan).
-from voxflow.learn.plan import make_split
+from voxflow.learn.plan import make_split, training_subjects
 
 MODEL_DIR = os.path.join(OUT, "model")
 SPLIT_CFG = config["split"]
@@ -37,7 +37,7 @@ def current_split():
 
 def train_subjects():
     sp = current_split() if TRAINING else None
-    return sorted({s for f in sp["folds"] for s in f["train"] + f["val"]}) if sp else []
+    return training_subjects(sp) if sp else []
 
 
 STORES_JSON = os.path.join(MODEL_DIR, "stores.json")
@@ -61,8 +61,7 @@ rule training_stores:
     localrule: True
     run:
         sp = json.loads(open(input.split).read())
-        write_json_atomic({s: store(s) for s in sorted({s for f in sp["folds"] for s in f["train"] + f["val"]})},
-                          output.stores)
+        write_json_atomic({s: store(s) for s in training_subjects(sp)}, output.stores)
 
 
 rule split:
@@ -110,3 +109,18 @@ rule plan:
         CONDA_ENV
     shell:
         step_cmd("plan", subject="cohort")
+
+
+MODEL_SETTINGS = os.path.join(MODEL_DIR, "settings.json")
+
+
+rule model_settings:
+    """What a scan needs to go through this model outside the workflow (`voxflow predict`, packed by `voxflow
+    export-model`): the chain's settings (voxflow.settings.ChainSettings.to_json) and the inference settings."""
+    output:
+        settings=MODEL_SETTINGS,
+    params:
+        settings=settings_text(SETTINGS.chain.to_json() | {"infer": config["infer"]}),
+    localrule: True
+    run:
+        write_json_atomic(SETTINGS.chain.to_json() | {"infer": config["infer"]}, output.settings)

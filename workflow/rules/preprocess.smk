@@ -98,7 +98,9 @@ if not FUSED:
             conda:
                 CONDA_ENV
             shell:
-                step_cmd(_st.name)
+                # `{rule}`, not _st.name: Snakemake evaluates a rule's shell command when the job runs, after
+                # the loop has moved on (the other directives are evaluated here); the rule is named after its step
+                step_cmd("{rule}")
 
     rule subject_status:
         """One job per step (input.on_error: stop): the subject's status file, written once its store is."""

@@ -1,11 +1,37 @@
-# The cohort report: ONE self-contained HTML file (voxflow.report) with the metrics, QC images,
-# training curves, run times and provenance. The command stays short on big cohorts: predictions and
-# models are positional inputs (they order the DAG; named inputs travel in --io), the predicted subjects
-# come in a file, and the config's subject lists are shortened. QC images are not inputs: the jobs that
-# make the stores write them (listing 30 000 of them cost seconds of DAG building for an unread list).
-REPORT_CFG = {"config": shorten_subject_lists(config), "output_dir": OUT, "model_dir": MODEL_SRC,
-              "workflow_dir": workflow.basedir, "max_qc_subjects": 12}
+# The cohort report: ONE self-contained HTML file (voxflow.report, rendered from voxflow/templates/) with the
+# metrics, QC images, training curves, run times and provenance.
+#
+# Every file the step reads is an input of the rule, and the job stays small on big cohorts:
+# - named inputs (they travel in --io, so no subject ID among them): the tables, status/cohort.json, the predicted
+#   subjects (status/predicted.json), the subjects shown (status/report_subjects.json), the fold models (their
+#   model_final.pt holds the training curve), plans, postprocessing decision and split;
+# - positional inputs (not in --io; the step finds them from the path patterns in REPORT_PATHS and the two subject
+#   lists): the files of the subjects shown in the QC sections, at most REPORT_QC_SUBJECTS each (their stores and
+#   predictions on the stores' grid; their QC folder, or QC figures with one job per step) and, in the
+#   predict-only view only, every native prediction (the volume table; in an evaluation run metrics.tsv stands for
+#   the predictions, and no other rule pulls them in predict-only mode).
+# Which subjects the QC sections show is written by the checkpoint report_subjects: the prediction QC shows the
+# worst ones, known only from metrics.tsv, so the report's per-subject inputs come from its output.
+REPORT_QC_SUBJECTS = 12  # subjects shown per QC section
 PREDICTED_SUBJECTS = os.path.join(OUT, "status", "predicted.json")  # not under predictions/: a subject's folder
+REPORT_SUBJECTS = os.path.join(OUT, "status", "report_subjects.json")
+# The QC figure of each step that draws one: with one job per step, the figures are the steps' declared outputs;
+# with one job per subject they are in the job's declared folder qc/<subject> (preprocess.smk).
+QC_FIGURES = {st.name: st.outputs[st.qc] for st in CHAIN if st.qc}
+REPORT_PATHS = {
+    "prediction": prediction_file("{subject}", STORE_SPACE),  # on the stores' grid (prediction QC)
+    "native": prediction_file("{subject}"),  # native space (predict-only: the volume table)
+    "store": store_input("{subject}"),  # the store, or the status file that stands for it (voxflow.status.store_path)
+    "qc": os.path.join(OUT, "qc", "{subject}", "{step}.png"),
+    # Run times: Snakemake writes a job's benchmark file itself, after the job, so no rule has it as an output
+    # and it cannot be an input (the report's own appears after the report). The step reads the files that
+    # match this pattern when it runs: those of the jobs before it, and any left by earlier runs.
+    "benchmarks": os.path.join(OUT, "benchmarks", "{rule}", "{job}.tsv"),
+}
+REPORT_CFG = {"config": shorten_subject_lists(config), "output_dir": OUT, "workflow_dir": workflow.basedir,
+              "max_qc_subjects": REPORT_QC_SUBJECTS, "store_space": STORE_SPACE, "paths": REPORT_PATHS,
+              "qc_steps": list(QC_FIGURES)}
+REPORT_SPLIT = os.path.join(MODEL_SRC, "split.json")  # predict-only: the trained model's, when it has one
 
 
 rule predicted_subjects:
@@ -20,13 +46,53 @@ rule predicted_subjects:
         write_json_atomic(params.subjects, output.subjects)
 
 
+checkpoint report_subjects:
+    """The subjects the report's QC sections show, in order (voxflow.report.shown_subjects): the predicted ones,
+    worst lesion Dice first, and the cohort's by name; at most REPORT_QC_SUBJECTS each."""
+    input:
+        cohort=COHORT_STATUS,
+        subjects=PREDICTED_SUBJECTS,
+        **({"metrics": os.path.join(EVAL_DIR, "metrics.tsv")} if EVALUATE else {}),
+    output:
+        subjects=REPORT_SUBJECTS,
+    params:
+        cap=REPORT_QC_SUBJECTS,
+    localrule: True
+    run:
+        from voxflow.report import shown_subjects
+
+        predicted = json.loads(open(input.subjects).read())["subjects"]
+        write_json_atomic(shown_subjects(input.metrics if EVALUATE else None, predicted,
+                                         json.loads(open(input.cohort).read()), params.cap), output.subjects)
+
+
+@job_function
+def report_subject_files(wildcards):
+    """The files of the subjects the QC sections show (after the checkpoint report_subjects)."""
+    shown = json.loads(open(checkpoints.report_subjects.get().output.subjects).read())
+    files = [f for s in shown["prediction_qc"] for f in (prediction_file(s, STORE_SPACE), store_input(s))]
+    for s in shown["preprocessing_qc"]:
+        files += [os.path.join(OUT, "qc", s)] if FUSED else [p.replace("{subject}", s) for p in QC_FIGURES.values()]
+    return files
+
+
+@job_function
+def report_volume_files(wildcards):
+    """Predict-only view: every native prediction (after the checkpoint cohort_status)."""
+    return [] if EVALUATE else [prediction_file(s) for s in predict_subjects()]
+
+
 rule report:
     input:
-        job_function(lambda wildcards: [os.path.join(PRED_DIR, s, f"{s}_seg_mni.nii.gz") for s in predict_subjects()]),
-        [os.path.join(MODEL_SRC, f"fold_{k}", "model_final.pt") for k in PRED_FOLDS],
+        report_subject_files,
+        report_volume_files,
         cohort=COHORT_STATUS,
-        postprocessing=os.path.join(MODEL_SRC, "postprocessing.json"),
         subjects=PREDICTED_SUBJECTS,
+        shown=REPORT_SUBJECTS,
+        models=PRED_MODELS,
+        plans=os.path.join(MODEL_SRC, "plans.json"),
+        postprocessing=os.path.join(MODEL_SRC, "postprocessing.json"),
+        **({"split": REPORT_SPLIT} if TRAINING or os.path.isfile(REPORT_SPLIT) else {}),
         **({"metrics": os.path.join(EVAL_DIR, "metrics.tsv"), "summary": os.path.join(EVAL_DIR, "summary.tsv")}
            if EVALUATE else {}),
     output:

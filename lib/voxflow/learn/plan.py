@@ -175,3 +175,9 @@ def make_split(subjects: Sequence[str], n_folds: int, test_fraction: float, seed
         in_val = set(val)
         folds.append({"fold": k, "train": sorted(s for s in pool if s not in in_val), "val": val})
     return {"seed": seed, "n_folds": n_folds, "test": test, "folds": folds}
+
+
+def training_subjects(split: dict) -> list[str]:
+    """Every subject a model may learn from (the folds' train and validation subjects, never the test ones),
+    sorted: the one definition the plan, the dataset-level normalization and the training stores use."""
+    return sorted({s for f in split["folds"] for s in f["train"] + f["val"]})

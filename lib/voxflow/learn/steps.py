@@ -43,11 +43,9 @@ def split(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> di
 def plan(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
     import torch
 
-    from voxflow.learn.plan import fingerprint, make_plans
+    from voxflow.learn.plan import fingerprint, make_plans, training_subjects
 
-    sp = json.loads(Path(inp["split"]).read_text())
-    train_subjects = sorted({s for f in sp["folds"] for s in f["train"] + f["val"]})
-    fp = fingerprint(_stores(inp, train_subjects), cfg["scheduler"])
+    fp = fingerprint(_stores(inp, training_subjects(json.loads(Path(inp["split"]).read_text()))), cfg["scheduler"])
     write_json_atomic(fp, out["fingerprint"])
     device = "cuda" if (cfg["train"]["device"] in ("auto", "cuda") and torch.cuda.is_available()) else "cpu"
     plans = make_plans(fp, cfg, cfg["modalities"], cfg["label_values"], device)

@@ -207,24 +207,3 @@ def native_subject(subject: str, images: dict, reference: str, modality_types: d
         info["label_classes"] = classes
     write_identity_transforms(xfm_dir, {"space": "native", **info})
     return info
-
-
-def ct_config_problems(config: dict) -> list[str]:
-    """Combinations of a validated config that cannot work for CT, one line each (checked at parse time,
-    so a bad combination fails before any job runs)."""
-    inp, pre = config["input"], config["preprocess"]
-    types = inp.get("modality_types") or {}
-    norm = pre["normalize"]
-    methods = {m: norm.get("per_modality", {}).get(m, norm["method"]) for m in inp["modalities"]}
-    strip_on = pre["skullstrip"]["modality"] or inp["reference"]
-    problems = []
-    if pre["skullstrip"]["method"] == "deepbet" and types.get(strip_on, "mr") == "ct":
-        problems.append(f"config error at 'preprocess.skullstrip.method': deepbet is an MR brain extractor and "
-                        f"{strip_on!r} is CT; use none (body CT) or template")
-    if "ct_window" in methods.values() and norm["window"] is None:
-        problems.append("config error at 'preprocess.normalize.window': method ct_window needs a [low, high] "
-                        "Hounsfield window")
-    if pre["space"] == "mni" and types.get(inp["reference"], "mr") == "ct" and pre["skullstrip"]["method"] == "none":
-        problems.append("config error at 'preprocess.space': a CT reference without skull stripping cannot be "
-                        "registered to the MNI152 brain template; use preprocess.space: native")
-    return problems

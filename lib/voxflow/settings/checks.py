@@ -10,6 +10,7 @@ from pathlib import Path
 
 from voxflow.cohort import Cohort, _listing, _plural
 from voxflow.errors import ConfigError
+from voxflow.settings.model import ChainSettings
 
 
 # --- cross-field checks, once the cohort is known ---------------------------------------------------------------------
@@ -209,11 +210,28 @@ def _check_training(config: dict, cohort: Cohort) -> list[str]:
     return problems
 
 
-def _check_preprocess(config: dict, cohort: Cohort) -> list[str]:
-    from voxflow.preprocess.native import ct_config_problems
-
+def ct_problems(config: dict) -> list[str]:
+    """Combinations that cannot work for CT, one line each."""
     pre = config["preprocess"]
-    problems = list(ct_config_problems(config))
+    chain = ChainSettings.from_sections(config["input"], pre, config["input"]["label"] is not None)
+    strip_on = pre["skullstrip"]["modality"] or chain.reference
+    problems = []
+    if pre["skullstrip"]["method"] == "deepbet" and chain.is_ct(strip_on):
+        problems.append(f"config error at 'preprocess.skullstrip.method': deepbet is an MR brain extractor and "
+                        f"{strip_on!r} is CT; use none (body CT) or template")
+    if "ct_window" in chain.norm_methods.values() and pre["normalize"]["window"] is None:
+        problems.append("config error at 'preprocess.normalize.window': method ct_window needs a [low, high] "
+                        "Hounsfield window")
+    if chain.space == "mni" and chain.is_ct(chain.reference) and pre["skullstrip"]["method"] == "none":
+        problems.append("config error at 'preprocess.space': a CT reference without skull stripping cannot be "
+                        "registered to the MNI152 brain template; use preprocess.space: native")
+    return problems
+
+
+def _check_preprocess(config: dict, cohort: Cohort) -> list[str]:
+    pre = config["preprocess"]
+    chain = ChainSettings.from_sections(config["input"], pre, config["input"]["label"] is not None)
+    problems = ct_problems(config)
     if pre["granularity"] == "step" and config["input"].get("on_error") == "exclude":
         problems.append("config error at 'preprocess.granularity': 'step' needs input.on_error: stop (a subject is "
                         "excluded on error only when its chain runs as one job); use 'auto' or 'subject'")
@@ -227,7 +245,7 @@ def _check_preprocess(config: dict, cohort: Cohort) -> list[str]:
             elif not os.path.isfile(path):
                 problems.append(f"config error at 'preprocess.skullstrip.template.{name}': {path!r} is not a file")
     norm = pre["normalize"]
-    methods = {norm["per_modality"].get(m, norm["method"]) for m in config["input"]["modalities"]}
+    methods = set(chain.norm_methods.values())
     lo, hi = norm["percentiles"]
     if methods & {"percentile", "ct_dataset"} and not lo < hi:
         problems.append(f"config error at 'preprocess.normalize.percentiles': {norm['percentiles']}; give [low, high], "
