@@ -68,7 +68,8 @@ def cohort(tmp_path_factory):
     out_json = root / "model" / "normalization.json"
     # the rule hands every subject name of the cohort; the step keeps split.json's training subjects
     step_function("normalization_stats")("cohort", {"split": str(split)}, {"normalization": str(out_json)},
-                                 norm | {"subjects": TRAIN + TEST, "modalities": ["mr", "ct"], "paths": paths, "methods": METHODS,
+                                 norm | {"subjects": TRAIN + TEST, "modalities": ["mr", "ct"], "paths": paths,
+                                         "methods": METHODS,
                                          "space": "native", "scheduler": "threads"})
     zarr_cfg = {"dtype": "float32", "chunk": 64, "compressor": "lz4", "clevel": 3, "fg_samples": 100}
     for s in TRAIN + TEST:

@@ -481,7 +481,8 @@ def test_report_missing_parts(tmp_path):
     html = tmp_path / "r" / "report.html"
     report("cohort", {"subjects": str(tmp_path / "predicted.json"), "metrics": str(tmp_path / "nope.tsv"),
                       "plans": str(tmp_path / "plans.json")},
-           {"html": str(html)}, {"config": CONFIG, "output_dir": str(tmp_path / "empty"), "workflow_dir": str(tmp_path)})
+           {"html": str(html)},
+           {"config": CONFIG, "output_dir": str(tmp_path / "empty"), "workflow_dir": str(tmp_path)})
     page = voxflow_page(html.read_text())
     text = {sid: s["text"] for sid, s in page.sections.items()}
     assert "nope.tsv missing or empty" in text["volumes"] and "No prediction files found" in text["volumes"]
@@ -518,7 +519,7 @@ def test_report_reads_only_its_declared_inputs(run_dir, tmp_path, evaluate):
     cap = 2
     html_full = tmp_path / "full" / "report.html"
     html_full.parent.mkdir()
-    inp, cfg, positional = step_io(run_dir, html_full, evaluate=evaluate, cap=cap)
+    inp, _, positional = step_io(run_dir, html_full, evaluate=evaluate, cap=cap)
     named = [p for v in inp.values() for p in (v if isinstance(v, list) else [v])]
     copy = tmp_path / "copy" / "results"
     for src in [*named, *positional, str(run_dir / "benchmarks")]:
@@ -557,6 +558,30 @@ def test_shown_subjects():
     cohort = {"subjects": ["c", "a", "b"], "excluded": [{"subject": "0bad"}]}
     assert shown_subjects(None, ["c", "a"], cohort, cap=3) == {
         "prediction_qc": ["a", "c"], "n_predicted": 2, "preprocessing_qc": ["0bad", "a", "b"], "n_subjects": 4}
+
+
+def test_training_curve_is_read_from_the_model_without_torch(run_dir, tmp_path):
+    """read_curve skims model_final.pt's pickle (no torch import, no weights read); a checkpoint in torch's
+    legacy format falls back to torch.load; both give the saved rows."""
+    import sys
+
+    import torch
+
+    model = run_dir / "model" / "fold_1" / "model_final.pt"
+    code = ("import sys; from voxflow.report_data import read_curve; c = read_curve(sys.argv[1]); "
+            "print(len(c), round(float(c.train_loss.iloc[0]), 6), 'torch' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code, str(model)], capture_output=True, text=True, timeout=120,
+                       check=True)
+    n, loss, imported = r.stdout.split()
+    assert (int(n), float(loss), imported) == (EPOCHS, pytest.approx(_curve(EPOCHS, 1).train_loss.iloc[0]), "False")
+    from voxflow.report_data import read_curve
+
+    legacy = tmp_path / "legacy.pt"
+    torch.save({"curve": json.dumps(_curve(4, 0).to_dict("records")), "w": torch.ones(3)}, legacy,
+               _use_new_zipfile_serialization=False)
+    pd.testing.assert_frame_equal(read_curve(legacy), _curve(4, 0), check_dtype=False)
+    torch.save({"model": {}}, tmp_path / "nocurve.pt")
+    assert read_curve(tmp_path / "nocurve.pt") is None
 
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)

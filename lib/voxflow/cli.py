@@ -27,7 +27,7 @@ def _run_step(args) -> int:
         # One line, last in the log, that names subject, file and problem.
         print(f"voxflow ERROR [{getattr(exc, 'voxflow_step', args.name)}] {exc}", file=sys.stderr)
         return 2
-    except Exception as exc:  # noqa: BLE001 - anything else: traceback first, then the one line
+    except Exception as exc:  # anything else: traceback first (log.exception), then the one line
         log.exception("step %s failed", args.name)
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
         step = getattr(exc, "voxflow_step", args.name)
@@ -46,7 +46,8 @@ def _where(args) -> int:
     print(f"voxflow outputs are under {os.path.abspath(out)}/:")
     for sub, what in [("report", "report.html: the cohort report (self-contained, opens offline)"),
                       ("evaluation", "metrics.tsv (per subject, label, space), summary.tsv (mean, std, median, IQR)"),
-                      ("predictions", "<subject>/<subject>_seg.nii.gz: predictions in native space (+ _seg_mni)"),
+                      ("predictions", "<subject>/<subject>_seg.nii.gz: predictions in native space (+ _seg_mni, "
+                                      "or _seg_resampled in native-space runs: on the stores' grid)"),
                       ("model", "plans.json, fingerprint.json, split.json, fold_<k>/ (model, curve.csv/png)"),
                       ("zarr", "per-subject zarr stores (OME-Zarr)"), ("qc", "QC images per subject and step"),
                       ("preprocess", "intermediate NIfTI per step, transforms in <subject>/xfm"),

@@ -30,7 +30,8 @@ def validate_config(config: dict, schema_path: str | Path) -> dict:
             allowed = sorted(err.schema.get("properties", {}))
             problems.append(f"config error at '{key}': {err.message}; allowed keys: {allowed}")
         elif err.validator == "enum":
-            problems.append(f"config error at '{key}': {err.instance!r} is not allowed; allowed values: {err.validator_value}")
+            problems.append(f"config error at '{key}': {err.instance!r} is not allowed; "
+                            f"allowed values: {err.validator_value}")
         else:
             problems.append(f"config error at '{key}': {err.message}")
     if problems:

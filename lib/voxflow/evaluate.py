@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from voxflow.io import InputError, atomic_path
-from voxflow.steps import step, store_path
+from voxflow.status import store_path
 
 
 def _rows(pred: np.ndarray, ref: np.ndarray, spacing, cfg: dict, subject: str, space: str) -> list[dict]:
@@ -70,7 +70,6 @@ def score_subject(subject: str, native: str, grid: str, store: str, label: str, 
     return rows + _rows(grid_pred, grid_ref, grid_spacing, cfg, subject, space)
 
 
-@step
 def evaluate(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
     """Score a chunk of subjects (cfg["labels_by_subject"]: subject -> raw label) into one table; a
     subject's inputs are native_<s>, <store_space>_<s> (its predictions) and store_<s>."""
@@ -89,7 +88,6 @@ def evaluate(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) ->
     return {"subjects": len(labels), "rows": len(df), "mean_native_dice": native.to_dict()}
 
 
-@step
 def aggregate(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
     import dask
 

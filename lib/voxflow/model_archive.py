@@ -74,7 +74,9 @@ def _read_json(path: Path, source, name: str) -> dict:
 
 
 def _fold_key(name: str) -> int:
-    return int(FOLD_MODEL.fullmatch(name).group(1))
+    m = FOLD_MODEL.fullmatch(name)
+    assert m is not None, name
+    return int(m.group(1))
 
 
 def normalization_needed(settings: dict) -> list[str]:
@@ -82,7 +84,7 @@ def normalization_needed(settings: dict) -> list[str]:
     norm = (settings.get("preprocess") or {}).get("normalize") or {}
     mods = (settings.get("input") or {}).get("modalities") or []
     per = norm.get("per_modality") or {}
-    return sorted({per.get(m, norm.get("method")) for m in mods} & DATASET_NORMALIZATIONS)
+    return sorted({str(per.get(m, norm.get("method"))) for m in mods} & DATASET_NORMALIZATIONS)
 
 
 def _check_settings(settings: dict, plans: dict, source) -> None:
@@ -108,7 +110,8 @@ def model_files(model_dir: str | os.PathLike) -> dict[str, Path]:
     if not (d / "settings.json").is_file():
         raise ModelArchiveError(model_dir, f"no settings.json: was this model trained with voxflow >= "
                                            f"{SETTINGS_SINCE}? rerun the workflow's model_settings rule "
-                                           "(the same snakemake command, target <output_dir>/model/settings.json)")
+                                           "(snakemake --configfile <the run's config> "
+                                           "<output_dir>/model/settings.json)")
     missing = [n for n in REQUIRED if not (d / n).is_file()]
     folds = sorted((e.name for e in os.scandir(d) if e.is_dir() and re.fullmatch(r"fold_\d+", e.name)
                     and (d / e.name / "model_final.pt").is_file()), key=lambda n: int(n[5:]))
@@ -229,7 +232,8 @@ def load_model_dir(d: str | os.PathLike, source: str | os.PathLike | None = None
         manifest = _read_json(d / MANIFEST, source, MANIFEST)
         _check_manifest(manifest, source)
         _verify_folder(d, manifest, source)
-    if manifest is not None and manifest.get("modalities") and list(manifest["modalities"]) != settings["input"]["modalities"]:
+    if (manifest is not None and manifest.get("modalities")
+            and list(manifest["modalities"]) != list(settings["input"]["modalities"])):
         raise ModelArchiveError(source, f"manifest.json gives modalities {manifest['modalities']}, settings.json "
                                         f"{settings['input']['modalities']}")
     folds = sorted((p for p in d.glob("fold_*/model_final.pt") if re.fullmatch(r"fold_\d+", p.parent.name)),
@@ -241,7 +245,8 @@ def load_model_dir(d: str | os.PathLike, source: str | os.PathLike | None = None
 
 
 def _check_manifest(manifest, source) -> None:
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or not isinstance(manifest.get("files"), dict):
+    if (not isinstance(manifest, dict) or manifest.get("format") != FORMAT
+            or not isinstance(manifest.get("files"), dict)):
         raise ModelArchiveError(source, f"{MANIFEST} is not a voxflow model manifest")
     if int(manifest.get("format_version", 0)) > FORMAT_VERSION:
         raise ModelArchiveError(source, f"archive format {manifest['format_version']} is newer than this voxflow "
@@ -249,7 +254,8 @@ def _check_manifest(manifest, source) -> None:
     for name, entry in manifest["files"].items():
         if not _safe_name(name) or name == MANIFEST:
             raise ModelArchiveError(source, f"{MANIFEST} lists a file name that cannot be unpacked: {name!r}")
-        if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str) or not isinstance(entry.get("size"), int):
+        if (not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str)
+                or not isinstance(entry.get("size"), int)):
             raise ModelArchiveError(source, f"{MANIFEST} has no sha256/size for {name}")
     names = set(manifest["files"])
     missing = [n for n in REQUIRED if n not in names]
@@ -304,7 +310,8 @@ def _unpack(zf: zipfile.ZipFile, manifest: dict, dest: Path, source) -> None:
                 for chunk in iter(lambda: src.read(_CHUNK), b""):
                     n += len(chunk)
                     if n > entry["size"]:
-                        raise ModelArchiveError(source, f"{name} is larger than {MANIFEST} says ({entry['size']} bytes)")
+                        raise ModelArchiveError(source, f"{name} is larger than {MANIFEST} says "
+                                                        f"({entry['size']} bytes)")
                     h.update(chunk)
                     out.write(chunk)
         except (zipfile.BadZipFile, zlib.error, EOFError) as exc:

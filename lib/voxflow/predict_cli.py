@@ -122,6 +122,18 @@ def _is_subject_folder(folder: Path, modalities: list[str]) -> bool:
     return bool(dirs) and all(any(_ends_with(s, m) for s in dirs) for m in modalities)
 
 
+def _files_subject(files: dict[str, str]) -> str:
+    """The subject ID of modality=file inputs: the first file's name without extension and modality suffix
+    (sub01 for sub01_t1.nii.gz), or its folder's name when the file is named after the modality (t1.nii.gz)."""
+    m, first = next(iter(files.items()))
+    p = Path(first)
+    stem = image_stem(p.name) or p.name
+    if stem.lower() == m.lower():
+        return p.parent.name or stem
+    hit = re.search(r"[_\-. ]" + re.escape(m) + r"$", stem, re.I)
+    return stem[: hit.start()] if hit and hit.start() > 0 else stem
+
+
 def resolve_inputs(inputs: list[str], modalities: list[str]) -> list[tuple[str, dict[str, str] | SubjectError]]:
     """(subject, modality -> file) per subject of the INPUT arguments, or (subject, SubjectError) for a subject
     whose scans cannot be matched. UsageError for arguments that name no subject at all."""
@@ -137,9 +149,7 @@ def resolve_inputs(inputs: list[str], modalities: list[str]) -> list[tuple[str, 
             if m in files:
                 raise UsageError(f"-i gives modality '{m}' twice")
             files[m] = os.path.abspath(path)
-        first = Path(files[next(iter(files))])
-        subject = image_stem(first.name) or first.name
-        return [(subject, files)]
+        return [(_files_subject(files), files)]
     subjects: list[tuple[str, Path]] = []
     for a in inputs:
         p = Path(a)

@@ -4,7 +4,7 @@ that does the work (module:function, imported when called, so that a preprocessi
 from __future__ import annotations
 
 import importlib
-from typing import Callable
+from collections.abc import Callable
 
 STEPS: dict[str, str] = {
     # the built-in demo cohort and the MNI152 template

@@ -30,13 +30,12 @@ from pathlib import Path
 import pandas as pd
 
 from voxflow.io import atomic_path
-from voxflow.report_data import (git_commit, lesion_dice, main_space, overlay_arrays, package_versions, predicted_volumes,
-                                 read_curve, read_json, read_tsv, runtime_table, space_name, subject_table,
-                                 summary_tables, table)
+from voxflow.report_data import (git_commit, lesion_dice, main_space, overlay_arrays, package_versions,
+                                 predicted_volumes, read_curve, read_json, read_tsv, runtime_table, space_name,
+                                 subject_table, summary_tables, table)
 from voxflow.report_plots import (PRED_COLOR, REF_COLOR, curve_figure, metric_figures, overlay_uri, png_uri,
                                   runtime_figure)
 from voxflow.status import store_path, subject_lists
-from voxflow.steps import step
 
 log = logging.getLogger("voxflow")
 
@@ -44,11 +43,11 @@ QC_STEPS = ("n4", "skullstrip", "mni", "native")  # a run's QC figures; columns 
 MAX_QC_SUBJECTS = 12
 
 
-def default_paths(out_dir: str | Path, store_space: str = "mni") -> dict:
-    """Where a run under `out_dir` keeps what the report reads ({subject}, {step}, {rule}, {job}: placeholders).
-    The rule passes its own (the patterns it declares its inputs with)."""
-    o = str(out_dir)
-    return {"prediction": os.path.join(o, "predictions", "{subject}", f"{{subject}}_seg_{store_space}.nii.gz"),
+def default_paths(out_dir: str | Path, store_space: str | None) -> dict:
+    """Where a run under `out_dir` keeps what the report reads ({subject}, {step}, {rule}, {job}: placeholders;
+    the predictions on the stores' grid are named after its space). The rule passes its own patterns."""
+    o, grid = str(out_dir), store_space or "grid"
+    return {"prediction": os.path.join(o, "predictions", "{subject}", f"{{subject}}_seg_{grid}.nii.gz"),
             "native": os.path.join(o, "predictions", "{subject}", "{subject}_seg.nii.gz"),
             "store": os.path.join(o, "zarr", "{subject}.zarr"), "qc": os.path.join(o, "qc", "{subject}", "{step}.png"),
             "benchmarks": os.path.join(o, "benchmarks", "{rule}", "{job}.tsv")}
@@ -92,11 +91,26 @@ def shown_subjects(metrics_tsv, predicted: list[str], cohort: dict | None, cap: 
             "n_subjects": len(everyone)}
 
 
+def write_shown_subjects(metrics_tsv: str | None, predicted_json: str, cohort_json: str, cap: int, out: str) -> dict:
+    """status/report_subjects.json (the checkpoint report_subjects): shown_subjects from the run's files."""
+    import json
+
+    from voxflow.preprocess.store import write_json_atomic
+
+    with open(predicted_json) as fh:
+        predicted = json.load(fh)["subjects"]
+    with open(cohort_json) as fh:
+        cohort = json.load(fh)
+    shown = shown_subjects(metrics_tsv, predicted, cohort, cap)
+    write_json_atomic(shown, out)
+    return shown
+
+
 def report_files(inp: dict, cfg: dict) -> ReportFiles:
     """The files of the report step (the rule's named inputs `inp` and the config `cfg` of report.smk)."""
     config = cfg.get("config") or {}
     out_dir = cfg.get("output_dir") or config.get("output_dir", "results")
-    paths = default_paths(out_dir, cfg.get("store_space") or "mni") | (cfg.get("paths") or {})
+    paths = default_paths(out_dir, cfg.get("store_space")) | (cfg.get("paths") or {})
     predicted = list(subject_lists(inp, cfg).get("subjects") or [])
     cohort = read_json(inp.get("cohort"))
     shown = read_json(inp.get("shown")) or shown_subjects(inp.get("metrics"), predicted, cohort,
@@ -198,7 +212,7 @@ def _provenance(files: ReportFiles, config: dict, commit: str) -> dict:
 def _guard(fn, *args) -> dict:
     try:
         return fn(*args)
-    except Exception as exc:  # noqa: BLE001 - a broken optional part becomes a note, not a failed report
+    except Exception as exc:  # a broken optional part becomes a note (and a logged traceback), not a failed report
         log.warning("report section %s failed", fn.__name__, exc_info=True)
         return {"error": f"This section could not be built: {type(exc).__name__}: {exc}"}
 
@@ -210,16 +224,19 @@ def collect(files: ReportFiles, config: dict, run_dir: str | Path, workflow_dir:
     ({id, title, kind, data}; data {"error": ...} when a section could not be built)."""
     config = dict(config or {})
     metrics, summary = read_tsv(files.metrics), read_tsv(files.summary)
-    evaluated = metrics is not None and len(metrics) > 0
-    if evaluated and summary is None:
-        from voxflow.metrics import summarize
+    if metrics is not None and not len(metrics):
+        metrics = None  # no rows (nothing predicted): the predict-only view
+    evaluated = metrics is not None
+    dice, n_evaluated = None, "—"
+    if metrics is not None:
+        if summary is None:
+            from voxflow.metrics import summarize
 
-        summary = pd.concat([summarize(g.drop(columns=["subject", "space"])).assign(space=sp)
-                             for sp, g in metrics.groupby("space", sort=False)], ignore_index=True)
-    dice = lesion_dice(metrics) if evaluated else None
-    if store_space is None:  # the stores' grid: the metrics' other space
-        store_space = next((str(s) for s in metrics["space"].unique() if s != "native"), "store") if evaluated \
-            else "store"
+            summary = pd.concat([summarize(g.drop(columns=["subject", "space"])).assign(space=sp)
+                                 for sp, g in metrics.groupby("space", sort=False)], ignore_index=True)
+        dice, n_evaluated = lesion_dice(metrics), str(metrics["subject"].nunique())
+        if store_space is None:  # the stores' grid: the metrics' other space
+            store_space = next((str(s) for s in metrics["space"].unique() if s != "native"), None)
     plans = read_json(files.plans) or {}
     folds = sorted((Path(p).parent.name.split("_", 1)[1] for p in files.models), key=lambda f: (len(f), f))
     cohort = files.cohort or {}
@@ -229,7 +246,7 @@ def collect(files: ReportFiles, config: dict, run_dir: str | Path, workflow_dir:
     commit, inp = git_commit(workflow_dir), config.get("input") or {}
     now = now or datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     cards = {"subjects": n_subjects, "excluded": len(excluded), "predicted": len(files.predicted),
-             "evaluated": metrics["subject"].nunique() if evaluated else "—",
+             "evaluated": n_evaluated,
              "modalities": ", ".join(inp.get("modalities") or plans.get("modalities") or []) or "unknown",
              "model": plans.get("dim") or (config.get("model") or {}).get("dim", "unknown"),
              "folds trained": f"{len(folds)} ({', '.join(folds)})" if folds else "0",
@@ -248,7 +265,7 @@ def collect(files: ReportFiles, config: dict, run_dir: str | Path, workflow_dir:
     else:
         secs.append(("volumes", "Predicted volumes (ml)", _guard(_volumes, files, config)))
     secs += [("qc-pred", "Prediction QC" + (" (worst first)" if evaluated else ""),
-              _guard(_prediction_qc, files, dice, config, store_space)),
+              _guard(_prediction_qc, files, dice, config, store_space or "store")),
              ("qc-pre", "Preprocessing QC", _guard(_preprocessing_qc, files)),
              ("curves", "Training curves", _guard(_curves, files.models)),
              ("runtime", "Run time per rule", _guard(_runtime, files.benchmarks)),
@@ -283,7 +300,6 @@ def build_report(files: ReportFiles, config: dict, html_path: str | Path, run_di
     return context
 
 
-@step
 def report(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
     """The cohort report. inp: metrics, summary (evaluation), cohort, subjects (file of the predicted ones),
     shown (shown_subjects' file), models, plans, postprocessing, split; cfg: config (merged), output_dir,

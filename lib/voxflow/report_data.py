@@ -11,10 +11,14 @@ from __future__ import annotations
 import glob
 import json
 import os
+import pickle
 import re
 import subprocess
+import zipfile
+from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -59,14 +63,43 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+class _Skim(pickle.Unpickler):
+    """Unpickles a torch checkpoint's data.pkl without torch: tensors and storages become None (their bytes are
+    never read); nothing but plain containers may be built."""
+
+    SAFE: ClassVar = {("collections", "OrderedDict"), ("builtins", "set"), ("builtins", "frozenset"),
+                      ("builtins", "slice")}
+
+    def find_class(self, module, name):
+        if module == "torch" or module.startswith("torch."):
+            return lambda *args, **kwargs: None
+        if (module, name) in self.SAFE:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"{module}.{name} is not read from a checkpoint")
+
+    def persistent_load(self, pid):
+        return None
+
+
+def checkpoint_entry(path: str | Path, key: str):
+    """One plain value of a torch checkpoint (torch.save's zip format), read from its pickle without importing
+    torch (seconds and a few hundred MB for a job that only wants the training curve); torch.load otherwise."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            name = next(n for n in z.namelist() if n.count("/") == 1 and n.endswith("/data.pkl"))
+            with z.open(name) as fh:
+                state = _Skim(fh).load()
+    except (zipfile.BadZipFile, StopIteration, pickle.UnpicklingError, EOFError):
+        import torch
+
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    return state.get(key) if isinstance(state, dict) else None
+
+
 def read_curve(model_final: str | Path) -> pd.DataFrame | None:
     """A fold's training curve (one row per epoch) from its model_final.pt, the train rule's declared output
     (curve.csv beside it is written undeclared); None when the checkpoint has no curve."""
-    import torch
-
-    state = torch.load(str(model_final), map_location="cpu", weights_only=True, mmap=True)
-    rows = json.loads(state["curve"]) if isinstance(state, dict) and state.get("curve") else []
-    curve = pd.DataFrame(rows)
+    curve = pd.DataFrame(json.loads(checkpoint_entry(model_final, "curve") or "[]"))
     return curve.apply(pd.to_numeric, errors="coerce") if len(curve) and "epoch" in curve else None
 
 
@@ -93,7 +126,7 @@ def overlay_arrays(store: str | Path, pred_path: str | Path, channel: str | None
             "modality": mods[ch] if ch < len(mods) else None}
 
 
-def predicted_volumes(predictions: list[tuple[str, str | Path]], config: dict) -> pd.DataFrame:
+def predicted_volumes(predictions: Sequence[tuple[str, str | Path]], config: dict) -> pd.DataFrame:
     """Predicted volume (ml) per label and region, one row per (subject, native-space prediction) given."""
     import SimpleITK as sitk
 

@@ -42,10 +42,12 @@ def png_uri(path: str | Path, max_width: int | None = None) -> str:
     """A PNG file as a data URI; with `max_width`, a thumbnail (downscaled, 256-colour palette: ~5x smaller)."""
     from PIL import Image
 
-    with Image.open(path) as im:
-        im.load()
+    with Image.open(path) as src:
+        src.load()
+        im: Image.Image = src
         if max_width and im.width > max_width:
-            im = im.convert("RGB").resize((max_width, max(1, round(im.height * max_width / im.width))), Image.LANCZOS)
+            size = (max_width, max(1, round(im.height * max_width / im.width)))
+            im = im.convert("RGB").resize(size, Image.Resampling.LANCZOS)
             im = im.quantize(256, method=Image.Quantize.FASTOCTREE)
         buf = io.BytesIO()
         im.save(buf, format="PNG", optimize=True)
@@ -83,7 +85,10 @@ def overlay_uri(image: np.ndarray, ref: np.ndarray | None, pred: np.ndarray | No
 
     plt = _plt()
     basis = next((m for m in (ref, pred) if m is not None and m.any()), None)
-    center = tuple(int(c) for c in np.round(np.argwhere(basis > 0).mean(0))) if basis is not None else None
+    center = None
+    if basis is not None:
+        z, y, x = (int(c) for c in np.round(np.argwhere(basis > 0).mean(0)))
+        center = (z, y, x)
     lo, hi = np.percentile(image[image != 0] if np.any(image != 0) else image, [1, 99.5])
     fig, axes = plt.subplots(1, 3, figsize=(7.5, 2.7))
     aspects = _aspects(spacing_zyx)

@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 import numpy as np
 
 from voxflow.io import InputError
 from voxflow.preprocess.store import write_json_atomic
-from voxflow.status import store_path, subject_lists  # noqa: F401  TEMPORARY re-export (evaluate, report)
-
-
-def step(fn):  # TEMPORARY no-op while report.py and evaluate.py are rewritten
-    return fn
+from voxflow.status import subject_lists
 
 def by_modality(files: dict, prefix: str = "img_") -> dict[str, str]:
     return {k[len(prefix):]: v for k, v in files.items() if k.startswith(prefix)}
@@ -66,7 +63,7 @@ def n4(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
     from voxflow.preprocess.n4 import correct_subject
     from voxflow.qc import n4_qc
 
-    ref, qc = cfg["reference"], {}
+    ref, qc = cfg["reference"], dict[str, Any]()
     stats = correct_subject(by_modality(inp), by_modality(out), by_modality(out, "field_"),
                             cfg.get("modality_types", {}), cfg["fit_spacing_mm"], cfg["iterations"],
                             cfg["spline_distance_mm"], enabled=cfg["enabled"], reference=ref, qc=qc)
@@ -78,7 +75,7 @@ def skullstrip(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) 
     from voxflow.preprocess.skullstrip import strip_subject
     from voxflow.qc import mask_qc
 
-    tpl, qc = cfg.get("template") or {}, {}
+    tpl, qc = cfg.get("template") or {}, dict[str, Any]()
     info = strip_subject(by_modality(inp), cfg["reference"], by_modality(out), out["mask"], cfg["method"],
                          modality=cfg.get("modality"), threshold=cfg["threshold"], head_template=tpl.get("head"),
                          template_brain_mask=tpl.get("brain_mask"), threads=threads, qc=qc)

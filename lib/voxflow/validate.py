@@ -243,9 +243,9 @@ def format_table(rows: list[Row]) -> str:
     if not rows:
         return ""
     cols = ("subject", "file", "severity", "problem")
-    rows = [tuple(_clean(v) for v in (r.subject, r.file, r.severity, r.problem)) for r in map(_row, rows)]
-    w = [max(len(r[i]) for r in [cols, *rows]) for i in range(3)]
-    return "\n".join(f"{r[0]:<{w[0]}}  {r[1]:<{w[1]}}  {r[2]:<{w[2]}}  {r[3]}" for r in [cols, *rows])
+    cells = [tuple(_clean(v) for v in (r.subject, r.file, r.severity, r.problem)) for r in map(_row, rows)]
+    w = [max(len(r[i]) for r in [cols, *cells]) for i in range(3)]
+    return "\n".join(f"{r[0]:<{w[0]}}  {r[1]:<{w[1]}}  {r[2]:<{w[2]}}  {r[3]}" for r in [cols, *cells])
 
 
 def summary(rows: list[Row], n_subjects: int, voxels: bool = True) -> str:

@@ -1,5 +1,5 @@
 # Shared helpers for the rules: the config resolved once (SETTINGS), the subject table, and the one shell
-# command every rule runs (`voxflow step NAME`: the function is in voxflow.registry's table), with logs and
+# command every rule runs, `voxflow step NAME` (the function is in voxflow.registry's table), with logs and
 # thread limits.
 import inspect
 import json
@@ -73,7 +73,7 @@ def job_function(fn):
 
 
 def mem_mb(kind):
-    """Memory of a job ("light"/"heavy" from config.resources), doubled at each retry: a job killed
+    """Memory of a job (light or heavy, from config.resources), doubled at each retry: a job killed
     for memory on a cluster is resubmitted (the SLURM profile sets `retries`) with more."""
     base = RES[f"mem_mb_{kind}"]
     return job_function(lambda wildcards, attempt: base * attempt)

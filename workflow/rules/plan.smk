@@ -1,5 +1,5 @@
 # Cohort: deterministic split, dataset fingerprint and plans.json (voxflow.learn.plan).
-from voxflow.learn.plan import make_split, training_subjects
+from voxflow.learn.plan import make_split, training_subjects, write_training_stores
 
 MODEL_DIR = os.path.join(OUT, "model")
 SPLIT_CFG = config["split"]
@@ -60,8 +60,7 @@ rule training_stores:
         stores=STORES_JSON,
     localrule: True
     run:
-        sp = json.loads(open(input.split).read())
-        write_json_atomic({s: store(s) for s in training_subjects(sp)}, output.stores)
+        write_training_stores(input.split, store("{subject}"), output.stores)
 
 
 rule split:

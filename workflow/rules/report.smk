@@ -59,11 +59,9 @@ checkpoint report_subjects:
         cap=REPORT_QC_SUBJECTS,
     localrule: True
     run:
-        from voxflow.report import shown_subjects
+        from voxflow.report import write_shown_subjects
 
-        predicted = json.loads(open(input.subjects).read())["subjects"]
-        write_json_atomic(shown_subjects(input.metrics if EVALUATE else None, predicted,
-                                         json.loads(open(input.cohort).read()), params.cap), output.subjects)
+        write_shown_subjects(input.get("metrics"), input.subjects, input.cohort, params.cap, output.subjects)
 
 
 @job_function

@@ -54,7 +54,7 @@ def merge_validation_at_exit(log):
 def exclusions_at_exit():
     """The run's final summary names the excluded subjects, their failing step and reason (status/cohort.json)."""
     if os.path.exists(COHORT_STATUS):
-        from voxflow.steps import exclusion_summary
+        from voxflow.status import exclusion_summary
 
         text = exclusion_summary(json.loads(open(COHORT_STATUS).read()))
         if text:

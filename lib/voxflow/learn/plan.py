@@ -181,3 +181,17 @@ def training_subjects(split: dict) -> list[str]:
     """Every subject a model may learn from (the folds' train and validation subjects, never the test ones),
     sorted: the one definition the plan, the dataset-level normalization and the training stores use."""
     return sorted({s for f in split["folds"] for s in f["train"] + f["val"]})
+
+
+def write_training_stores(split_path: str, store_pattern: str, out: str) -> dict[str, str]:
+    """model/stores.json: each training subject's store (`store_pattern` with {subject}), the one list that plan,
+    train and postprocess_plan read instead of thousands of inputs each."""
+    import json
+    from pathlib import Path
+
+    from voxflow.preprocess.store import write_json_atomic
+
+    stores = {s: store_pattern.replace("{subject}", s)
+              for s in training_subjects(json.loads(Path(split_path).read_text()))}
+    write_json_atomic(stores, out)
+    return stores

@@ -75,7 +75,7 @@ def train(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> di
         return info
     torch.set_num_threads(max(1, threads))  # the other processes have finished
     # Full-volume validation predictions: the input of the postprocessing decision.
-    preds = {}
+    preds: dict[str, np.ndarray] = {}
     for s in f["val"]:
         probs, _ = predict_probabilities(stores[s], [out["model"]], cfg["infer"] | {"tta": False}, device)
         preds[s] = labels_from_probabilities(probs, plans["label_values"])
@@ -83,7 +83,7 @@ def train(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> di
 
     with atomic_path(out["val_predictions"]) as tmp:
         with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **preds)
+            np.savez_compressed(fh, **preds)  # type: ignore[arg-type]  # numpy's stub types **kwds as bool
     return info
 
 
@@ -132,4 +132,5 @@ def predict(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> 
         raise InputError(subject, models[0], f"model was trained on modalities {plans['modalities']}, "
                                              f"the config gives {cfg['modalities']}")
     post = json.loads(Path(inp["postprocessing"]).read_text()) if inp.get("postprocessing") else None
-    return predict_subject(store_path(inp["store"]), models, post, cfg, out["store_grid"], out["native"], out.get("prob_native"))
+    return predict_subject(store_path(inp["store"]), models, post, cfg, out["store_grid"], out["native"],
+                           out.get("prob_native"))

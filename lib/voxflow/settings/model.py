@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 # Dataset-level intensity normalizations: learned over the training subjects (model/normalization.json),
 # applied by every subject's to_zarr, so the store is written after a cohort step.
