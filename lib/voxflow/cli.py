@@ -69,9 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     w = sub.add_parser("where", help="print where the outputs of a run are")
     w.add_argument("--configfile", default="config/config.yaml")
     w.set_defaults(func=_where)
+    from voxflow.predict_cli import add_parsers as add_predict_parsers
     from voxflow.validate import add_parser
 
     add_parser(sub)
+    add_predict_parsers(sub)
     args = p.parse_args(argv)
     return args.func(args)
 

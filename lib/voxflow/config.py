@@ -14,6 +14,7 @@ import yaml
 from voxflow import layouts
 from voxflow.cohort import Cohort, check_subject_ids
 from voxflow.errors import ConfigError
+from voxflow.settings.checks import input_problems
 
 
 def validate_config(config: dict, schema_path: str | Path) -> dict:
@@ -43,21 +44,9 @@ def validate_config(config: dict, schema_path: str | Path) -> dict:
         inp["label_values"] = None  # taken from dataset.json's labels by voxflow.layouts.msd
     if inp["reference"] is None:
         inp["reference"] = inp["modalities"][0]
-    if inp["reference"] not in inp["modalities"]:
-        raise ConfigError(f"config error at 'input.reference': {inp['reference']!r} is not one of input.modalities "
-                          f"{inp['modalities']}")
-    if inp["layout"] in ("folders", "brats", "msd", "bids") and not inp["root"]:
-        raise ConfigError(f"config error at 'input.root': the {inp['layout']} layout needs input.root")
-    if inp["layout"] == "sheet" and not inp["sheet"]:
-        raise ConfigError("config error at 'input.sheet': the sheet layout needs input.sheet (a CSV/TSV file)")
-    if inp["layout"] == "bids" and inp["label"] and not inp["derivatives"]:
-        raise ConfigError("config error at 'input.derivatives': the bids layout reads labels from a derivatives "
-                          f"folder (e.g. derivatives/manual); set it, or input.label: null (now {inp['label']!r})")
-    if inp["layout"] == "demo":
-        bad = set(inp["modalities"]) - {"t1", "t1c", "t2", "flair"}
-        if bad or not 2 <= len(inp["modalities"]) <= 4:
-            raise ConfigError("config error at 'input.modalities': the demo cohort has 2-4 of t1, t1c, t2, flair; "
-                              f"got {inp['modalities']}")
+    problems = input_problems(config)  # what build_cohort needs to be right before it reads the input
+    if problems:
+        raise ConfigError("\n".join(problems))
     return config
 
 

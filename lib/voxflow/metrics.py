@@ -124,7 +124,7 @@ def bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...] | None:
     first = np.flatnonzero(mask.any(axis=tuple(range(1, mask.ndim))))
     if first.size == 0:
         return None
-    rest = bounding_box(mask.any(axis=0), margin)
+    rest = bounding_box(np.asarray(mask.any(axis=0)), margin)
     assert rest is not None
     return (slice(max(int(first[0]) - margin, 0), int(first[-1]) + 1 + margin),) + rest
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 import torch
@@ -43,6 +44,8 @@ def predict_probabilities(store_path: str, model_paths: Sequence[str], cfg: dict
                                        batch_size=cfg["batch_size"], mirror_axes=mirror, device=device,
                                        amp=device.type == "cuda", progress=progress)
         mean = probs if mean is None else mean + (probs - mean) / (i + 1)
+    if mean is None or plans is None:
+        raise ValueError("no fold model to predict with")
     return mean, plans
 
 
@@ -74,7 +77,7 @@ def write_like(arr_native_xyz: np.ndarray, reference_path: str, out_path: str | 
     ref, raw = str(reference_path), None
     if ref.endswith((".nii", ".nii.gz")):
         try:
-            raw = nib.load(ref)
+            raw = cast(nib.Nifti1Image, nib.load(ref))
         except Exception:  # noqa: BLE001 - gzip data named .nii and the like: ITK's way below reads them
             raw = None
     with atomic_path(out_path) as tmp:
@@ -86,9 +89,9 @@ def write_like(arr_native_xyz: np.ndarray, reference_path: str, out_path: str | 
         else:
             import SimpleITK as sitk
 
-            raw = read_raw(ref)  # NRRD, MHA, NIfTI-2, a DICOM series folder (voxflow.io reads them all)
+            ref_img = read_raw(ref)  # NRRD, MHA, NIfTI-2, a DICOM series folder (voxflow.io reads them all)
             img = sitk.GetImageFromArray(arr_native_xyz.T.astype(dtype))
-            img.CopyInformation(raw)
+            img.CopyInformation(ref_img)
             sitk.WriteImage(img, str(tmp), True)
 
 

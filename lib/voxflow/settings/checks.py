@@ -305,6 +305,29 @@ def _check_inputs_found(config: dict, cohort: Cohort, sample: int = 20) -> list[
     return problems
 
 
+def input_problems(config: dict) -> list[str]:
+    """The input section's own cross-field mistakes, found before the cohort is built from it (the layout needs
+    its root or sheet; the reference must be one of the modalities): voxflow.config.validate_config calls it."""
+    inp = config["input"]
+    problems: list[str] = []
+    if inp["reference"] not in inp["modalities"]:
+        problems.append(f"config error at 'input.reference': {inp['reference']!r} is not one of input.modalities "
+                        f"{inp['modalities']}")
+    if inp["layout"] in ("folders", "brats", "msd", "bids") and not inp["root"]:
+        problems.append(f"config error at 'input.root': the {inp['layout']} layout needs input.root")
+    if inp["layout"] == "sheet" and not inp["sheet"]:
+        problems.append("config error at 'input.sheet': the sheet layout needs input.sheet (a CSV/TSV file)")
+    if inp["layout"] == "bids" and inp["label"] and not inp["derivatives"]:
+        problems.append("config error at 'input.derivatives': the bids layout reads labels from a derivatives "
+                        f"folder (e.g. derivatives/manual); set it, or input.label: null (now {inp['label']!r})")
+    if inp["layout"] == "demo":
+        bad = set(inp["modalities"]) - {"t1", "t1c", "t2", "flair"}
+        if bad or not 2 <= len(inp["modalities"]) <= 4:
+            problems.append("config error at 'input.modalities': the demo cohort has 2-4 of t1, t1c, t2, flair; "
+                            f"got {inp['modalities']}")
+    return problems
+
+
 def check_config(config: dict, cohort: Cohort) -> None:
     """Every mistake of a schema-valid config that needs the cohort or several keys, found at load time: one
     ConfigError listing them all, one `config error at '<key>': ...` line each. `voxflow validate` and the
