@@ -43,3 +43,21 @@ def test_overwritten_params_are_what_snakemake_reads_for_job_functions():
 def test_common_smk_uses_the_public_helper_not_the_attribute():
     text = (ROOT / "workflow" / "rules" / "common.smk").read_text()
     assert "overwrite_function_params(" in text and "._overwrite_params" not in text
+
+
+def test_the_deployment_method_is_where_python_cmd_reads_it():
+    """common.smk python_cmd reads `workflow.deployment_settings.deployment_method` to tell a `--sdm conda` run
+    (the rule's environment's `python`) from a plain one (the interpreter running Snakemake)."""
+    import dataclasses
+
+    pytest.importorskip("snakemake")
+    import snakemake.api  # noqa: F401  (imports snakemake.workflow in its own order: importing it first is circular)
+    import snakemake.settings.types as types
+    import snakemake.workflow as workflow
+
+    fields = {f.name for f in dataclasses.fields(workflow.Workflow)}
+    assert "deployment_settings" in fields, "snakemake.workflow.Workflow has no deployment_settings (python_cmd)"
+    assert "deployment_method" in {f.name for f in dataclasses.fields(types.DeploymentSettings)}
+    assert hasattr(types.DeploymentMethod, "CONDA")
+    text = (ROOT / "workflow" / "rules" / "common.smk").read_text()
+    assert 'getattr(workflow, "deployment_settings", None), "deployment_method"' in text
