@@ -85,10 +85,6 @@ def wrap(net: torch.nn.Module, d: Dist) -> torch.nn.Module:
     return DistributedDataParallel(net, device_ids=[d.local_rank] if d.device.type == "cuda" else None)
 
 
-def unwrap(net: torch.nn.Module) -> torch.nn.Module:
-    return getattr(net, "module", net)
-
-
 class _Sum(torch.autograd.Function):
     """Sum over processes whose backward sums the gradients too: with every process computing the
     same function of the sum, each gets world x its share, and DDP's mean brings it back to 1x."""

@@ -115,20 +115,6 @@ def register_subject(images: dict, reference: str, mask: str, label: str | None,
     return {"transform": transform, "fwd": [Path(f).suffix for f in fwd]}
 
 
-def warp_label_to_native(label_mni: str, native_reference: str, xfm_dir: str, out: str | None = None):
-    """Map a label from MNI back to a native grid through the kept inverse transforms."""
-    import ants
-
-    files, invert = load_transforms(xfm_dir, "mni_to_native")
-    native = ants.image_read(native_reference)
-    lab = ants.image_read(label_mni)
-    warped = ants.apply_transforms(fixed=native, moving=lab, transformlist=files, whichtoinvert=invert,
-                                   interpolator="genericLabel")
-    if out:
-        write_ants(warped.astype("uint8"), out)
-    return warped
-
-
 def mask_dice(a: np.ndarray, b: np.ndarray) -> float:
     a, b = a > 0, b > 0
     denom = a.sum() + b.sum()
