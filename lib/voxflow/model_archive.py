@@ -7,7 +7,7 @@ every fold_<k>/model_final.pt, and fingerprint.json / normalization.json where t
 `manifest.json` lists each file's sha256 and size, the voxflow version, the modalities, the label values
 and the creation time. Opening an archive checks every file against the manifest (no file missing, none
 unlisted, every checksum equal) before anything is used; a problem is one `ModelArchiveError` line that
-names the archive and the file. Standard library only: opening a model costs no heavy import.
+names the archive and the file. Standard library and voxflow.settings only: opening a model costs no heavy import.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from voxflow.settings.model import DATASET_NORMALIZATIONS
+
 MANIFEST = "manifest.json"
 FORMAT = "voxflow-model"
 FORMAT_VERSION = 1
@@ -32,7 +34,6 @@ OPTIONAL = ("fingerprint.json", "normalization.json")
 FOLD_MODEL = re.compile(r"fold_(\d+)/model_final\.pt")
 # the first voxflow whose workflow writes model/settings.json (the model_settings rule)
 SETTINGS_SINCE = "0.1.0"
-DATASET_NORMALIZATIONS = {"ct_dataset", "nyul"}
 _CHUNK = 1 << 20
 
 
@@ -80,11 +81,15 @@ def _fold_key(name: str) -> int:
 
 
 def normalization_needed(settings: dict) -> list[str]:
-    """The dataset-level normalization methods of the settings (they need the model's normalization.json)."""
-    norm = (settings.get("preprocess") or {}).get("normalize") or {}
-    mods = (settings.get("input") or {}).get("modalities") or []
-    per = norm.get("per_modality") or {}
-    return sorted({str(per.get(m, norm.get("method"))) for m in mods} & DATASET_NORMALIZATIONS)
+    """The dataset-level normalization methods of the settings (they need the model's normalization.json), as
+    the chain resolves them (voxflow.settings.ChainSettings.norm_methods)."""
+    from voxflow.settings import ChainSettings
+
+    try:
+        methods = ChainSettings.from_json(settings).norm_methods.values()
+    except (KeyError, TypeError):  # incomplete settings: _check_settings names what is missing
+        return []
+    return sorted(set(methods) & DATASET_NORMALIZATIONS)
 
 
 def _check_settings(settings: dict, plans: dict, source) -> None:
