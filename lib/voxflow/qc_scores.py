@@ -1,0 +1,198 @@
+"""Image-quality and processing-quality scores of a subject, and robust outlier flags over a cohort.
+
+Array code only (numpy in, floats out): the per-subject chain computes them from the arrays its steps already
+hold (issue 13). Image-quality measures follow MRIQC's definitions where one exists (Esteban et al., "MRIQC:
+Advancing the automatic prediction of image quality in MRI from unseen sites", PLoS ONE 12(9), 2017;
+`mriqc.qc.anatomical`): SNR, CNR, CJV, EFC, FBER and the INU statistics of the N4 bias field.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+EPS = 1e-12
+
+
+def _values(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    return np.asarray(img, dtype=np.float64)[np.asarray(mask, dtype=bool)]
+
+
+def snr(img: np.ndarray, mask: np.ndarray) -> float:
+    """MRIQC `snr`: mean / (std · sqrt(n / (n - 1))) of the image inside `mask` (the foreground or one tissue).
+    Higher is better."""
+    v = _values(img, mask)
+    if v.size < 2:
+        return float("nan")
+    sd = v.std() * math.sqrt(v.size / (v.size - 1))
+    return float(v.mean() / sd) if sd > EPS else float("inf")
+
+
+def cnr(img: np.ndarray, wm: np.ndarray, gm: np.ndarray, air: np.ndarray | None = None) -> float:
+    """MRIQC `cnr`: |mu_WM - mu_GM| / sqrt(sigma_air^2 + sigma_WM^2 + sigma_GM^2) (no air region: sigma_air = 0).
+    Higher is better."""
+    w, g = _values(img, wm), _values(img, gm)
+    sa = _values(img, air).std() if air is not None and np.any(air) else 0.0
+    denom = math.sqrt(sa ** 2 + w.std() ** 2 + g.std() ** 2)
+    return float(abs(w.mean() - g.mean()) / denom) if denom > EPS else float("inf")
+
+
+def cjv(img: np.ndarray, wm: np.ndarray, gm: np.ndarray) -> float:
+    """MRIQC `cjv` (coefficient of joint variation, Ganzetti et al. 2016): (sigma_WM + sigma_GM) / |mu_WM - mu_GM|.
+    Lower is better; it grows with noise, bias field and a wrong contrast."""
+    w, g = _values(img, wm), _values(img, gm)
+    gap = abs(w.mean() - g.mean())
+    return float((w.std() + g.std()) / gap) if gap > EPS else float("inf")
+
+
+def efc(img: np.ndarray) -> float:
+    """MRIQC `efc` (entropy focus criterion, Atkinson et al. 1997): the Shannon entropy of the voxel intensities
+    relative to the image energy, normalized by its maximum (all voxels equal). Ghosting and blurring from motion
+    spread the energy: higher values. Negative intensities are taken as their magnitude."""
+    x = np.abs(np.asarray(img, dtype=np.float64)).ravel()
+    n = x.size
+    energy = math.sqrt(float((x ** 2).sum()))
+    if n < 2 or energy <= EPS:
+        return float("nan")
+    efc_max = n * (1.0 / math.sqrt(n)) * math.log(1.0 / math.sqrt(n))
+    p = x / energy
+    return float(np.sum(p * np.log(p + 1e-16)) / efc_max)
+
+
+def fber(img: np.ndarray, fg: np.ndarray, bg: np.ndarray) -> float:
+    """MRIQC `fber` (foreground-background energy ratio): median(|fg|^2) / median(|bg|^2); a background without
+    energy gives MRIQC's cap, 1e5. Higher is better."""
+    f, b = _values(img, fg), _values(img, bg)
+    if f.size == 0 or b.size == 0:
+        return float("nan")
+    bg_energy = float(np.median(b ** 2))
+    return float(np.median(f ** 2) / bg_energy) if bg_energy >= 1e-3 else 1e5
+
+
+def inu_stats(field: np.ndarray, mask: np.ndarray) -> dict[str, float]:
+    """MRIQC `inu_med` and `inu_range`: median and 5-95th percentile range of the N4 bias field inside the brain.
+    A flat field is 1 with range 0; a strong bias widens the range."""
+    v = _values(field, mask)
+    if v.size == 0:
+        return {"inu_median": float("nan"), "inu_range": float("nan")}
+    lo, hi = np.percentile(v, [5, 95])
+    return {"inu_median": float(np.median(v)), "inu_range": float(hi - lo)}
+
+
+def saturated_fraction(img: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Fraction of voxels (inside `mask`) at the image's maximum or minimum value: clipping by the scanner or a
+    conversion. A natural image has a handful of voxels at each extreme."""
+    v = np.asarray(img).ravel() if mask is None else np.asarray(img)[np.asarray(mask, dtype=bool)]
+    if v.size == 0:
+        return float("nan")
+    return float((np.count_nonzero(v == v.max()) + np.count_nonzero(v == v.min())) / v.size)
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
+    denom = int(a.sum()) + int(b.sum())
+    return 2.0 * int(np.logical_and(a, b).sum()) / denom if denom else 1.0
+
+
+def correlation(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Pearson correlation of two images on one grid (inside `mask`): the similarity of an image registered to a
+    template of the same contrast."""
+    x = np.asarray(a, dtype=np.float64).ravel() if mask is None else _values(a, mask)
+    y = np.asarray(b, dtype=np.float64).ravel() if mask is None else _values(b, mask)
+    if x.size < 2 or x.std() <= EPS or y.std() <= EPS:
+        return float("nan")
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def normalized_mutual_information(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None,
+                                  bins: int = 64) -> float:
+    """Studholme's NMI, (H(A) + H(B)) / H(A, B), in [1, 2]: the similarity of two images of different contrasts
+    on one grid (co-registration of modalities). 1: independent; 2: one determines the other."""
+    x = np.asarray(a, dtype=np.float64).ravel() if mask is None else _values(a, mask)
+    y = np.asarray(b, dtype=np.float64).ravel() if mask is None else _values(b, mask)
+    if x.size < 2:
+        return float("nan")
+    joint, _, _ = np.histogram2d(x, y, bins=bins)
+    p = joint / joint.sum()
+    px, py = p.sum(axis=1), p.sum(axis=0)
+
+    def entropy(q: np.ndarray) -> float:
+        q = q[q > 0]
+        return float(-(q * np.log(q)).sum())
+
+    hxy = entropy(p.ravel())
+    return (entropy(px) + entropy(py)) / hxy if hxy > EPS else float("nan")
+
+
+def empty_fraction(img: np.ndarray, mask: np.ndarray | None = None, threshold: float = 0.0) -> float:
+    """Fraction of the field of view (or of `mask`, e.g. the template's head) whose voxels are at most `threshold`
+    after registration: a failed or partial registration leaves much of the template's field empty."""
+    v = np.asarray(img).ravel() if mask is None else np.asarray(img)[np.asarray(mask, dtype=bool)]
+    return float(np.count_nonzero(v <= threshold) / v.size) if v.size else float("nan")
+
+
+# --- robust outlier flags over a cohort ----------------------------------------------------------------------------
+
+# MAD of a normal distribution = 0.6745 sigma: the robust z-score is then comparable to a z-score.
+MAD_TO_SIGMA = 1.4826
+# Below this many subjects a cohort's median and MAD say little: only the hard sanity bounds flag.
+MIN_SUBJECTS_FOR_Z = 10
+
+
+def robust_z(values: Sequence[float] | np.ndarray) -> np.ndarray:
+    """(x - median) / (1.4826 · MAD) of each value (NaN stays NaN). Median and MAD are not moved by a few outliers,
+    so a bad subject cannot hide itself by inflating the spread the way it would with mean and std."""
+    x = np.asarray(values, dtype=np.float64)
+    finite = x[np.isfinite(x)]
+    if finite.size == 0:
+        return np.full(x.shape, np.nan)
+    med = np.median(finite)
+    mad = MAD_TO_SIGMA * np.median(np.abs(finite - med))
+    if mad <= EPS:  # most subjects equal: any other value is infinitely far
+        z = np.full(x.shape, np.nan)
+        finite_x = np.isfinite(x)
+        z[finite_x] = np.where(np.abs(x[finite_x] - med) <= EPS, 0.0, np.copysign(np.inf, x[finite_x] - med))
+        return z
+    return (x - med) / mad
+
+
+def flag_outliers(scores: Mapping[str, Mapping[str, float]], flag_z: float = 3.5,
+                  bounds: Mapping[str, tuple[float | None, float | None]] | None = None,
+                  direction: Mapping[str, str] | None = None) -> list[dict]:
+    """Flags over a cohort: `scores` is subject -> score name -> value. A subject is flagged on a score when its
+    robust z-score is past `flag_z` in the score's bad direction (`direction[name]`: "high" = high is bad, "low",
+    or "both", the default), with at least MIN_SUBJECTS_FOR_Z subjects; or when the value is outside the score's
+    hard sanity `bounds` (low, high; None = open), whatever the cohort size. Each flag names the subject, the
+    score, its value, the cohort's median, the z-score and the reason; worst (largest |z|, bounds first) first."""
+    subjects = sorted(scores)
+    names = sorted({n for s in subjects for n in scores[s]})
+    bounds, direction = bounds or {}, direction or {}
+    use_z = len(subjects) >= MIN_SUBJECTS_FOR_Z
+    flags: list[dict[str, Any]] = []
+    for name in names:
+        vals = np.array([scores[s].get(name, np.nan) for s in subjects], dtype=np.float64)
+        z = robust_z(vals)
+        finite = vals[np.isfinite(vals)]
+        med = float(np.median(finite)) if finite.size else float("nan")
+        lo, hi = bounds.get(name, (None, None))
+        bad = direction.get(name, "both")
+        for s, v, zi in zip(subjects, vals, z):
+            if not np.isfinite(v):
+                continue
+            reason = None
+            if (lo is not None and v < lo) or (hi is not None and v > hi):
+                reason = f"outside the sanity bounds [{lo}, {hi}]"
+            elif use_z and ((zi > flag_z and bad in ("high", "both")) or (zi < -flag_z and bad in ("low", "both"))):
+                reason = f"robust z {zi:+.1f} (|z| > {flag_z:g})"
+            if reason:
+                flags.append({"subject": s, "score": name, "value": float(v), "median": med,
+                              "z": float(zi), "reason": reason})
+    flags.sort(key=lambda f: (not f["reason"].startswith("outside"), -abs(f["z"]), f["subject"], f["score"]))
+    return flags
+
+
+def flagged_subjects(flags: Iterable[dict]) -> list[str]:
+    return sorted({f["subject"] for f in flags})
