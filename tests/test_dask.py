@@ -46,21 +46,20 @@ def test_fingerprint_through_the_scheduler_address_equals_threads(cluster, tmp_p
 
 
 def test_metric_aggregation_through_the_scheduler_address(cluster, tmp_path):
-    from voxflow.evaluate import aggregate, write_tsv
+    from voxflow.evaluate import aggregate, chunk_id, write_tsv
     from voxflow.metrics import evaluate_case
 
-    inp = {}
+    pattern = str(tmp_path / "chunk_{chunk}.tsv")  # the chunk tables as the evaluate rule names them
     for i in range(3):
         ref = synthetic_label(seed=i)
         pred = np.roll(ref, i, axis=0)  # subject i: shifted by i voxels (subject 0 perfect)
         rows = [{"subject": f"s{i}", "space": "native", **r}
                 for r in evaluate_case(pred, ref, (2.0, 2.0, 2.0), labels=[1, 2, 4], tolerance_mm=2.0)]
-        inp[f"metrics_s{i}"] = str(tmp_path / f"s{i}.tsv")
-        write_tsv(pd.DataFrame(rows), inp[f"metrics_s{i}"])
+        write_tsv(pd.DataFrame(rows), pattern.format(chunk=chunk_id(i)))
     outs = {}
     for name, sched in (("threads", "threads"), ("remote", cluster.scheduler_address)):
         out = {"metrics": str(tmp_path / f"{name}_all.tsv"), "summary": str(tmp_path / f"{name}_summary.tsv")}
-        info = aggregate("cohort", inp, out, {"scheduler": sched})
+        info = aggregate("cohort", {}, out, {"scheduler": sched, "table_pattern": pattern, "n_chunks": 3})
         outs[name] = (info, pd.read_csv(out["summary"], sep="\t"), pd.read_csv(out["metrics"], sep="\t"))
     (info_t, summ_t, all_t), (info_r, summ_r, all_r) = outs["threads"], outs["remote"]
     assert info_r == info_t and info_r["subjects"] == 3

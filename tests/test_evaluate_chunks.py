@@ -66,14 +66,13 @@ def test_metrics_do_not_depend_on_the_chunking(cases):
     assert dice["s0"] == pytest.approx(1.0) and dice["s2"] < dice["s1"] < 1.0
     # the cohort tables from one chunk or three are the same
     outs = []
-    for name, pattern, n in (("one", str(d / "all.tsv").replace("all", "{chunk}"), 0),
-                             ("three", str(d / "chunk_{chunk}.tsv"), 3)):
-        if n:  # the chunk tables under the rule's names, rebuilt by aggregate from the pattern
-            for i, p in enumerate(singles):
-                (d / f"chunk_{chunk_id(i)}.tsv").write_bytes(Path(p).read_bytes())
-        inp = {} if n else {"metrics_all": whole}
+    for name, tables in (("one", [whole]), ("three", singles)):
+        # the chunk tables under the rule's names, rebuilt by aggregate from the pattern
+        pattern = str(d / f"{name}_{{chunk}}.tsv")
+        for i, p in enumerate(tables):
+            Path(pattern.format(chunk=chunk_id(i))).write_bytes(Path(p).read_bytes())
         out = {"metrics": str(d / f"agg_{name}.tsv"), "summary": str(d / f"sum_{name}.tsv")}
-        aggregate("cohort", inp, out, {"scheduler": "threads", "table_pattern": pattern, "n_chunks": n})
+        aggregate("cohort", {}, out, {"scheduler": "threads", "table_pattern": pattern, "n_chunks": len(tables)})
         outs.append((pd.read_csv(out["metrics"], sep="\t"), pd.read_csv(out["summary"], sep="\t")))
     pd.testing.assert_frame_equal(outs[0][0], outs[1][0])
     pd.testing.assert_frame_equal(outs[0][1], outs[1][1])

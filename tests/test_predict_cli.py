@@ -24,7 +24,8 @@ import pytest
 
 from conftest import VENV_BIN, tmp_names_under
 from voxflow.model_archive import MANIFEST, ModelArchiveError, export_model, open_model, sha256_file
-from voxflow.predict_cli import SubjectError, main, match_modalities, resolve_inputs
+from voxflow.predict_cli import main
+from voxflow.predict_inputs import SubjectError, match_modalities, resolve_inputs
 
 MODS = ["t1", "flair"]
 

@@ -94,9 +94,8 @@ def aggregate(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -
     from voxflow.learn.plan import compute
     from voxflow.metrics import summarize
 
-    # the chunk tables (rebuilt from the rule's pattern), or one table per named `metrics_*` input
-    paths = [cfg["table_pattern"].format(chunk=chunk_id(i)) for i in range(cfg.get("n_chunks", 0))]
-    paths += [p for k, p in sorted(inp.items()) if k.startswith("metrics_")]
+    # the chunk tables, rebuilt from the rule's pattern and count (their 10 000 paths would overflow --io)
+    paths = [cfg["table_pattern"].format(chunk=chunk_id(i)) for i in range(cfg["n_chunks"])]
     tasks = [dask.delayed(pd.read_csv)(p, sep="\t", dtype={"label": str}) for p in paths]
     frames = compute(tasks, cfg["scheduler"])
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
