@@ -196,3 +196,29 @@ def flag_outliers(scores: Mapping[str, Mapping[str, float]], flag_z: float = 3.5
 
 def flagged_subjects(flags: Iterable[dict]) -> list[str]:
     return sorted({f["subject"] for f in flags})
+
+
+# --- the scores a subject gets, what each means and which way is bad ------------------------------------------------
+# name -> (bad direction: "high" | "low" | "both", hard sanity bounds (low, high; None = open), what it tells).
+# Per modality unless the table says "mask" (the brain mask) or "reference" (the registered reference modality).
+SCORES: dict[str, tuple[str, tuple[float | None, float | None], str]] = {
+    "snr": ("low", (None, None), "MRIQC snr: mean / std inside the head (before N4); noise lowers it"),
+    "efc": ("high", (None, None), "MRIQC efc: entropy focus criterion of the raw image; motion ghosts raise it"),
+    "fber": ("low", (None, None), "MRIQC fber: head / background energy; ghosts in the background lower it"),
+    "saturated_fraction": ("high", (None, 0.05), "voxels at the image's extreme values inside the head (clipping)"),
+    "inu_median": ("both", (None, None), "MRIQC inu_med: median of N4's bias field inside the head"),
+    "inu_range": ("high", (None, None), "MRIQC inu_range: 5-95th percentile range of N4's bias field in the head"),
+    "coreg_nmi": ("both", (None, None), "NMI with the reference modality after rigid co-registration (1 = none)"),
+    "brain_volume_ml": ("both", (300.0, 3000.0), "brain mask volume (mask); a failed skull strip changes it"),
+    "mask_dice_template": ("low", (0.7, None), "Dice of the brain mask in MNI with the template's brain mask (mask)"),
+    "template_nmi": ("low", (None, None), "NMI of the registered reference with the MNI template in its brain mask"),
+    "template_correlation": ("low", (None, None), "correlation of the registered reference with the MNI template"),
+    "empty_fraction": ("high", (None, 0.3), "fraction of the template's brain mask left empty after registration"),
+    "cnr": ("low", (None, None), "MRIQC cnr: |mu_WM - mu_GM| / sqrt(sigma_WM^2 + sigma_GM^2), warped MNI tissue maps"),
+    "cjv": ("high", (None, None), "MRIQC cjv: (sigma_WM + sigma_GM) / |mu_WM - mu_GM|; noise and bias raise it"),
+    "wm_gm_contrast": ("both", (None, None), "signed (mu_WM - mu_GM) / sqrt(sigma_WM^2 + sigma_GM^2): > 0 in T1, "
+                                             "< 0 in T2/FLAIR; a wrong contrast flips its sign"),
+    "crop_volume_ml": ("both", (None, None), "CT: volume of the body crop"),
+    "hu_p01": ("both", (-1200.0, None), "CT: 1st HU percentile inside the body"),
+    "hu_p99": ("both", (None, 4000.0), "CT: 99th HU percentile inside the body"),
+}
