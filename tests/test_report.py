@@ -31,7 +31,8 @@ CONFIG = {"output_dir": "results", "input": {"modalities": ["t1", "flair"], "ref
                                              "label_values": [0, 1, 2, 4]},
           "model": {"dim": "3d"}, "evaluate": {"regions": BRATS_REGIONS, "tolerance_mm": 1.0}}
 QC_STEPS = {"mni": ["n4", "skullstrip", "mni"], "resampled": ["n4", "skullstrip", "native"]}  # by the stores' space
-SECTIONS = ["run", "summary", "plots", "subjects", "qc-pred", "qc-pre", "curves", "runtime", "provenance"]
+SECTIONS = ["run", "summary", "plots", "subjects", "qc-cohort", "qc-pred", "qc-pre", "curves", "runtime",
+            "provenance"]
 
 
 # ---------------------------------------------------------------- a parsed page
@@ -353,6 +354,9 @@ def test_report_sections_and_values(run_dir, report_html):
     assert cards["subjects"] == "3" and cards["excluded"] == "0" and cards["predicted"] == "3"
     assert cards["evaluated"] == "3" and cards["mode"] == "evaluation" and cards["model"] == "3d"
     assert cards["modalities"] == "t1, flair" and cards["folds trained"] == "2 (0, 1)"
+    # a run without QC scores (older runs): the cohort QC says so, the subject table has no QC column
+    assert cards["QC flagged"] == "not computed" and "QC flags" not in t["head"]
+    assert "QC scores were not computed" in page.sections["qc-cohort"]["text"]
     from voxflow.report_data import git_commit
 
     assert cards["git commit"] == git_commit(run_dir.parent)[:12]  # "unknown" outside a repository
@@ -365,8 +369,8 @@ def test_report_images(report_html):
 
     page = voxflow_page(report_html)
     counts = {sid: len(page.images(sid)) for sid in page.order}
-    assert counts == {"run": 0, "summary": 0, "plots": 4, "subjects": 0, "qc-pred": 3, "qc-pre": 8, "curves": 2,
-                      "runtime": 1, "provenance": 0}
+    assert counts == {"run": 0, "summary": 0, "plots": 4, "subjects": 0, "qc-cohort": 0, "qc-pred": 3, "qc-pre": 8,
+                      "curves": 2, "runtime": 1, "provenance": 0}
     for img in page.images():
         head, data = img["src"].split(",", 1)
         assert head == "data:image/png;base64"
@@ -424,7 +428,7 @@ def test_report_predict_only_and_cap(run_dir, report_html):
 
     doc = build(run_dir, "predict_only.html", evaluate=False, cap=2)
     page = voxflow_page(doc)
-    assert page.order == ["run", "volumes", "qc-pred", "qc-pre", "curves", "runtime", "provenance"]
+    assert page.order == ["run", "volumes", "qc-cohort", "qc-pred", "qc-pre", "curves", "runtime", "provenance"]
     vol = page.table("volumes", "volume-table")
     assert "sortable" in vol["class"] and [r["subject"]["text"] for r in vol["rows"]] == SUBJECTS
     arr = sitk.GetArrayFromImage(sitk.ReadImage(str(run_dir / "predictions" / "sub02" / "sub02_seg.nii.gz")))
@@ -488,6 +492,7 @@ def test_report_missing_parts(tmp_path):
     assert "nope.tsv missing or empty" in text["volumes"] and "No prediction files found" in text["volumes"]
     assert "zarr store missing" in text["qc-pred"] and "No QC images" in text["qc-pre"]
     assert "No trained folds found" in text["curves"] and "No benchmark files found" in text["runtime"]
+    assert "QC scores were not computed" in text["qc-cohort"]
     assert "plans.json: not found" in text["provenance"] and "postprocessing.json: not found" in text["provenance"]
     assert not list((tmp_path / "r").glob(".*tmp-*"))
 
@@ -557,7 +562,8 @@ def test_shown_subjects():
 
     cohort = {"subjects": ["c", "a", "b"], "excluded": [{"subject": "0bad"}]}
     assert shown_subjects(None, ["c", "a"], cohort, cap=3) == {
-        "prediction_qc": ["a", "c"], "n_predicted": 2, "preprocessing_qc": ["0bad", "a", "b"], "n_subjects": 4}
+        "prediction_qc": ["a", "c"], "n_predicted": 2, "preprocessing_qc": ["0bad", "a", "b"], "n_subjects": 4,
+        "flagged": []}
 
 
 def test_training_curve_is_read_from_the_model_without_torch(run_dir, tmp_path):

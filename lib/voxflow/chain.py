@@ -68,6 +68,10 @@ def qc_path(root: str, step: str) -> str:
     return os.path.join(root, "qc", "{subject}", f"{step}.png")
 
 
+def qc_scores_path(root: str) -> str:
+    return os.path.join(root, "qc", "{subject}", "scores.json")
+
+
 def store_path(root: str) -> str:
     return os.path.join(root, "zarr", "{subject}.zarr")
 
@@ -77,9 +81,11 @@ def validation_table(root: str) -> str:
 
 
 def template_paths(root: str, resolution_mm: int) -> dict[str, str]:
-    """The MNI152 template (image, brain mask) at the registration's resolution, written once per run."""
+    """The MNI152 template (image, brain mask, grey- and white-matter maps) at the registration's resolution,
+    written once per run."""
     base = os.path.join(root, "template", f"mni152_{resolution_mm}mm")
-    return {"image": f"{base}.nii.gz", "mask": f"{base}_mask.nii.gz"}
+    return {"image": f"{base}.nii.gz", "mask": f"{base}_mask.nii.gz", "gm": f"{base}_gm.nii.gz",
+            "wm": f"{base}_wm.nii.gz"}
 
 
 def space_mask_path(root: str, cs: ChainSettings) -> str:
@@ -109,7 +115,7 @@ def build_chain(cs: ChainSettings, root: str, normalization: str | None = None) 
         Step("coreg", inputs=_images(root, "ingest", mods),
              outputs={**_images(root, "coreg", mods),
                       **{f"xfm_{m}": sub_path(root, "coreg", f"{m}_to_{ref}.mat") for m in mods if m != ref},
-                      "info": sub_path(root, "coreg", "info.json")},
+                      "info": sub_path(root, "coreg", "info.json"), "scores": sub_path(root, "coreg", "scores.json")},
              config={"modalities": mods, "reference": ref}),
     ]
     if cs.denoise:
@@ -120,28 +126,29 @@ def build_chain(cs: ChainSettings, root: str, normalization: str | None = None) 
         steps.append(Step("n4", inputs=_images(root, pre_n4, mods), qc="qc",
                           outputs={**_images(root, "n4", mods),
                                    **{f"field_{m}": sub_path(root, "n4", f"{m}_bias.nii.gz") for m in mods},
-                                   "qc": qc_path(root, "n4")},
+                                   "qc": qc_path(root, "n4"), "scores": sub_path(root, "n4", "scores.json")},
                           config={**pre["n4"], "reference": ref, "modality_types": types}))
         steps.append(Step("skullstrip", inputs=_images(root, "n4", mods), qc="qc",
                           outputs={**_images(root, "brain", mods), "mask": sub_path(root, "brain", "brain_mask.nii.gz"),
-                                   "qc": qc_path(root, "skullstrip")},
+                                   "qc": qc_path(root, "skullstrip"), "scores": sub_path(root, "brain", "scores.json")},
                           config={**pre["skullstrip"], "reference": ref}))
     brain = {} if cs.ct_direct else {"mask": sub_path(root, "brain", "brain_mask.nii.gz")}
     space, grid = cs.space_step, _images(root, cs.space_step, mods)
     space_label = {"label": sub_path(root, space, "label.nii.gz")} if label else {}
     xfm = os.path.join(root, "preprocess", "{subject}", "xfm") if space == "mni" else sub_path(root, "native", "xfm")
     if space == "mni":
+        tpl = template_paths(root, pre["mni"]["resolution_mm"])
         steps.append(Step("mni", qc="qc", folders=frozenset({"xfm"}),
-                          inputs={**_images(root, "brain", mods), **brain, **ingest_label,
-                                  "template": template_paths(root, pre["mni"]["resolution_mm"])["image"]},
+                          inputs={**_images(root, "brain", mods), **brain, **ingest_label, "template": tpl["image"],
+                                  "template_mask": tpl["mask"], "template_gm": tpl["gm"], "template_wm": tpl["wm"]},
                           outputs={**grid, "mask": space_mask_path(root, cs), **space_label, "xfm": xfm,
-                                   "qc": qc_path(root, "mni")},
+                                   "qc": qc_path(root, "mni"), "scores": sub_path(root, "mni", "scores.json")},
                           config={**pre["mni"], "reference": ref}))
     else:
         steps.append(Step("native", qc="qc", folders=frozenset({"xfm"}),
                           inputs={**_images(root, pre_n4 if cs.ct_direct else "brain", mods), **brain, **ingest_label},
                           outputs={**grid, "mask": space_mask_path(root, cs), **space_label, "xfm": xfm,
-                                   "qc": qc_path(root, "native")},
+                                   "qc": qc_path(root, "native"), "scores": sub_path(root, "native", "scores.json")},
                           config={**pre["native"], "reference": ref, "modality_types": types}))
     steps.append(Step("to_zarr", weight="light", folders=frozenset({"zarr"}),
                       inputs={**grid, "mask": space_mask_path(root, cs), **space_label, "xfm": xfm,
@@ -150,6 +157,9 @@ def build_chain(cs: ChainSettings, root: str, normalization: str | None = None) 
                       config={**pre["normalize"], **pre["zarr"], "modalities": mods, "space": cs.space,
                               "methods": dict(cs.norm_methods)},
                       subject_config=lambda raw: {"native_reference": raw.images[ref]}))
+    # the subject's quality scores, one file from the steps' (voxflow.qc_subject); the cohort rule qc_flags reads it
+    steps.append(Step("qc_scores", weight="light", outputs={"scores": qc_scores_path(root)}, config={},
+                      inputs={st.name: st.outputs["scores"] for st in steps if "scores" in st.outputs}))
     return order_by_files(steps)
 
 
@@ -265,8 +275,8 @@ def preprocess_subject(settings: Mapping[str, Any], subject: str, images: Mappin
     steps = build_chain(cs, root, normalization)
     if cs.space == "mni":
         tpl = template_paths(root, cs.preprocess["mni"]["resolution_mm"])
-        if not os.path.exists(tpl["image"]):
-            write_template(int(cs.preprocess["mni"]["resolution_mm"]), tpl["image"], tpl["mask"])
+        if not all(os.path.exists(p) for p in tpl.values()):
+            write_template(int(cs.preprocess["mni"]["resolution_mm"]), tpl["image"], tpl["mask"], tpl["gm"], tpl["wm"])
     raw = RawSubject(images={m: str(images[m]) for m in cs.modalities})
     specs = [step_spec(st, subject, raw) for st in steps]
     run_chain(subject, specs, on_error="stop", threads=threads, progress=progress)

@@ -21,9 +21,11 @@ STEPS: dict[str, str] = {
     "native": "voxflow.steps:native",
     "to_zarr": "voxflow.steps:to_zarr",
     "space_mask": "voxflow.steps:space_mask",
+    "qc_scores": "voxflow.steps:qc_scores",
     "chain": "voxflow.steps:chain",  # the whole chain in one job
     # cohort
     "normalization_stats": "voxflow.steps:normalization_stats",
+    "qc_flags": "voxflow.qc_cohort:qc_flags",
     "split": "voxflow.learn.steps:split",
     "plan": "voxflow.learn.steps:plan",
     "train": "voxflow.learn.steps:train",

@@ -7,14 +7,15 @@ and renders it (`render`); voxflow.report_data reads the files and makes the tab
 draws the figures.
 
 Sections: excluded subjects (first, when any), run summary, input warnings, cohort metrics (summary.tsv),
-box/strip plots, a sortable per-subject table (predict-only: predicted volumes instead), prediction QC
-(worst subjects first), preprocessing QC, training curves, run time per rule (benchmarks), provenance.
-A missing part becomes a short note.
+box/strip plots, a sortable per-subject table (predict-only: predicted volumes instead), cohort QC (quality
+scores and outlier flags: voxflow.report_qc), prediction QC (worst subjects first), preprocessing QC, training
+curves, run time per rule (benchmarks), provenance. A missing part becomes a short note.
 
 Every file read is one the `report` rule declares (workflow/rules/report.smk), found from the rule's
 named inputs or from the path patterns in its config with the subjects of two declared lists: the
 predicted subjects (status/predicted.json) and the subjects shown in the QC sections, at most
-`max_qc_subjects` each (`shown_subjects`, written by the checkpoint report_subjects). The benchmark files,
+`max_qc_subjects` each, the QC-flagged ones among them (`shown_subjects`, written by the checkpoint
+report_subjects). The benchmark files,
 which Snakemake writes itself, are the one exception (voxflow.report_data.runtime_table).
 """
 
@@ -31,10 +32,11 @@ import pandas as pd
 
 from voxflow.io import atomic_path
 from voxflow.report_data import (git_commit, lesion_dice, main_space, overlay_arrays, package_versions,
-                                 predicted_volumes, read_curve, read_json, read_tsv, runtime_table, space_name,
-                                 subject_table, summary_tables, table)
+                                 predicted_volumes, qc_flag_labels, read_curve, read_json, read_qc_tsv, read_tsv,
+                                 runtime_table, space_name, subject_table, summary_tables, table)
 from voxflow.report_plots import (PRED_COLOR, REF_COLOR, curve_figure, metric_figures, overlay_uri, png_uri,
                                   runtime_figure)
+from voxflow.report_qc import cohort_qc, flagged_order
 from voxflow.status import store_path, subject_lists
 
 log = logging.getLogger("voxflow")
@@ -72,13 +74,18 @@ class ReportFiles:
     postprocessing: str | None = None
     split: str | None = None
     benchmarks: str | None = None  # a pattern: not inputs (runtime_table)
+    qc_scores: str | None = None  # qc/scores.tsv and qc/flags.tsv (None: not inputs, e.g. an older run)
+    qc_flags: str | None = None
+    qc_flagged: list[tuple[str, dict[str, str]]] = field(default_factory=list)  # flagged, worst first: {step: png}
 
 
-def shown_subjects(metrics_tsv, predicted: list[str], cohort: dict | None, cap: int = MAX_QC_SUBJECTS) -> dict:
-    """The subjects of the two QC sections, in display order: the predicted ones, worst lesion Dice first
-    (predict-only: by name), and every subject of the cohort by name (excluded ones too: their QC shows what
-    went wrong); at most `cap` each, with how many there are. The checkpoint report_subjects writes it, the
-    report rule declares these subjects' files, and the report shows them."""
+def shown_subjects(metrics_tsv, predicted: list[str], cohort: dict | None, cap: int = MAX_QC_SUBJECTS,
+                   flags_tsv=None) -> dict:
+    """The subjects of the QC sections, in display order: the predicted ones, worst lesion Dice first
+    (predict-only: by name); the QC-flagged ones of flags_tsv, worst first ("flagged"); and the cohort's,
+    the flagged ones first, then every subject by name (excluded ones too: their QC shows what went wrong); at
+    most `cap` each, with how many there are. The checkpoint report_subjects writes it, the report rule
+    declares these subjects' files, and the report shows them."""
     metrics = read_tsv(metrics_tsv)
     if metrics is not None and len(metrics):
         dice = lesion_dice(metrics)
@@ -87,11 +94,14 @@ def shown_subjects(metrics_tsv, predicted: list[str], cohort: dict | None, cap: 
         order = sorted(predicted)
     everyone = (sorted(set(cohort.get("subjects") or []) | {e["subject"] for e in cohort.get("excluded") or []})
                 if cohort else sorted(predicted))
-    return {"prediction_qc": order[:cap], "n_predicted": len(order), "preprocessing_qc": everyone[:cap],
-            "n_subjects": len(everyone)}
+    flagged = flagged_order(flags_tsv, cap)
+    pre = list(dict.fromkeys(flagged + everyone))[:cap]
+    return {"prediction_qc": order[:cap], "n_predicted": len(order), "preprocessing_qc": pre,
+            "n_subjects": len(everyone), "flagged": flagged}
 
 
-def write_shown_subjects(metrics_tsv: str | None, predicted_json: str, cohort_json: str, cap: int, out: str) -> dict:
+def write_shown_subjects(metrics_tsv: str | None, predicted_json: str, cohort_json: str, cap: int, out: str,
+                         flags_tsv: str | None = None) -> dict:
     """status/report_subjects.json (the checkpoint report_subjects): shown_subjects from the run's files."""
     import json
 
@@ -101,7 +111,7 @@ def write_shown_subjects(metrics_tsv: str | None, predicted_json: str, cohort_js
         predicted = json.load(fh)["subjects"]
     with open(cohort_json) as fh:
         cohort = json.load(fh)
-    shown = shown_subjects(metrics_tsv, predicted, cohort, cap)
+    shown = shown_subjects(metrics_tsv, predicted, cohort, cap, flags_tsv)
     write_json_atomic(shown, out)
     return shown
 
@@ -114,18 +124,20 @@ def report_files(inp: dict, cfg: dict) -> ReportFiles:
     predicted = list(subject_lists(inp, cfg).get("subjects") or [])
     cohort = read_json(inp.get("cohort"))
     shown = read_json(inp.get("shown")) or shown_subjects(inp.get("metrics"), predicted, cohort,
-                                                          int(cfg.get("max_qc_subjects", MAX_QC_SUBJECTS)))
+                                                          int(cfg.get("max_qc_subjects", MAX_QC_SUBJECTS)),
+                                                          inp.get("qc_flags"))
     at = lambda key, s, st="": paths[key].replace("{subject}", s).replace("{step}", st)  # noqa: E731
-    models = inp.get("models") or []
+    models, steps = inp.get("models") or [], cfg.get("qc_steps") or QC_STEPS
     return ReportFiles(
         metrics=inp.get("metrics"), summary=inp.get("summary"), cohort=cohort, predicted=predicted,
         prediction_qc=[(s, at("store", s), at("prediction", s)) for s in shown["prediction_qc"]],
         n_predicted=shown["n_predicted"], n_subjects=shown["n_subjects"],
-        preprocessing_qc=[(s, {st: at("qc", s, st) for st in cfg.get("qc_steps") or QC_STEPS})
-                          for s in shown["preprocessing_qc"]],
+        preprocessing_qc=[(s, {st: at("qc", s, st) for st in steps}) for s in shown["preprocessing_qc"]],
         qc_dir=str(Path(paths["qc"]).parent.parent), volumes=[(s, at("native", s)) for s in predicted],
         models=[models] if isinstance(models, str) else list(models), plans=inp.get("plans"),
-        postprocessing=inp.get("postprocessing"), split=inp.get("split"), benchmarks=paths["benchmarks"])
+        postprocessing=inp.get("postprocessing"), split=inp.get("split"), benchmarks=paths["benchmarks"],
+        qc_scores=inp.get("qc_scores"), qc_flags=inp.get("qc_flags"),
+        qc_flagged=[(s, {st: at("qc", s, st) for st in steps}) for s in shown.get("flagged") or []])
 
 
 # ---------------------------------------------------------------- sections (plain data for the template)
@@ -173,8 +185,9 @@ def _prediction_qc(files: ReportFiles, dice: pd.Series | None, config: dict, sto
 def _preprocessing_qc(files: ReportFiles) -> dict:
     rows = files.preprocessing_qc
     steps = list(dict.fromkeys(st for _, pngs in rows for st, p in pngs.items() if Path(p).is_file()))
+    flagged = {s for s, _ in files.qc_flagged}
     return {"steps": steps, "where": files.qc_dir, "shown": len(rows), "total": files.n_subjects,
-            "rows": [{"subject": s, "cells": [{"uri": png_uri(pngs[st], 420) if Path(pngs[st]).is_file() else None,
+            "rows": [{"subject": s, "flagged": s in flagged, "cells": [{"uri": png_uri(pngs[st], 420) if Path(pngs[st]).is_file() else None,
                                                "alt": f"{s} {st}"} for st in steps]} for s, pngs in rows]}
 
 
@@ -244,12 +257,14 @@ def collect(files: ReportFiles, config: dict, run_dir: str | Path, workflow_dir:
     n_subjects = (len(cohort["subjects"]) + len(excluded) if cohort.get("subjects") is not None
                   else max(files.n_subjects, len(files.predicted)))
     commit, inp = git_commit(workflow_dir), config.get("input") or {}
+    qc_flags = qc_flag_labels(read_qc_tsv(files.qc_flags))  # subject -> its flagged scores (None: no flags.tsv)
     now = now or datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     cards = {"subjects": n_subjects, "excluded": len(excluded), "predicted": len(files.predicted),
              "evaluated": n_evaluated,
              "modalities": ", ".join(inp.get("modalities") or plans.get("modalities") or []) or "unknown",
              "model": plans.get("dim") or (config.get("model") or {}).get("dim", "unknown"),
              "folds trained": f"{len(folds)} ({', '.join(folds)})" if folds else "0",
+             "QC flagged": "not computed" if qc_flags is None else len(qc_flags),
              "mode": "evaluation" if evaluated else "predict-only", "date": now,
              "voxflow": package_versions()["voxflow"], "git commit": commit[:12]}
     secs = []
@@ -261,10 +276,12 @@ def collect(files: ReportFiles, config: dict, run_dir: str | Path, workflow_dir:
     if evaluated:
         secs += [("summary", "Cohort summary", _guard(summary_tables, summary)),
                  ("plots", "Metric distributions", _guard(_plots, metrics)),
-                 ("subjects", "Per-subject metrics", _guard(subject_table, metrics, dice))]
+                 ("subjects", "Per-subject metrics", _guard(subject_table, metrics, dice, qc_flags))]
     else:
         secs.append(("volumes", "Predicted volumes (ml)", _guard(_volumes, files, config)))
-    secs += [("qc-pred", "Prediction QC" + (" (worst first)" if evaluated else ""),
+    secs += [("qc-cohort", "Cohort QC", _guard(cohort_qc, files.qc_scores, files.qc_flags, files.qc_flagged,
+                                                files.split)),
+             ("qc-pred", "Prediction QC" + (" (worst first)" if evaluated else ""),
               _guard(_prediction_qc, files, dice, config, store_space or "store")),
              ("qc-pre", "Preprocessing QC", _guard(_preprocessing_qc, files)),
              ("curves", "Training curves", _guard(_curves, files.models)),
@@ -302,7 +319,7 @@ def build_report(files: ReportFiles, config: dict, html_path: str | Path, run_di
 
 def report(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
     """The cohort report. inp: metrics, summary (evaluation), cohort, subjects (file of the predicted ones),
-    shown (shown_subjects' file), models, plans, postprocessing, split; cfg: config (merged), output_dir,
+    shown (shown_subjects' file), models, plans, postprocessing, split, qc_scores, qc_flags; cfg: config (merged), output_dir,
     workflow_dir, store_space, paths (patterns of the per-subject files and the benchmarks), qc_steps,
     max_qc_subjects."""
     config = cfg.get("config") or {}

@@ -238,8 +238,9 @@ def summary_tables(summary: pd.DataFrame) -> dict:
     return {"spaces": spaces, "n_nan": int(summary["n_nan"].sum()) if "n_nan" in summary else 0}
 
 
-def subject_table(metrics: pd.DataFrame, worst: pd.Series) -> dict:
-    """Per subject (worst lesion Dice first): lesion Dice, Dice per label, distances/volumes of the whole lesion."""
+def subject_table(metrics: pd.DataFrame, worst: pd.Series, qc_flags: dict[str, str] | None = None) -> dict:
+    """Per subject (worst lesion Dice first): lesion Dice, Dice per label, distances/volumes of the whole lesion;
+    with `qc_flags` (qc_flag_labels), the subject's flagged QC scores: do the flagged ones have the low Dice?"""
     space = main_space(metrics)
     df = metrics[metrics["space"] == space]
     labels = list(dict.fromkeys(df["label"]))
@@ -251,5 +252,74 @@ def subject_table(metrics: pd.DataFrame, worst: pd.Series) -> dict:
         t[f"Dice {lab}"] = dice[lab].reindex(worst.index).to_numpy()
     for col in (c for c in ("hd95", "assd", "nsd", "vol_ref_ml", "vol_pred_ml", "empty") if c in w):
         t[col] = w[col].reindex(worst.index).to_numpy()
+    if qc_flags is not None:
+        t["QC flags"] = [cell(qc_flags.get(str(s), ""), warn=str(s) in qc_flags) for s in worst.index]
     return {"table": table(t, "subject-table", sortable=True), "space": space_name(space), "whole": whole,
             "lesion": "region whole_tumor" if whole == "whole_tumor" else "mean over labels"}
+
+
+# ---------------------------------------------------------------- cohort QC (qc/scores.tsv, qc/flags.tsv)
+QC_TEXT = {"subject": str, "modality": str, "score": str, "reason": str}
+
+
+def read_qc_tsv(path) -> pd.DataFrame | None:
+    """qc/scores.tsv or qc/flags.tsv with names kept as text (a subject "007" stays "007"); None when absent
+    or unreadable. "nan" and "inf" values are read as floats."""
+    try:
+        return pd.read_csv(path, sep="\t", dtype=QC_TEXT, keep_default_na=False,
+                           na_values={"value": ["", "nan", "NaN"], "median": ["", "nan", "NaN"],
+                                      "z": ["", "nan", "NaN"]}) if path and Path(path).is_file() else None
+    except (OSError, ValueError):
+        return None
+
+
+def qc_flag_labels(flags: pd.DataFrame | None) -> dict[str, str] | None:
+    """subject -> its flagged scores, worst first ("t1 efc, mask brain_volume_ml"); None without flags.tsv."""
+    if flags is None or not {"subject", "modality", "score"} <= set(flags.columns):
+        return None
+    out: dict[str, list[str]] = {}
+    for s, m, sc in flags[["subject", "modality", "score"]].itertuples(index=False):
+        label = f"{m} {sc}"
+        if label not in out.setdefault(str(s), []):
+            out[str(s)].append(label)
+    return {s: ", ".join(v) for s, v in out.items()}
+
+
+def _g(v, warn: bool = False) -> dict:
+    """A numeric cell with 4 significant digits (QC scores span 1e-4 to 1e5); ±inf shown and sorted as such."""
+    x = float(v) if v is not None and not isinstance(v, str) else float("nan")
+    if np.isinf(x):
+        return {"text": "+∞" if x > 0 else "−∞", "v": "Infinity" if x > 0 else "-Infinity", "sub": None,
+                "warn": warn}
+    finite = bool(np.isfinite(x))
+    return {"text": f"{x:.4g}" if finite else "–", "v": f"{x:.6g}" if finite else "", "sub": None, "warn": warn}
+
+
+def qc_flag_table(flags: pd.DataFrame) -> dict:
+    """The flags in the file's order (worst first): subject, modality, score, value, cohort median, z, reason."""
+    rows = [[cell(str(r.subject)), cell(str(r.modality)), cell(str(r.score)), _g(r.value, warn=True), _g(r.median),
+             _g(r.z), cell(str(r.reason))] for r in flags.itertuples(index=False)]
+    return {"id": "qc-flag-table", "columns": ["subject", "modality", "score", "value", "cohort median", "z",
+                                               "reason"], "rows": rows, "sortable": True}
+
+
+def qc_score_table(names: Sequence[str]) -> dict:
+    """What each score present means: bad direction, hard sanity bounds, description (voxflow.qc_scores.SCORES)."""
+    from voxflow.qc_scores import SCORES
+
+    bad = {"high": "high", "low": "low", "both": "high or low"}
+    rows = []
+    for n in names:
+        direction, (lo, hi), text = SCORES.get(n, ("both", (None, None), "(not described)"))
+        bounds = "–" if lo is None and hi is None else f"[{'' if lo is None else f'{lo:g}'}, " \
+                                                       f"{'' if hi is None else f'{hi:g}'}]"
+        rows.append([cell(n), cell(bad.get(direction, direction)), cell(bounds), cell(text)])
+    return {"id": "qc-score-table", "columns": ["score", "bad when", "sanity bounds", "meaning"], "rows": rows,
+            "sortable": False}
+
+
+def qc_held_out_table(entries: Sequence[dict]) -> dict:
+    """split.json's qc_excluded: the flagged subjects kept out of training, with their flags."""
+    rows = [[cell(str(e.get("subject", ""))), cell("; ".join(str(f) for f in e.get("flags") or []))]
+            for e in entries]
+    return {"id": "qc-held-out-table", "columns": ["subject", "flags"], "rows": rows, "sortable": True}

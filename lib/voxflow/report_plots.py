@@ -130,3 +130,42 @@ def runtime_figure(table: pd.DataFrame) -> dict:
         ax.set_title(f"{col.split()[0]} seconds per rule")
     axes[0].invert_yaxis()
     return {"uri": fig_uri(fig), "caption": "run time per rule (benchmarks/)"}
+
+
+MAX_QC_LABELS = 6  # flagged subjects named per QC panel (the most extreme): more would cover the points
+
+
+def _mathtext_safe(s: str) -> str:
+    return s.replace("$", r"\$")  # a subject name with two "$" would be typeset as maths (or fail to parse)
+
+
+def qc_score_figures(scores: pd.DataFrame, flagged: set[tuple[str, str, str]]) -> list[dict]:
+    """One small strip plot per (modality, score) of qc/scores.tsv with a finite value, in the file's order: one
+    point per subject, the median dashed, flagged (subject, modality, score) in red with the subject's name;
+    [{uri, caption}]."""
+    plt = _plt()
+    rng, figs = np.random.default_rng(0), []
+    for (mod, name), g in scores.groupby(["modality", "score"], sort=False):
+        v = pd.to_numeric(g["value"], errors="coerce").to_numpy(dtype=np.float64)
+        ok = np.isfinite(v)
+        if not ok.any():
+            continue
+        subs, y = g["subject"].astype(str).to_numpy()[ok], v[ok]
+        med = float(np.median(y))
+        red = np.array([(s, str(mod), str(name)) in flagged for s in subs], dtype=bool)
+        x = rng.uniform(-0.22, 0.22, len(y))
+        fig, ax = plt.subplots(figsize=(2.5, 2.2))
+        ax.scatter(x[~red], y[~red], s=10, alpha=0.7, color="#2563eb", edgecolor="white", linewidth=0.3, zorder=3)
+        ax.scatter(x[red], y[red], s=20, color=PRED_COLOR, edgecolor="white", linewidth=0.3, zorder=4)
+        ax.axhline(med, ls="--", lw=1, color="#475569", zorder=2)
+        for i in np.flatnonzero(red)[np.argsort(-np.abs(y[red] - med), kind="stable")][:MAX_QC_LABELS]:
+            ax.annotate(_mathtext_safe(subs[i]), (x[i], y[i]), xytext=(5, 0), textcoords="offset points",
+                        fontsize=7, color=PRED_COLOR, va="center", annotation_clip=False)
+        ax.set_xlim(-0.5, 1.3)  # room on the right for the names
+        ax.set_xticks([])
+        ax.set_title(_mathtext_safe(f"{mod} {name}"), fontsize=9)
+        ax.tick_params(labelsize=7)
+        n_bad, n_inf = int(red.sum()), int((~ok).sum() - np.isnan(v).sum())
+        caption = f"{mod} {name}: {len(y)} subjects, {n_bad} flagged" + (f", {n_inf} infinite" if n_inf else "")
+        figs.append({"uri": fig_uri(fig, dpi=90), "caption": caption + "; dashed: median"})
+    return figs

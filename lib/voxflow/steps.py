@@ -15,6 +15,7 @@ import numpy as np
 
 from voxflow.io import InputError
 from voxflow.preprocess.store import write_json_atomic
+from voxflow.qc_subject import Timer, ct_crop, mask_quality, merge_subject_scores, write_step_scores
 from voxflow.status import subject_lists
 
 def by_modality(files: dict, prefix: str = "img_") -> dict[str, str]:
@@ -53,7 +54,9 @@ def coreg(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> di
     from voxflow.preprocess.coreg import coregister_subject
 
     xfms = {m: out[f"xfm_{m}"] for m in cfg["modalities"] if f"xfm_{m}" in out}
-    info = coregister_subject(subject, by_modality(inp), cfg["reference"], by_modality(out), xfms)
+    scores: dict = {}
+    info = coregister_subject(subject, by_modality(inp), cfg["reference"], by_modality(out), xfms, scores=scores)
+    write_step_scores(out["scores"], scores.get("by_modality", {}), scores.get("seconds", 0.0))
     # keep a marker of which modality is the reference, for later inverse mapping
     write_json_atomic({"reference": cfg["reference"], "transforms": info}, out["info"])
     return info
@@ -63,10 +66,11 @@ def n4(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
     from voxflow.preprocess.n4 import correct_subject
     from voxflow.qc import n4_qc
 
-    ref, qc = cfg["reference"], dict[str, Any]()
+    ref, qc, scores = cfg["reference"], dict[str, Any](), dict[str, Any]()
     stats = correct_subject(by_modality(inp), by_modality(out), by_modality(out, "field_"),
                             cfg.get("modality_types", {}), cfg["fit_spacing_mm"], cfg["iterations"],
-                            cfg["spline_distance_mm"], enabled=cfg["enabled"], reference=ref, qc=qc)
+                            cfg["spline_distance_mm"], enabled=cfg["enabled"], reference=ref, qc=qc, scores=scores)
+    write_step_scores(out["scores"], scores.get("by_modality", {}), scores.get("seconds", 0.0))
     n4_qc(qc["before"], qc["after"], qc["field"], qc["spacing_zyx"], out["qc"], f"{subject}: N4 ({ref})")
     return stats
 
@@ -80,6 +84,9 @@ def skullstrip(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) 
                          modality=cfg.get("modality"), threshold=cfg["threshold"], head_template=tpl.get("head"),
                          template_brain_mask=tpl.get("brain_mask"), threads=threads, qc=qc)
     mask_qc(qc["image"], qc["mask"], qc["spacing_zyx"], out["qc"], f"{subject}: brain mask ({info['method']})")
+    with Timer() as t:
+        scores = {"mask": mask_quality(qc["mask"], qc["spacing_zyx"])}
+    write_step_scores(out["scores"], scores, t.seconds)
     return info
 
 
@@ -93,7 +100,27 @@ def mni(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict
                             cfg["interpolation"], qc=qc)
     registration_qc(qc["image"], qc["template"], qc["spacing_zyx"], out["qc"],
                     f"{subject}: in MNI152 ({cfg['transform']})")
+    write_mni_scores(out["scores"], qc, cfg["reference"], inp)
     return info
+
+
+def write_mni_scores(path: str, qc: dict, reference: str, inp: dict) -> None:
+    """Tissue contrast per registered modality and the reference's fit to the template. The template's maps are
+    read here (small, the template's grid); the subject's arrays are those the step holds."""
+    import SimpleITK as sitk
+
+    from voxflow.qc_subject import template_fit, tissue_contrast
+
+    with Timer() as t:
+        tpl = {k: sitk.GetArrayFromImage(sitk.ReadImage(inp[k], sitk.sitkFloat32))
+               for k in ("template_mask", "template_gm", "template_wm")}
+        brain = qc["mask"]
+        scores = {m: tissue_contrast(img, brain, tpl["template_gm"], tpl["template_wm"])
+                  for m, img in qc["images"].items()}
+        fit = template_fit(qc["image"], qc["template"], tpl["template_mask"], brain)
+        scores[reference].update({k: v for k, v in fit.items() if k != "mask_dice_template"})
+        scores["mask"] = {"mask_dice_template": fit["mask_dice_template"]}
+    write_step_scores(path, scores, t.seconds)
 
 
 def to_zarr(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
@@ -179,7 +206,16 @@ def native(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> d
     sp = " x ".join(f"{s:g}" for s in cfg["spacing_mm"])
     panel_rows([("image + foreground", image, dict(vmin=lo, vmax=hi))], qc["spacing_zyx"], out["qc"],
                f"{subject}: native space, cropped, {sp} mm", overlays=[(0, qc["mask"], "red")])
+    with Timer() as t:
+        is_ct = (cfg.get("modality_types") or {}).get(cfg["reference"], "mr") == "ct"
+        scores = {cfg["reference"]: ct_crop(image, qc["mask"], qc["spacing_zyx"])} if is_ct else {}
+    write_step_scores(out["scores"], scores, t.seconds)
     return info
+
+
+def qc_scores(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
+    """qc/<subject>/scores.json: the scores the steps wrote, merged (voxflow.qc_subject)."""
+    return merge_subject_scores(subject, inp, out["scores"])["seconds"]
 
 
 def normalization_stats(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
@@ -211,7 +247,7 @@ def normalization_stats(subject: str, inp: dict, out: dict, cfg: dict, threads: 
 def template(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
     from voxflow.preprocess.mni import write_template
 
-    write_template(int(cfg["resolution_mm"]), out["image"], out["mask"])
+    write_template(int(cfg["resolution_mm"]), out["image"], out["mask"], out.get("gm"), out.get("wm"))
     return {}
 
 

@@ -40,6 +40,9 @@ FUSED = SETTINGS.fused  # one job per subject (the whole chain), or one job per 
 STORE_DECLARED = SETTINGS.store_declared  # see voxflow.settings.Settings.store_declared
 STATUS = os.path.join(OUT, "status", "subjects", "{subject}.json")
 COHORT_STATUS = os.path.join(OUT, "status", "cohort.json")
+QC_SCORES = os.path.join(OUT, "qc", "scores.tsv")  # every included subject's quality scores (rule qc_flags)
+QC_FLAGS = os.path.join(OUT, "qc", "flags.tsv")  # the outliers among them, worst first
+EXCLUDE_FLAGGED = config["qc"]["exclude_flagged"]
 
 
 def store(subject):
@@ -162,7 +165,7 @@ def step_cmd(name, subject="{wildcards.subject:q}", nproc=1):
 def all_targets():
     # the cohort's input problems, one table (one job per subject: merged when the run ends, validate.smk),
     # and every subject's status: included, or excluded with the step and the reason
-    targets = ([] if FUSED else [os.path.join(OUT, "validation", "problems.tsv")]) + [COHORT_STATUS]
+    targets = ([] if FUSED else [os.path.join(OUT, "validation", "problems.tsv")]) + [COHORT_STATUS, QC_FLAGS]
     # Only the end products are named: the QC images and the stores come with the status files, and the
     # predictions (of the subjects that were not excluded: known once the checkpoint cohort_status ran,
     # plan.smk) with the report. Naming 4 files per subject here cost seconds of DAG building at 10 000 subjects.

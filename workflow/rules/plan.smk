@@ -23,13 +23,14 @@ def cohort_state():
 
 
 def current_split():
-    """The split of the included subjects, as the split rule computes it (a pure function of the config and
-    status/cohort.json); None when it cannot be made (the split job then fails with the reason)."""
+    """The split of the included subjects, as the split rule computes it (a pure function of the config,
+    status/cohort.json and, with qc.exclude_flagged, qc/flags.tsv); None when it cannot be made (the split job then
+    fails with the reason)."""
     state = cohort_state()
     if "split" not in state:
         try:
             state["split"] = make_split(state["subjects"], SPLIT_CFG["n_folds"], SPLIT_CFG["test_fraction"],
-                                        SPLIT_CFG["seed"], state.get("test_subjects"))
+                                        SPLIT_CFG["seed"], state.get("test_subjects"), qc_excluded=qc_flagged())
         except ValueError:
             state["split"] = None
     return state["split"]
@@ -66,6 +67,7 @@ rule training_stores:
 rule split:
     input:
         subjects=COHORT_STATUS,
+        **({"flags": QC_FLAGS} if EXCLUDE_FLAGGED else {}),  # qc.exclude_flagged: flagged subjects not trained on
     output:
         split=os.path.join(MODEL_DIR, "split.json"),
     params:

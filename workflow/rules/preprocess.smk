@@ -109,6 +109,7 @@ if not FUSED:
             # normalization_stats, which waits for the split of the included subjects
             done=SPACE_MASK if NORM_JSON else store("{subject}"),
             validation=VALIDATION_TABLE,
+            scores=CHAIN_STEP["qc_scores"].outputs["scores"],
         output:
             status=STATUS,
         localrule: True

@@ -4,14 +4,17 @@
 # Every file the step reads is an input of the rule, and the job stays small on big cohorts:
 # - named inputs (they travel in --io, so no subject ID among them): the tables, status/cohort.json, the predicted
 #   subjects (status/predicted.json), the subjects shown (status/report_subjects.json), the fold models (their
-#   model_final.pt holds the training curve), plans, postprocessing decision and split;
+#   model_final.pt holds the training curve), plans, postprocessing decision and split, the cohort's QC scores
+#   and flags (qc/scores.tsv, qc/flags.tsv);
 # - positional inputs (not in --io; the step finds them from the path patterns in REPORT_PATHS and the two subject
 #   lists): the files of the subjects shown in the QC sections, at most REPORT_QC_SUBJECTS each (their stores and
-#   predictions on the stores' grid; their QC folder, or QC figures with one job per step) and, in the
+#   predictions on the stores' grid; their QC folder, or QC figures with one job per step; the QC-flagged
+#   subjects, worst first, are among them) and, in the
 #   predict-only view only, every native prediction (the volume table; in an evaluation run metrics.tsv stands for
 #   the predictions, and no other rule pulls them in predict-only mode).
 # Which subjects the QC sections show is written by the checkpoint report_subjects: the prediction QC shows the
-# worst ones, known only from metrics.tsv, so the report's per-subject inputs come from its output.
+# worst ones, known only from metrics.tsv, and the cohort QC the flagged ones, known only from qc/flags.tsv, so the
+# report's per-subject inputs come from its output.
 REPORT_QC_SUBJECTS = 12  # subjects shown per QC section
 PREDICTED_SUBJECTS = os.path.join(OUT, "status", "predicted.json")  # not under predictions/: a subject's folder
 REPORT_SUBJECTS = os.path.join(OUT, "status", "report_subjects.json")
@@ -48,10 +51,12 @@ rule predicted_subjects:
 
 checkpoint report_subjects:
     """The subjects the report's QC sections show, in order (voxflow.report.shown_subjects): the predicted ones,
-    worst lesion Dice first, and the cohort's by name; at most REPORT_QC_SUBJECTS each."""
+    worst lesion Dice first, the QC-flagged ones, worst first, and the cohort's, flagged first, then by name; at
+    most REPORT_QC_SUBJECTS each."""
     input:
         cohort=COHORT_STATUS,
         subjects=PREDICTED_SUBJECTS,
+        flags=QC_FLAGS,
         **({"metrics": os.path.join(EVAL_DIR, "metrics.tsv")} if EVALUATE else {}),
     output:
         subjects=REPORT_SUBJECTS,
@@ -61,15 +66,17 @@ checkpoint report_subjects:
     run:
         from voxflow.report import write_shown_subjects
 
-        write_shown_subjects(input.get("metrics"), input.subjects, input.cohort, params.cap, output.subjects)
+        write_shown_subjects(input.get("metrics"), input.subjects, input.cohort, params.cap, output.subjects,
+                             flags_tsv=input.flags)
 
 
 @job_function
 def report_subject_files(wildcards):
-    """The files of the subjects the QC sections show (after the checkpoint report_subjects)."""
+    """The files of the subjects the QC sections show (after the checkpoint report_subjects); the flagged
+    subjects' QC images are shown in the cohort QC too."""
     shown = json.loads(open(checkpoints.report_subjects.get().output.subjects).read())
     files = [f for s in shown["prediction_qc"] for f in (prediction_file(s, STORE_SPACE), store_input(s))]
-    for s in shown["preprocessing_qc"]:
+    for s in dict.fromkeys(shown.get("flagged", []) + shown["preprocessing_qc"]):
         files += [os.path.join(OUT, "qc", s)] if FUSED else [p.replace("{subject}", s) for p in QC_FIGURES.values()]
     return files
 
@@ -90,6 +97,8 @@ rule report:
         models=PRED_MODELS,
         plans=os.path.join(MODEL_SRC, "plans.json"),
         postprocessing=os.path.join(MODEL_SRC, "postprocessing.json"),
+        qc_scores=QC_SCORES,
+        qc_flags=QC_FLAGS,
         **({"split": REPORT_SPLIT} if TRAINING or os.path.isfile(REPORT_SPLIT) else {}),
         **({"metrics": os.path.join(EVAL_DIR, "metrics.tsv"), "summary": os.path.join(EVAL_DIR, "summary.tsv")}
            if EVALUATE else {}),

@@ -8,7 +8,7 @@ choices the config overrode, the split holds which subject is in which fold.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -153,8 +153,18 @@ def make_plans(fp: dict, cfg: dict, modalities: list[str], label_values: list[in
 
 
 def make_split(subjects: Sequence[str], n_folds: int, test_fraction: float, seed: int,
-               test_subjects: Sequence[str] | None = None) -> dict:
-    """Deterministic held-out test list + k folds over the rest (same seed, same split)."""
+               test_subjects: Sequence[str] | None = None, qc_excluded: Mapping[str, list[str]] | None = None) -> dict:
+    """Deterministic held-out test list + k folds over the rest (same seed, same split).
+
+    `qc_excluded` (subject -> its QC flags; qc.exclude_flagged): those subjects are split as if absent, then added
+    to the test subjects (predicted and evaluated, never trained on) and recorded with their flags."""
+    if qc_excluded:
+        left_out = sorted(set(qc_excluded) & set(subjects))
+        sp = make_split([s for s in subjects if s not in qc_excluded], n_folds, test_fraction, seed,
+                        [s for s in test_subjects or [] if s not in qc_excluded] or None)
+        sp["test"] = sorted(set(sp["test"]) | set(left_out))
+        sp["qc_excluded"] = [{"subject": s, "flags": list(qc_excluded[s])} for s in left_out]
+        return sp
     subjects = sorted(subjects)
     rng = np.random.default_rng(seed)
     order = [subjects[i] for i in rng.permutation(len(subjects))]

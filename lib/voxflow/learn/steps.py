@@ -27,9 +27,14 @@ def split(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> di
 
     lists = subject_lists(inp, cfg)
     excluded = lists.get("excluded") or []
+    flagged = {}
+    if inp.get("flags"):  # qc.exclude_flagged: the subjects the cohort QC flagged are not trained on
+        from voxflow.qc_cohort import flag_summary, read_flags
+
+        flagged = flag_summary(read_flags(inp["flags"]))
     try:
         sp = make_split(lists["subjects"], cfg["n_folds"], cfg["test_fraction"], cfg["seed"],
-                        lists.get("test_subjects"))
+                        lists.get("test_subjects"), qc_excluded=flagged)
     except ValueError as exc:
         raise ValueError(f"{exc}" + (f" after excluding {len(excluded)} subjects "
                                      f"({', '.join(e['subject'] for e in excluded[:5])}"

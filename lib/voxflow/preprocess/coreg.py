@@ -67,8 +67,9 @@ def rigid_to_reference(fixed, moving, *, work_spacing_mm: float = 3.0, iteration
 
 def coregister_subject(subject: str, images: Mapping[str, str], reference: str,
                        out_images: Mapping[str, str], out_transforms: Mapping[str, str],
-                       interpolator: str = "linear", threads: int = 1) -> dict:
-    """Register each non-reference modality to the reference and resample onto its grid."""
+                       interpolator: str = "linear", threads: int = 1, scores: dict | None = None) -> dict:
+    """Register each non-reference modality to the reference and resample onto its grid. `scores`, if given,
+    receives each modality's similarity to the reference afterwards (voxflow.qc_subject.coreg_quality)."""
     import ants
 
     fixed = ants.image_read(images[reference])
@@ -82,6 +83,14 @@ def coregister_subject(subject: str, images: Mapping[str, str], reference: str,
         warped = ants.apply_transforms(fixed=fixed, moving=moving, transformlist=transforms,
                                        interpolator=interpolator)
         write_ants(warped, out_images[mod])
+        if scores is not None:
+            import time
+
+            from voxflow.qc_subject import coreg_quality
+
+            t0 = time.perf_counter()
+            scores.setdefault("by_modality", {})[mod] = coreg_quality(fixed.numpy(), warped.numpy())
+            scores["seconds"] = scores.get("seconds", 0.0) + time.perf_counter() - t0
         with atomic_path(out_transforms[mod]) as tmp:
             shutil.copyfile(transforms[0], tmp)
         info[mod] = str(Path(out_transforms[mod]))

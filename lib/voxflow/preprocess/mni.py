@@ -22,12 +22,19 @@ from voxflow.io import atomic_path, write_ants
 TRANSFORMS = {"rigid": "Rigid", "affine": "Affine", "syn": "SyN"}
 
 
-def write_template(resolution_mm: int, out_image: str, out_mask: str) -> None:
-    """Write nilearn's MNI152 brain template and its mask (from the wheel: no download)."""
+def write_template(resolution_mm: int, out_image: str, out_mask: str, out_gm: str | None = None,
+                   out_wm: str | None = None) -> None:
+    """Write nilearn's MNI152 brain template and its mask, and its grey/white-matter probability maps (the QC's
+    CNR and CJV), all from the wheel: no download."""
     from nilearn import datasets
 
-    for img, path in ((datasets.load_mni152_template(resolution=resolution_mm), out_image),
-                      (datasets.load_mni152_brain_mask(resolution=resolution_mm), out_mask)):
+    files = [(datasets.load_mni152_template(resolution=resolution_mm), out_image),
+             (datasets.load_mni152_brain_mask(resolution=resolution_mm), out_mask)]
+    if out_gm:
+        files.append((datasets.load_mni152_gm_template(resolution=resolution_mm), out_gm))
+    if out_wm:
+        files.append((datasets.load_mni152_wm_template(resolution=resolution_mm), out_wm))
+    for img, path in files:
         with atomic_path(path) as tmp:
             img.to_filename(str(tmp))
 
@@ -90,7 +97,8 @@ def register_subject(images: dict, reference: str, mask: str, label: str | None,
                      transform: str = "affine", interpolator: str = "linear", qc: dict | None = None) -> dict:
     """Register the reference brain to MNI and bring every modality, the mask and the label there.
 
-    `qc`, if given, receives the registered reference and the template (Z,Y,X) already in memory.
+    `qc`, if given, receives the registered reference and the template (Z,Y,X) already in memory, and every
+    registered modality (`images`) and the registered brain mask (`mask`) for the quality scores.
     """
     import ants
 
@@ -103,6 +111,8 @@ def register_subject(images: dict, reference: str, mask: str, label: str | None,
         img = moving if mod == reference else ants.image_read(path)
         warped = ants.apply_transforms(fixed=fixed, moving=img, transformlist=fwd, interpolator=interpolator)
         write_ants(warped, out_images[mod])
+        if qc is not None:
+            qc.setdefault("images", {})[mod] = warped.numpy().T
         if qc is not None and mod == reference:
             qc.update(image=warped.numpy().T, template=fixed.numpy().T,
                       spacing_zyx=tuple(float(x) for x in fixed.spacing[::-1]))
@@ -112,6 +122,8 @@ def register_subject(images: dict, reference: str, mask: str, label: str | None,
             warped = ants.apply_transforms(fixed=fixed, moving=lab, transformlist=fwd,
                                            interpolator="genericLabel")
             write_ants(warped.astype("uint8"), dst)
+            if qc is not None and src == mask:
+                qc["mask"] = warped.numpy().T > 0
     return {"transform": transform, "fwd": [Path(f).suffix for f in fwd]}
 
 

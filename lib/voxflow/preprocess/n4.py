@@ -56,12 +56,13 @@ def n4_correct(img, mask=None, *, fit_spacing_mm: float = 6.0, iterations=(20, 1
 
 def correct_subject(images: dict, out_images: dict, out_fields: dict, modality_types: dict,
                     fit_spacing_mm: float, iterations, spline_distance_mm: float, enabled: bool = True,
-                    reference: str | None = None, qc: dict | None = None) -> dict:
+                    reference: str | None = None, qc: dict | None = None, scores: dict | None = None) -> dict:
     """N4 on MR modalities; other modalities (CT), or all when `enabled` is false, are copied
     unchanged with a unit field (every modality gets its field file, as the rule declares).
 
     `qc`, if given, receives the reference modality's arrays (Z,Y,X) already in memory, so the
-    QC figure needs no second read of the files just written.
+    QC figure needs no second read of the files just written. `scores`, if given, receives each modality's
+    image-quality scores (voxflow.qc_subject.image_quality: the raw image and N4's field) and `seconds` they took.
     """
     import ants
 
@@ -83,7 +84,25 @@ def correct_subject(images: dict, out_images: dict, out_fields: dict, modality_t
             stats[mod] = "skipped (N4 disabled)" if not enabled else "skipped (not MR)"
         write_ants(corrected, out_images[mod])
         write_ants(bias, out_fields[mod])
+        if scores is not None:
+            _score(scores, mod, img, bias if isinstance(stats[mod], dict) else None, fit_spacing_mm)
         if qc is not None and mod == reference:
             qc.update(before=img.numpy().T, after=corrected.numpy().T, field=bias.numpy().T,
                       spacing_zyx=tuple(float(x) for x in img.spacing[::-1]))
     return stats
+
+
+def _score(scores: dict, mod: str, img, bias, fit_spacing_mm: float) -> None:
+    """The modality's image-quality scores; the bias field's inside the head on N4's own coarse grid."""
+    import time
+
+    from voxflow.preprocess.coreg import coarse_copy
+    from voxflow.qc_subject import head_mask as head, image_quality
+
+    t0 = time.perf_counter()
+    field_mask = head(coarse_copy(img, fit_spacing_mm).numpy().T) if bias is not None else None
+    if field_mask is not None and field_mask.shape != bias.numpy().T.shape:
+        field_mask = None
+    scores.setdefault("by_modality", {})[mod] = image_quality(
+        img.numpy().T, None if bias is None else bias.numpy().T, field_mask)
+    scores["seconds"] = scores.get("seconds", 0.0) + time.perf_counter() - t0

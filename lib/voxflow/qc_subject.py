@@ -1,0 +1,138 @@
+"""A subject's quality scores, step by step, from the arrays each step already holds (no second read of a volume).
+
+Each step of the chain that has something to score calls one function below and writes the result with
+`write_step_scores` next to its outputs (`preprocess/<subject>/<step>/scores.json`); the chain's last step,
+`qc_scores`, merges them into `qc/<subject>/scores.json`, which the cohort rule qc_flags reads. The score
+definitions are in voxflow.qc_scores (MRIQC's where one exists); their meaning and bad direction in its SCORES.
+Scores are keyed by modality, or by "mask" for the brain mask's own.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import numpy as np
+
+from voxflow import qc_scores as q
+from voxflow.preprocess.store import write_json_atomic
+
+Scores = dict[str, dict[str, float]]  # modality (or "mask") -> score name -> value
+# Histogram-based scores (NMI) on at most this many voxels: a regular subsample is as good and keeps a 1 mm head
+# (7 M voxels) from costing a second per pair.
+MAX_VOXELS = 1_000_000
+
+
+def head_mask(img: np.ndarray) -> np.ndarray:
+    """The head (foreground): above the image's mean, holes filled; the complement is the air (MRIQC's background
+    is an air mask too, found with a more careful model)."""
+    from scipy import ndimage
+
+    return ndimage.binary_fill_holes(img > img.mean())
+
+
+def _subsample(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    step = max(1, int(np.ceil((arrays[0].size / MAX_VOXELS) ** (1 / 3))))
+    return tuple(a[::step, ::step, ::step] for a in arrays)
+
+
+def image_quality(raw: np.ndarray, field: np.ndarray | None = None, field_mask: np.ndarray | None = None) -> dict:
+    """No-reference quality of one raw modality (before N4; with N4's bias field when it ran): SNR in the head,
+    EFC, FBER (head vs air), saturated voxels in the head, INU median and range."""
+    raw = np.asarray(raw, dtype=np.float32)
+    head = head_mask(raw)
+    scores = {"snr": q.snr(raw, head), "efc": q.efc(raw), "fber": q.fber(raw, head, ~head),
+              "saturated_fraction": q.saturated_fraction(raw, head)}
+    if field is not None:
+        fm = field_mask if field_mask is not None else np.ones(field.shape, bool)
+        inu = q.inu_stats(field, fm)
+        scores.update(inu_median=inu["inu_median"], inu_range=inu["inu_range"])
+    return scores
+
+
+def coreg_quality(reference: np.ndarray, moved: np.ndarray) -> dict:
+    """Similarity of a modality to the reference after co-registration (both on the reference grid), in the
+    reference's head."""
+    ref, mov = _subsample(np.asarray(reference, np.float32), np.asarray(moved, np.float32))
+    return {"coreg_nmi": q.normalized_mutual_information(ref, mov, head_mask(ref))}
+
+
+def mask_quality(mask: np.ndarray, spacing_zyx: Iterable[float]) -> dict:
+    return {"brain_volume_ml": float(np.count_nonzero(mask) * float(np.prod(list(spacing_zyx))) / 1000.0)}
+
+
+def tissue_contrast(img: np.ndarray, brain: np.ndarray, gm: np.ndarray, wm: np.ndarray) -> dict:
+    """CNR, CJV (MRIQC) and the signed WM-GM contrast of an image in MNI space, with the template's tissue
+    probability maps (> 0.5) inside the subject's own brain mask. No air on a skull-stripped image: MRIQC's
+    sigma_air is 0 here."""
+    inside = np.asarray(brain, bool)
+    g, w = inside & (gm > 0.5), inside & (wm > 0.5)
+    if g.sum() < 10 or w.sum() < 10:
+        return {"cnr": float("nan"), "cjv": float("nan"), "wm_gm_contrast": float("nan")}
+    gv, wv = img[g].astype(np.float64), img[w].astype(np.float64)
+    spread = float(np.sqrt(gv.var() + wv.var()))
+    return {"cnr": q.cnr(img, w, g), "cjv": q.cjv(img, w, g),
+            "wm_gm_contrast": float((wv.mean() - gv.mean()) / spread) if spread > q.EPS else float("nan")}
+
+
+def template_fit(image: np.ndarray, template: np.ndarray, template_mask: np.ndarray, brain: np.ndarray) -> dict:
+    """How well the registered reference (and its brain mask) lies on the template: NMI and correlation inside the
+    template's brain mask, the mask's Dice with the template's, and how much of the template brain stays empty."""
+    tm = np.asarray(template_mask) > 0
+    img, tpl, tmk = _subsample(np.asarray(image, np.float32), np.asarray(template, np.float32), tm)
+    return {"template_nmi": q.normalized_mutual_information(img, tpl, tmk),
+            "template_correlation": q.correlation(img, tpl, tmk),
+            "empty_fraction": q.empty_fraction(np.abs(image), tm, threshold=0.0),
+            "mask_dice_template": q.dice(brain, tm)}
+
+
+def ct_crop(image: np.ndarray, body: np.ndarray, spacing_zyx: Iterable[float]) -> dict:
+    """CT after the body crop: the crop's volume and the HU range inside the body."""
+    vox_ml = float(np.prod(list(spacing_zyx))) / 1000.0
+    inside = np.asarray(image)[np.asarray(body, bool)]
+    lo, hi = np.percentile(inside, [1, 99]) if inside.size else (float("nan"), float("nan"))
+    return {"crop_volume_ml": float(image.size * vox_ml), "hu_p01": float(lo), "hu_p99": float(hi)}
+
+
+# --- files ---------------------------------------------------------------------------------------------------------
+
+
+def clean(scores: Mapping[str, Mapping[str, float]]) -> Scores:
+    """Plain floats (JSON has no inf/NaN: they become None)."""
+    return {m: {k: (float(v) if np.isfinite(v) else None) for k, v in s.items()}  # type: ignore[misc]
+            for m, s in scores.items()}
+
+
+def write_step_scores(path: str, scores: Mapping[str, Mapping[str, float]], seconds: float) -> None:
+    """A step's scores (modality -> score -> value) and the time spent computing them (bench/preprocess.py)."""
+    write_json_atomic({"scores": clean(scores), "seconds": round(seconds, 4)}, path)
+
+
+class Timer:
+    """Seconds spent in scoring, summed over `with timer:` blocks."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def __enter__(self) -> Timer:
+        self._t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds += time.perf_counter() - self._t0
+
+
+def merge_subject_scores(subject: str, step_files: Mapping[str, str], out: str) -> dict:
+    """qc/<subject>/scores.json: every step's scores, by modality, and the seconds scoring cost per step."""
+    merged: Scores = {}
+    seconds = {}
+    for step, path in step_files.items():
+        data = json.loads(Path(path).read_text())
+        seconds[step] = data.get("seconds", 0.0)
+        for mod, values in data["scores"].items():
+            merged.setdefault(mod, {}).update(values)
+    result = {"subject": subject, "scores": merged, "seconds": seconds}
+    write_json_atomic(result, out)
+    return result

@@ -1,0 +1,39 @@
+# Cohort QC: every included subject's quality scores (qc/<subject>/scores.json, written by its chain's qc_scores
+# step) in one table, and the outliers flagged against the cohort (voxflow.qc_cohort): qc/scores.tsv, qc/flags.tsv.
+# The scores files are read by pattern after the checkpoint cohort_status, not declared: one job listing 10 000
+# inputs costs Snakemake a membership test per producer (quadratic); the chain writes a subject's scores before its
+# status file, and cohort_status is newer than every status file, so the table is rebuilt whenever a subject's is.
+# A checkpoint: with qc.exclude_flagged the split leaves the flagged subjects out of training (plan.smk).
+
+
+checkpoint qc_flags:
+    input:
+        cohort=COHORT_STATUS,
+    output:
+        scores=QC_SCORES,
+        flags=QC_FLAGS,
+    params:
+        **step_params({"flag_z": config["qc"]["flag_z"], "scheduler": config["dask"]["scheduler"],
+                       "scores": CHAIN_STEP["qc_scores"].outputs["scores"]}),
+    log:
+        os.path.join(OUT, "logs", "qc_flags", "cohort.log"),
+    benchmark:
+        os.path.join(OUT, "benchmarks", "qc_flags", "cohort.tsv")
+    threads: 2
+    resources:
+        mem_mb=mem_mb("light"),
+        runtime=runtime_min("light"),
+    conda:
+        CONDA_ENV
+    shell:
+        step_cmd("qc_flags", subject="cohort")
+
+
+def qc_flagged():
+    """subject -> its flags (voxflow.qc_cohort.flag_summary), once the checkpoint qc_flags ran; {} without
+    qc.exclude_flagged (then nothing waits for it)."""
+    if not EXCLUDE_FLAGGED:
+        return {}
+    from voxflow.qc_cohort import flag_summary, read_flags
+
+    return flag_summary(read_flags(checkpoints.qc_flags.get().output.flags))
