@@ -4,14 +4,19 @@ Times each step in-process (the same functions the rules call), then, in the sam
 same input, antspyx's defaults back-to-back: `n4_bias_field_correction` with its defaults on every
 MR modality and `registration(type_of_transform="Affine")` with its defaults to the 1 mm template.
 
+The chain's quality scores (voxflow.qc_subject, issue 13) are computed as the steps compute them, inside coreg and
+N4 and after skull stripping and MNI, and timed on their own: scoring_pct is their share of the chain without them.
+
 Prints one final line:
-  preprocess per_subject_s=<x> antspy_defaults_s=<x> ratio=<x> mask_dice=<x> reg_dice=<x>
-Targets: per_subject_s <= 30 on 2 cores, ratio >= 2.5, mask_dice >= 0.95, reg_dice >= 0.95.
+  preprocess per_subject_s=<x> antspy_defaults_s=<x> ratio=<x> mask_dice=<x> reg_dice=<x> scoring_s=<x>
+  scoring_pct=<x>
+Targets: per_subject_s <= 30 on 2 cores, ratio >= 2.5, mask_dice >= 0.95, reg_dice >= 0.95, scoring_pct <= 10.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -34,6 +39,8 @@ def main() -> int:
     from voxflow.preprocess import coreg, ingest, mni, n4, skullstrip
     from voxflow.preprocess.mni import mask_dice
     from voxflow.preprocess.normalize import zscore
+    from voxflow.qc_subject import Timer, mask_quality
+    from voxflow.steps import write_mni_scores
 
     mods = ["t1", "t2", "flair"]
     tmp = Path(tempfile.mkdtemp(prefix="voxflow-bench-"))
@@ -51,16 +58,30 @@ def main() -> int:
 
     p = lambda step, m: str(w / f"{step}_{m}.nii")  # as the workflow: float intermediates uncompressed  # noqa: E731
     timed("ingest", ingest.ingest_subject, "bench", raw, {m: p("ingest", m) for m in mods}, "t1")
+    coreg_scores: dict = {}
+    n4_scores: dict = {}
     timed("coreg", coreg.coregister_subject, "bench", {m: p("ingest", m) for m in mods}, "t1",
-          {m: p("coreg", m) for m in mods}, {m: str(w / f"{m}.mat") for m in mods if m != "t1"})
+          {m: p("coreg", m) for m in mods}, {m: str(w / f"{m}.mat") for m in mods if m != "t1"}, scores=coreg_scores)
     timed("n4", n4.correct_subject, {m: p("coreg", m) for m in mods}, {m: p("n4", m) for m in mods},
-          {m: p("field", m) for m in mods}, {}, 6.0, (20, 10), 100.0)
+          {m: p("field", m) for m in mods}, {}, 6.0, (20, 10), 100.0, scores=n4_scores)
+    strip_qc: dict = {}
     timed("skullstrip", skullstrip.strip_subject, {m: p("n4", m) for m in mods}, "t1",
-          {m: p("brain", m) for m in mods}, str(w / "mask.nii.gz"), "deepbet", threads=os.cpu_count() or 2)
+          {m: p("brain", m) for m in mods}, str(w / "mask.nii.gz"), "deepbet", threads=os.cpu_count() or 2,
+          qc=strip_qc)
+    with Timer() as mask_timer:
+        mask_quality(strip_qc["mask"], strip_qc["spacing_zyx"])
     tpl, tpl_mask = str(w / "tpl.nii.gz"), str(w / "tpl_mask.nii.gz")
-    mni.write_template(args.resolution, tpl, tpl_mask)
+    tissue = {k: str(w / f"tpl_{k}.nii.gz") for k in ("gm", "wm")}
+    mni.write_template(args.resolution, tpl, tpl_mask, tissue["gm"], tissue["wm"])
+    mni_qc: dict = {}
     timed("mni", mni.register_subject, {m: p("brain", m) for m in mods}, "t1", str(w / "mask.nii.gz"), None, tpl,
-          {m: p("mni", m) for m in mods}, str(w / "mni_mask.nii.gz"), None, str(w / "xfm"), "affine")
+          {m: p("mni", m) for m in mods}, str(w / "mni_mask.nii.gz"), None, str(w / "xfm"), "affine", qc=mni_qc)
+    t0 = time.perf_counter()
+    write_mni_scores(str(w / "mni_scores.json"), mni_qc, "t1",
+                     {"template_mask": tpl_mask, "template_gm": tissue["gm"], "template_wm": tissue["wm"]})
+    times["mni"] += time.perf_counter() - t0
+    scoring = (coreg_scores.get("seconds", 0.0) + n4_scores.get("seconds", 0.0) + mask_timer.seconds
+               + json.loads((w / "mni_scores.json").read_text())["seconds"])
 
     def _norm():
         mask = ants.image_read(str(w / "mni_mask.nii.gz")).numpy()
@@ -84,8 +105,10 @@ def main() -> int:
     for k, v in times.items():
         print(f"  {k:<11s} {v:6.2f} s", file=sys.stderr)
     print(f"  antspy defaults (N4 x{len(mods)} + Affine) {defaults:.2f} s", file=sys.stderr)
+    print(f"  quality scores {scoring:.2f} s (inside the steps above)", file=sys.stderr)
     print(f"preprocess per_subject_s={per_subject:.2f} antspy_defaults_s={defaults:.2f} "
-          f"ratio={defaults / per_subject:.2f} mask_dice={m_dice:.4f} reg_dice={r_dice:.4f}")
+          f"ratio={defaults / per_subject:.2f} mask_dice={m_dice:.4f} reg_dice={r_dice:.4f} "
+          f"scoring_s={scoring:.2f} scoring_pct={100 * scoring / (per_subject - scoring):.1f}")
     return 0
 
 

@@ -20,6 +20,8 @@ import numpy as np
 from scipy import ndimage as ndi
 from scipy.spatial.transform import Rotation
 
+from voxflow.demo_faults import ARRAY_FAULTS, FAR_ROTATION_DEG, FAULTS, apply_fault
+
 MODALITIES = ("t1", "t1c", "t2", "flair")
 SPACING = {"t1": (1.0, 1.0, 1.5), "t1c": (1.0, 1.0, 1.5), "t2": (1.0, 1.0, 3.0), "flair": (3.0, 1.0, 1.0)}
 # Grid of the smooth random fields, fixed in mm (the MNI152 box plus 25 mm): same anatomy at every spacing_scale
@@ -314,12 +316,13 @@ def _save_json(obj: dict, path: Path) -> None:
 
 def generate_subject(subject: str, index: int, raw_dir: str | Path, truth_dir: str | Path,
                      modalities: Sequence[str] = ("t1", "t2", "flair"), seed: int = 42,
-                     spacing_scale: float = 1.0, n_lesions: tuple[int, int] = (1, 3)) -> dict:
+                     spacing_scale: float = 1.0, n_lesions: tuple[int, int] = (1, 3), fault: str | None = None) -> dict:
     """Write one synthetic subject; the first modality is the reference grid of seg and brain mask.
 
     Files: {raw_dir}/{subject}/{modality}.nii.gz (int16, 0..1000), {raw_dir}/{subject}/seg.nii.gz (uint8,
     BraTS labels 0/1/2/4), {truth_dir}/{subject}_brainmask.nii.gz (uint8) and {truth_dir}/{subject}_truth.json.
     Pose convention: native world mm x = R q + t for template (MNI) mm q, R = Rotation.from_euler("xyz", deg).
+    `fault`: one of voxflow.demo_faults.FAULTS built into the scans (recorded in the truth file).
     """
     modalities = list(modalities)
     if not 2 <= len(modalities) <= 4 or len(set(modalities)) != len(modalities) or \
@@ -336,6 +339,10 @@ def generate_subject(subject: str, index: int, raw_dir: str | Path, truth_dir: s
 
     rng = np.random.default_rng([seed, index])
     p = _draw_subject(rng, (lo_n, hi_n))
+    if fault is not None and fault not in FAULTS:
+        raise ValueError(f"unknown demo fault {fault!r}; known: {sorted(FAULTS)}")
+    if fault == "far_rotation":  # upside down: far outside an affine registration's capture range
+        p["rotation_deg"] = np.asarray(p["rotation_deg"], dtype=np.float64) + np.array([FAR_ROTATION_DEG, 0.0, 0.0])
     ref = modalities[0]
     p["offsets"] = {}
     mod_rngs = {}
@@ -350,8 +357,12 @@ def generate_subject(subject: str, index: int, raw_dir: str | Path, truth_dir: s
 
     paths = {}
     for m in modalities:
-        img = _head_image(t, fr, m, box, les)
+        # a wrong contrast: the reference file holds a T2-weighted image (on the reference's own grid)
+        contrast = "t2" if fault == "wrong_contrast" and m == ref else m
+        img = _head_image(t, fr, contrast, box, les)
         nat = _native(t, p, m, m == ref, mod_rngs[m], spacing_scale, box, les, img)
+        if m == ref and fault in ARRAY_FAULTS:
+            nat["data"] = apply_fault(fault, nat["data"], seed=int(seed) * 1000 + int(index))
         paths[m] = raw / f"{m}.nii.gz"
         _save_nifti(nat["data"], nat["affine"], paths[m])
         if m == ref:
@@ -378,7 +389,7 @@ def generate_subject(subject: str, index: int, raw_dir: str | Path, truth_dir: s
                                   sigma_mm=round(float(p["disp_sigma_mm"]), 3)),
                  modality_offsets={m: p["offsets"][m] for m in modalities},
                  spacing_mm={m: [s * spacing_scale for s in SPACING[m]] for m in modalities},
-                 reference_affine=ref_affine.tolist(), lesions=lesions)
+                 reference_affine=ref_affine.tolist(), lesions=lesions, fault=fault)
     paths["truth"] = truth_dir / f"{subject}_truth.json"
     _save_json(truth, paths["truth"])
     return dict(paths={k: str(v) for k, v in paths.items()}, truth=truth)

@@ -10,6 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 
+# The faults the demo generator can build into a subject (config demo.faults; voxflow.demo.generate_subject).
+ARRAY_FAULTS = ("motion_ghosting", "strong_bias", "rician_noise")  # applied to the reference modality's voxels
+FAULTS = (*ARRAY_FAULTS, "wrong_contrast", "far_rotation")  # the last two: in the generator's contrast and pose
+FAR_ROTATION_DEG = 150.0
+
 
 def motion_ghosting(img: np.ndarray, shift_vox: float = 6.0, fraction: float = 0.3, axis: int = 1,
                     seed: int = 0) -> np.ndarray:
@@ -78,3 +83,13 @@ def cut_mask(mask: np.ndarray, keep_fraction: float = 0.35, axis: int = 0) -> np
     sl[axis] = slice(idx[0], stop)
     out[tuple(sl)] = m[tuple(sl)]
     return out.astype(np.uint8)
+
+
+def apply_fault(name: str, data: np.ndarray, seed: int = 0) -> np.ndarray:
+    """One of ARRAY_FAULTS applied to a demo scan (int16, 0..1000), returned on the same scale and type."""
+    faults = {"motion_ghosting": lambda x: motion_ghosting(x, seed=seed),
+              "strong_bias": lambda x: strong_bias(x, seed=seed), "rician_noise": lambda x: rician_noise(x, seed=seed)}
+    if name not in faults:
+        raise ValueError(f"unknown array fault {name!r}; known: {sorted(faults)}")
+    out = np.asarray(faults[name](np.asarray(data, dtype=np.float32)), dtype=np.float64)
+    return np.round(np.clip(out, 0, None) * (1000.0 / max(float(out.max()), 1e-6))).astype(np.int16)

@@ -202,7 +202,7 @@ def flagged_subjects(flags: Iterable[dict]) -> list[str]:
 # name -> (bad direction: "high" | "low" | "both", hard sanity bounds (low, high; None = open), what it tells).
 # Per modality unless the table says "mask" (the brain mask) or "reference" (the registered reference modality).
 SCORES: dict[str, tuple[str, tuple[float | None, float | None], str]] = {
-    "snr": ("low", (None, None), "MRIQC snr: mean / std inside the head (before N4); noise lowers it"),
+    "snr_wm": ("low", (None, None), "MRIQC snr_wm: mean / std in the white matter (MNI tissue map, after N4)"),
     "efc": ("high", (None, None), "MRIQC efc: entropy focus criterion of the raw image; motion ghosts raise it"),
     "fber": ("low", (None, None), "MRIQC fber: head / background energy; ghosts in the background lower it"),
     "saturated_fraction": ("high", (None, 0.05), "voxels at the image's extreme values inside the head (clipping)"),

@@ -39,11 +39,12 @@ def _subsample(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
 
 
 def image_quality(raw: np.ndarray, field: np.ndarray | None = None, field_mask: np.ndarray | None = None) -> dict:
-    """No-reference quality of one raw modality (before N4; with N4's bias field when it ran): SNR in the head,
-    EFC, FBER (head vs air), saturated voxels in the head, INU median and range."""
+    """No-reference quality of one raw modality (before N4; with N4's bias field when it ran): EFC, FBER (head vs
+    air), saturated voxels in the head, INU median and range. (SNR over the whole head measures anatomy more than
+    noise: it is taken in the white matter, in MNI space, by tissue_contrast.)"""
     raw = np.asarray(raw, dtype=np.float32)
     head = head_mask(raw)
-    scores = {"snr": q.snr(raw, head), "efc": q.efc(raw), "fber": q.fber(raw, head, ~head),
+    scores = {"efc": q.efc(raw), "fber": q.fber(raw, head, ~head),
               "saturated_fraction": q.saturated_fraction(raw, head)}
     if field is not None:
         fm = field_mask if field_mask is not None else np.ones(field.shape, bool)
@@ -64,16 +65,17 @@ def mask_quality(mask: np.ndarray, spacing_zyx: Iterable[float]) -> dict:
 
 
 def tissue_contrast(img: np.ndarray, brain: np.ndarray, gm: np.ndarray, wm: np.ndarray) -> dict:
-    """CNR, CJV (MRIQC) and the signed WM-GM contrast of an image in MNI space, with the template's tissue
+    """SNR in the white matter, CNR, CJV (MRIQC) and the signed WM-GM contrast of an image in MNI space, with the
+    template's tissue
     probability maps (> 0.5) inside the subject's own brain mask. No air on a skull-stripped image: MRIQC's
     sigma_air is 0 here."""
     inside = np.asarray(brain, bool)
     g, w = inside & (gm > 0.5), inside & (wm > 0.5)
     if g.sum() < 10 or w.sum() < 10:
-        return {"cnr": float("nan"), "cjv": float("nan"), "wm_gm_contrast": float("nan")}
+        return {"snr_wm": float("nan"), "cnr": float("nan"), "cjv": float("nan"), "wm_gm_contrast": float("nan")}
     gv, wv = img[g].astype(np.float64), img[w].astype(np.float64)
     spread = float(np.sqrt(gv.var() + wv.var()))
-    return {"cnr": q.cnr(img, w, g), "cjv": q.cjv(img, w, g),
+    return {"snr_wm": q.snr(img, w), "cnr": q.cnr(img, w, g), "cjv": q.cjv(img, w, g),
             "wm_gm_contrast": float((wv.mean() - gv.mean()) / spread) if spread > q.EPS else float("nan")}
 
 

@@ -185,10 +185,11 @@ def _prediction_qc(files: ReportFiles, dice: pd.Series | None, config: dict, sto
 def _preprocessing_qc(files: ReportFiles) -> dict:
     rows = files.preprocessing_qc
     steps = list(dict.fromkeys(st for _, pngs in rows for st, p in pngs.items() if Path(p).is_file()))
-    flagged = {s for s, _ in files.qc_flagged}
+    flagged = {s for s, _ in files.qc_flagged}  # marked: the cohort QC shows why
     return {"steps": steps, "where": files.qc_dir, "shown": len(rows), "total": files.n_subjects,
-            "rows": [{"subject": s, "flagged": s in flagged, "cells": [{"uri": png_uri(pngs[st], 420) if Path(pngs[st]).is_file() else None,
-                                               "alt": f"{s} {st}"} for st in steps]} for s, pngs in rows]}
+            "rows": [{"subject": s, "flagged": s in flagged,
+                      "cells": [{"uri": png_uri(pngs[st], 420) if Path(pngs[st]).is_file() else None,
+                                 "alt": f"{s} {st}"} for st in steps]} for s, pngs in rows]}
 
 
 def _curves(models: list[str]) -> dict:
@@ -319,9 +320,9 @@ def build_report(files: ReportFiles, config: dict, html_path: str | Path, run_di
 
 def report(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
     """The cohort report. inp: metrics, summary (evaluation), cohort, subjects (file of the predicted ones),
-    shown (shown_subjects' file), models, plans, postprocessing, split, qc_scores, qc_flags; cfg: config (merged), output_dir,
-    workflow_dir, store_space, paths (patterns of the per-subject files and the benchmarks), qc_steps,
-    max_qc_subjects."""
+    shown (shown_subjects' file), models, plans, postprocessing, split, qc_scores, qc_flags (qc/scores.tsv,
+    qc/flags.tsv); cfg: config (merged), output_dir, workflow_dir, store_space, paths (patterns of the
+    per-subject files and the benchmarks), qc_steps, max_qc_subjects."""
     config = cfg.get("config") or {}
     files = report_files(inp, cfg)
     build_report(files, config, out["html"], cfg.get("output_dir") or config.get("output_dir", "results"),

@@ -289,7 +289,7 @@ def _g(v, warn: bool = False) -> dict:
     """A numeric cell with 4 significant digits (QC scores span 1e-4 to 1e5); ±inf shown and sorted as such."""
     x = float(v) if v is not None and not isinstance(v, str) else float("nan")
     if np.isinf(x):
-        return {"text": "+∞" if x > 0 else "−∞", "v": "Infinity" if x > 0 else "-Infinity", "sub": None,
+        return {"text": "+∞" if x > 0 else "-∞", "v": "Infinity" if x > 0 else "-Infinity", "sub": None,
                 "warn": warn}
     finite = bool(np.isfinite(x))
     return {"text": f"{x:.4g}" if finite else "–", "v": f"{x:.6g}" if finite else "", "sub": None, "warn": warn}

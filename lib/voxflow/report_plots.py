@@ -141,8 +141,10 @@ def _mathtext_safe(s: str) -> str:
 
 def qc_score_figures(scores: pd.DataFrame, flagged: set[tuple[str, str, str]]) -> list[dict]:
     """One small strip plot per (modality, score) of qc/scores.tsv with a finite value, in the file's order: one
-    point per subject, the median dashed, flagged (subject, modality, score) in red with the subject's name;
-    [{uri, caption}]."""
+    point per subject, the median dashed, a sanity bound within the values dotted, flagged (subject, modality,
+    score) in red with the subject's name; [{uri, caption}]."""
+    from voxflow.qc_scores import SCORES
+
     plt = _plt()
     rng, figs = np.random.default_rng(0), []
     for (mod, name), g in scores.groupby(["modality", "score"], sort=False):
@@ -156,8 +158,12 @@ def qc_score_figures(scores: pd.DataFrame, flagged: set[tuple[str, str, str]]) -
         x = rng.uniform(-0.22, 0.22, len(y))
         fig, ax = plt.subplots(figsize=(2.5, 2.2))
         ax.scatter(x[~red], y[~red], s=10, alpha=0.7, color="#2563eb", edgecolor="white", linewidth=0.3, zorder=3)
-        ax.scatter(x[red], y[red], s=20, color=PRED_COLOR, edgecolor="white", linewidth=0.3, zorder=4)
+        ax.scatter(x[red], y[red], s=26, color=PRED_COLOR, edgecolor="white", linewidth=0.3, zorder=4)
         ax.axhline(med, ls="--", lw=1, color="#475569", zorder=2)
+        shown = [b for b in SCORES.get(str(name), ("", (None, None), ""))[1]
+                 if b is not None and y.min() <= b <= y.max()]
+        for b in shown:
+            ax.axhline(b, ls=":", lw=1.2, color="#d97706", zorder=2)
         for i in np.flatnonzero(red)[np.argsort(-np.abs(y[red] - med), kind="stable")][:MAX_QC_LABELS]:
             ax.annotate(_mathtext_safe(subs[i]), (x[i], y[i]), xytext=(5, 0), textcoords="offset points",
                         fontsize=7, color=PRED_COLOR, va="center", annotation_clip=False)
@@ -167,5 +173,6 @@ def qc_score_figures(scores: pd.DataFrame, flagged: set[tuple[str, str, str]]) -
         ax.tick_params(labelsize=7)
         n_bad, n_inf = int(red.sum()), int((~ok).sum() - np.isnan(v).sum())
         caption = f"{mod} {name}: {len(y)} subjects, {n_bad} flagged" + (f", {n_inf} infinite" if n_inf else "")
-        figs.append({"uri": fig_uri(fig, dpi=90), "caption": caption + "; dashed: median"})
+        caption += "; dashed: median" + (", dotted: sanity bound" if shown else "")
+        figs.append({"uri": fig_uri(fig, dpi=90), "caption": caption})
     return figs

@@ -53,8 +53,7 @@ def cohort_qc(scores_tsv: str | None, flags_tsv: str | None, flagged: Sequence[t
     scores = _check(scores, scores_tsv, SCORE_COLUMNS)
     flags = read_qc_tsv(flags_tsv)
     flags = _check(flags, flags_tsv, FLAG_COLUMNS) if flags is not None else None
-    values = pd.to_numeric(scores["value"], errors="coerce")
-    n_subjects = int(scores.loc[values.notna(), "subject"].nunique())
+    n_subjects = int(scores["subject"].nunique())  # as voxflow.qc_cohort counts them to decide on z-scores
     marks = set() if flags is None else {(str(s), str(m), str(n)) for s, m, n in
                                          flags[["subject", "modality", "score"]].itertuples(index=False)}
     names = list(dict.fromkeys(scores["score"].astype(str)))

@@ -27,7 +27,7 @@ def demo(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dic
 
     index = int(cfg["index"])
     return generate_subject(subject, index, cfg["raw_dir"], cfg["truth_dir"], modalities=cfg["modalities"],
-                            seed=cfg["seed"], spacing_scale=cfg["spacing_scale"])
+                            seed=cfg["seed"], spacing_scale=cfg["spacing_scale"], fault=cfg.get("fault"))
 
 
 def ingest(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:

@@ -25,7 +25,8 @@ rule demo_subject:
         io=lambda w, input, output: json.dumps({"output": dict(output.items()), "config": {
             "index": DEMO_INDEX[w.subject], "raw_dir": DEMO_RAW, "truth_dir": DEMO_TRUTH,
             "modalities": MODS, "seed": config["demo"]["seed"],
-            "spacing_scale": config["demo"]["spacing_scale"]}}),
+            "spacing_scale": config["demo"]["spacing_scale"],
+            "fault": config["demo"]["faults"].get(w.subject)}}),
     log:
         log_path("demo_subject"),
     benchmark:
