@@ -54,7 +54,7 @@ def test_tissue_contrast_sign_follows_the_contrast():
 
 
 def test_template_fit_and_mask_volume():
-    img, wm, gm, brain = phantom()
+    img, _, _, brain = phantom()
     fit = qc_subject.template_fit(img, img, brain, brain)
     assert fit["mask_dice_template"] == 1.0 and fit["template_correlation"] > 0.99 and fit["empty_fraction"] < 0.01
     rotated = demo_faults.far_rotation(img * brain, 150, axes=(0, 1))

@@ -143,7 +143,8 @@ def build_chain(cs: ChainSettings, root: str, normalization: str | None = None) 
                                   "template_mask": tpl["mask"], "template_gm": tpl["gm"], "template_wm": tpl["wm"]},
                           outputs={**grid, "mask": space_mask_path(root, cs), **space_label, "xfm": xfm,
                                    "qc": qc_path(root, "mni"), "scores": sub_path(root, "mni", "scores.json")},
-                          config={**pre["mni"], "reference": ref}))
+                          config={**pre["mni"], "reference": ref,
+                                  "brain_extracted": not cs.ct_direct and pre["skullstrip"]["method"] != "none"}))
     else:
         steps.append(Step("native", qc="qc", folders=frozenset({"xfm"}),
                           inputs={**_images(root, pre_n4 if cs.ct_direct else "brain", mods), **brain, **ingest_label},

@@ -88,7 +88,8 @@ def cut_mask(mask: np.ndarray, keep_fraction: float = 0.35, axis: int = 0) -> np
 def apply_fault(name: str, data: np.ndarray, seed: int = 0) -> np.ndarray:
     """One of ARRAY_FAULTS applied to a demo scan (int16, 0..1000), returned on the same scale and type."""
     faults = {"motion_ghosting": lambda x: motion_ghosting(x, seed=seed),
-              "strong_bias": lambda x: strong_bias(x, seed=seed), "rician_noise": lambda x: rician_noise(x, seed=seed)}
+              "strong_bias": lambda x: strong_bias(x, 1.2, seed=seed),
+              "rician_noise": lambda x: rician_noise(x, seed=seed)}
     if name not in faults:
         raise ValueError(f"unknown array fault {name!r}; known: {sorted(faults)}")
     out = np.asarray(faults[name](np.asarray(data, dtype=np.float32)), dtype=np.float64)

@@ -50,7 +50,8 @@ def cohort_flags(table: pd.DataFrame, flag_z: float = 3.5) -> pd.DataFrame:
         scores.setdefault(row.subject, {})[f"{row.modality}\t{row.score}"] = row.value
     direction = {k: SCORES.get(s, ("both",))[0] for k, (_, s) in keyed.items()}
     bounds = {k: SCORES[s][1] for k, (_, s) in keyed.items() if s in SCORES}
-    flags = flag_outliers(scores, flag_z=flag_z, bounds=bounds, direction=direction)
+    spread = {k: SCORES[s][2] for k, (_, s) in keyed.items() if s in SCORES}
+    flags = flag_outliers(scores, flag_z=flag_z, bounds=bounds, direction=direction, min_spread=spread)
     rows = [{"subject": f["subject"], "modality": keyed[f["score"]][0], "score": keyed[f["score"]][1],
              "value": f["value"], "median": f["median"], "z": f["z"], "reason": f["reason"]} for f in flags]
     return pd.DataFrame(rows, columns=FLAG_COLUMNS)

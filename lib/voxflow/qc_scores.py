@@ -142,7 +142,7 @@ MAD_TO_SIGMA = 1.4826
 MIN_SUBJECTS_FOR_Z = 10
 
 
-def robust_z(values: Sequence[float] | np.ndarray) -> np.ndarray:
+def robust_z(values: Sequence[float] | np.ndarray, min_spread: float = 0.0) -> np.ndarray:
     """(x - median) / (1.4826 · MAD) of each value (NaN stays NaN). Median and MAD are not moved by a few outliers,
     so a bad subject cannot hide itself by inflating the spread the way it would with mean and std."""
     x = np.asarray(values, dtype=np.float64)
@@ -150,7 +150,7 @@ def robust_z(values: Sequence[float] | np.ndarray) -> np.ndarray:
     if finite.size == 0:
         return np.full(x.shape, np.nan)
     med = np.median(finite)
-    mad = MAD_TO_SIGMA * np.median(np.abs(finite - med))
+    mad = max(MAD_TO_SIGMA * float(np.median(np.abs(finite - med))), float(min_spread))
     if mad <= EPS:  # most subjects equal: any other value is infinitely far
         z = np.full(x.shape, np.nan)
         finite_x = np.isfinite(x)
@@ -161,12 +161,14 @@ def robust_z(values: Sequence[float] | np.ndarray) -> np.ndarray:
 
 def flag_outliers(scores: Mapping[str, Mapping[str, float]], flag_z: float = 3.5,
                   bounds: Mapping[str, tuple[float | None, float | None]] | None = None,
-                  direction: Mapping[str, str] | None = None) -> list[dict]:
+                  direction: Mapping[str, str] | None = None,
+                  min_spread: Mapping[str, float] | None = None) -> list[dict]:
     """Flags over a cohort: `scores` is subject -> score name -> value. A subject is flagged on a score when its
     robust z-score is past `flag_z` in the score's bad direction (`direction[name]`: "high" = high is bad, "low",
     or "both", the default), with at least MIN_SUBJECTS_FOR_Z subjects; or when the value is outside the score's
     hard sanity `bounds` (low, high; None = open), whatever the cohort size. Each flag names the subject, the
-    score, its value, the cohort's median, the z-score and the reason; worst (largest |z|, bounds first) first."""
+    score, its value, the cohort's median, the z-score and the reason; worst (largest |z|, bounds first) first.
+    `min_spread[name]`: a floor under the robust standard deviation (1.4826 MAD) of that score."""
     subjects = sorted(scores)
     names = sorted({n for s in subjects for n in scores[s]})
     bounds, direction = bounds or {}, direction or {}
@@ -174,7 +176,7 @@ def flag_outliers(scores: Mapping[str, Mapping[str, float]], flag_z: float = 3.5
     flags: list[dict[str, Any]] = []
     for name in names:
         vals = np.array([scores[s].get(name, np.nan) for s in subjects], dtype=np.float64)
-        z = robust_z(vals)
+        z = robust_z(vals, (min_spread or {}).get(name, 0.0))
         finite = vals[np.isfinite(vals)]
         med = float(np.median(finite)) if finite.size else float("nan")
         lo, hi = bounds.get(name, (None, None))
@@ -199,26 +201,30 @@ def flagged_subjects(flags: Iterable[dict]) -> list[str]:
 
 
 # --- the scores a subject gets, what each means and which way is bad ------------------------------------------------
-# name -> (bad direction: "high" | "low" | "both", hard sanity bounds (low, high; None = open), what it tells).
-# Per modality unless the table says "mask" (the brain mask) or "reference" (the registered reference modality).
-SCORES: dict[str, tuple[str, tuple[float | None, float | None], str]] = {
-    "snr_wm": ("low", (None, None), "MRIQC snr_wm: mean / std in the white matter (MNI tissue map, after N4)"),
-    "efc": ("high", (None, None), "MRIQC efc: entropy focus criterion of the raw image; motion ghosts raise it"),
-    "fber": ("low", (None, None), "MRIQC fber: head / background energy; ghosts in the background lower it"),
-    "saturated_fraction": ("high", (None, 0.05), "voxels at the image's extreme values inside the head (clipping)"),
-    "inu_median": ("both", (None, None), "MRIQC inu_med: median of N4's bias field inside the head"),
-    "inu_range": ("high", (None, None), "MRIQC inu_range: 5-95th percentile range of N4's bias field in the head"),
-    "coreg_nmi": ("both", (None, None), "NMI with the reference modality after rigid co-registration (1 = none)"),
-    "brain_volume_ml": ("both", (300.0, 3000.0), "brain mask volume (mask); a failed skull strip changes it"),
-    "mask_dice_template": ("low", (0.7, None), "Dice of the brain mask in MNI with the template's brain mask (mask)"),
-    "template_nmi": ("low", (None, None), "NMI of the registered reference with the MNI template in its brain mask"),
-    "template_correlation": ("low", (None, None), "correlation of the registered reference with the MNI template"),
-    "empty_fraction": ("high", (None, 0.3), "fraction of the template's brain mask left empty after registration"),
-    "cnr": ("low", (None, None), "MRIQC cnr: |mu_WM - mu_GM| / sqrt(sigma_WM^2 + sigma_GM^2), warped MNI tissue maps"),
-    "cjv": ("high", (None, None), "MRIQC cjv: (sigma_WM + sigma_GM) / |mu_WM - mu_GM|; noise and bias raise it"),
-    "wm_gm_contrast": ("both", (None, None), "signed (mu_WM - mu_GM) / sqrt(sigma_WM^2 + sigma_GM^2): > 0 in T1, "
-                                             "< 0 in T2/FLAIR; a wrong contrast flips its sign"),
-    "crop_volume_ml": ("both", (None, None), "CT: volume of the body crop"),
-    "hu_p01": ("both", (-1200.0, None), "CT: 1st HU percentile inside the body"),
-    "hu_p99": ("both", (None, 4000.0), "CT: 99th HU percentile inside the body"),
+# name -> (bad direction: "high" | "low" | "both", hard sanity bounds (low, high; None = open), the smallest
+# deviation from the cohort's median that matters (a floor under 1.4826 MAD: in a homogeneous cohort the MAD of a
+# score can be tiny, and a z-score would then flag differences nobody would look at twice), what it tells).
+# Per modality unless the text says "mask" (the brain mask's own scores) or "reference" (the registered reference).
+SCORES: dict[str, tuple[str, tuple[float | None, float | None], float, str]] = {
+    "efc": ("high", (None, None), 0.02, "MRIQC efc: entropy focus criterion of the raw image; motion ghosts raise it"),
+    "fber": ("low", (None, None), 0.0, "MRIQC fber: head / air energy; ghosts and noise in the air lower it"),
+    "saturated_fraction": ("high", (None, 0.05), 0.005, "voxels at the image's extreme values in the head (clipping)"),
+    "inu_median": ("both", (None, None), 0.05, "MRIQC inu_med: median of N4's bias field inside the head"),
+    "inu_range": ("high", (None, None), 0.05, "MRIQC inu_range: 5-95th percentile range of N4's field in the head"),
+    "coreg_nmi": ("both", (None, None), 0.01, "NMI with the reference modality after rigid co-registration (1: none)"),
+    "brain_volume_ml": ("both", (300.0, 3000.0), 50.0, "mask: brain mask volume; a failed skull strip changes it"),
+    "mask_dice_template": ("low", (0.7, None), 0.01, "mask: Dice of the brain mask in MNI with the template's"),
+    "template_nmi": ("low", (None, None), 0.01, "reference: NMI with the MNI template inside its brain mask"),
+    "template_correlation": ("low", (None, None), 0.03, "reference: correlation with the MNI template in its brain"),
+    "empty_fraction": ("high", (None, 0.3), 0.005, "reference: fraction of the template's brain left empty"),
+    "snr_wm": ("low", (None, None), 0.5, "MRIQC snr_wm: mean / std in the white matter (MNI tissue map, after N4)"),
+    "cnr": ("low", (None, None), 0.1, "MRIQC cnr: |mu_WM - mu_GM| / sqrt(sigma_WM^2 + sigma_GM^2) (MNI tissue maps)"),
+    "cjv": ("high", (None, None), 0.1, "MRIQC cjv: (sigma_WM + sigma_GM) / |mu_WM - mu_GM|; noise and bias raise it"),
+    "wm_gm_contrast": ("both", (None, None), 0.1, "signed (mu_WM - mu_GM) / sqrt(sigma_WM^2 + sigma_GM^2): > 0 in "
+                                                  "T1, < 0 in T2; a wrong contrast flips it"),
+    "wm_inhomogeneity": ("high", (None, None), 0.02, "(p95 - p5) / median of the smoothed white matter after N4: "
+                                                     "the bias N4 left"),
+    "crop_volume_ml": ("both", (None, None), 0.0, "CT: volume of the body crop"),
+    "hu_p01": ("both", (-1200.0, None), 20.0, "CT: 1st HU percentile inside the body"),
+    "hu_p99": ("both", (None, 4000.0), 20.0, "CT: 99th HU percentile inside the body"),
 }

@@ -23,6 +23,8 @@ Scores = dict[str, dict[str, float]]  # modality (or "mask") -> score name -> va
 # Histogram-based scores (NMI) on at most this many voxels: a regular subsample is as good and keeps a 1 mm head
 # (7 M voxels) from costing a second per pair.
 MAX_VOXELS = 1_000_000
+# |signed WM-GM contrast| below which CNR and CJV are not defined (see tissue_contrast)
+MIN_CONTRAST = 0.25
 
 
 def head_mask(img: np.ndarray) -> np.ndarray:
@@ -72,11 +74,22 @@ def tissue_contrast(img: np.ndarray, brain: np.ndarray, gm: np.ndarray, wm: np.n
     inside = np.asarray(brain, bool)
     g, w = inside & (gm > 0.5), inside & (wm > 0.5)
     if g.sum() < 10 or w.sum() < 10:
-        return {"snr_wm": float("nan"), "cnr": float("nan"), "cjv": float("nan"), "wm_gm_contrast": float("nan")}
+        return dict.fromkeys(("snr_wm", "cnr", "cjv", "wm_gm_contrast", "wm_inhomogeneity"), float("nan"))
+    from scipy import ndimage
+
     gv, wv = img[g].astype(np.float64), img[w].astype(np.float64)
     spread = float(np.sqrt(gv.var() + wv.var()))
-    return {"snr_wm": q.snr(img, w), "cnr": q.cnr(img, w, g), "cjv": q.cjv(img, w, g),
-            "wm_gm_contrast": float((wv.mean() - gv.mean()) / spread) if spread > q.EPS else float("nan")}
+    contrast = float((wv.mean() - gv.mean()) / spread) if spread > q.EPS else float("nan")
+    # CNR and CJV measure a WM/GM contrast: on an image without one (FLAIR's is near 0) they only measure noise
+    # over a vanishing gap, and CJV runs off to thousands
+    has_contrast = abs(contrast) >= MIN_CONTRAST
+    # the bias N4 left: the white matter's spread at low spatial frequency (smoothing averages the noise away)
+    core = ndimage.binary_erosion(w, iterations=1)
+    smooth = ndimage.gaussian_filter(np.asarray(img, np.float32), 2.0)[core if core.sum() >= 10 else w]
+    p5, p50, p95 = np.percentile(smooth, [5, 50, 95])
+    return {"snr_wm": q.snr(img, w), "cnr": q.cnr(img, w, g) if has_contrast else float("nan"),
+            "cjv": q.cjv(img, w, g) if has_contrast else float("nan"), "wm_gm_contrast": contrast,
+            "wm_inhomogeneity": float((p95 - p5) / p50) if p50 > q.EPS else float("nan")}
 
 
 def template_fit(image: np.ndarray, template: np.ndarray, template_mask: np.ndarray, brain: np.ndarray) -> dict:

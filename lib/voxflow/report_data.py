@@ -286,13 +286,15 @@ def qc_flag_labels(flags: pd.DataFrame | None) -> dict[str, str] | None:
 
 
 def _g(v, warn: bool = False) -> dict:
-    """A numeric cell with 4 significant digits (QC scores span 1e-4 to 1e5); ±inf shown and sorted as such."""
+    """A numeric cell with 4 significant digits (QC scores span 1e-4 to 1e5; no exponent from 1000 up: volumes in
+    ml); ±inf shown and sorted as such."""
     x = float(v) if v is not None and not isinstance(v, str) else float("nan")
     if np.isinf(x):
         return {"text": "+∞" if x > 0 else "-∞", "v": "Infinity" if x > 0 else "-Infinity", "sub": None,
                 "warn": warn}
     finite = bool(np.isfinite(x))
-    return {"text": f"{x:.4g}" if finite else "–", "v": f"{x:.6g}" if finite else "", "sub": None, "warn": warn}
+    text = "–" if not finite else f"{x:.0f}" if 1000 <= abs(x) < 1e9 else f"{x:.4g}"
+    return {"text": text, "v": f"{x:.6g}" if finite else "", "sub": None, "warn": warn}
 
 
 def qc_flag_table(flags: pd.DataFrame) -> dict:
@@ -310,7 +312,7 @@ def qc_score_table(names: Sequence[str]) -> dict:
     bad = {"high": "high", "low": "low", "both": "high or low"}
     rows = []
     for n in names:
-        direction, (lo, hi), text = SCORES.get(n, ("both", (None, None), "(not described)"))
+        direction, (lo, hi), _, text = SCORES.get(n, ("both", (None, None), 0.0, "(not described)"))
         bounds = "–" if lo is None and hi is None else f"[{'' if lo is None else f'{lo:g}'}, " \
                                                        f"{'' if hi is None else f'{hi:g}'}]"
         rows.append([cell(n), cell(bad.get(direction, direction)), cell(bounds), cell(text)])

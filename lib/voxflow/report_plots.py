@@ -160,7 +160,7 @@ def qc_score_figures(scores: pd.DataFrame, flagged: set[tuple[str, str, str]]) -
         ax.scatter(x[~red], y[~red], s=10, alpha=0.7, color="#2563eb", edgecolor="white", linewidth=0.3, zorder=3)
         ax.scatter(x[red], y[red], s=26, color=PRED_COLOR, edgecolor="white", linewidth=0.3, zorder=4)
         ax.axhline(med, ls="--", lw=1, color="#475569", zorder=2)
-        shown = [b for b in SCORES.get(str(name), ("", (None, None), ""))[1]
+        shown = [b for b in SCORES.get(str(name), ("", (None, None), 0.0, ""))[1]
                  if b is not None and y.min() <= b <= y.max()]
         for b in shown:
             ax.axhline(b, ls=":", lw=1.2, color="#d97706", zorder=2)

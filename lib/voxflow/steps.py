@@ -84,8 +84,8 @@ def skullstrip(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) 
                          modality=cfg.get("modality"), threshold=cfg["threshold"], head_template=tpl.get("head"),
                          template_brain_mask=tpl.get("brain_mask"), threads=threads, qc=qc)
     mask_qc(qc["image"], qc["mask"], qc["spacing_zyx"], out["qc"], f"{subject}: brain mask ({info['method']})")
-    with Timer() as t:
-        scores = {"mask": mask_quality(qc["mask"], qc["spacing_zyx"])}
+    with Timer() as t:  # no brain extraction (method none): the mask is the image's extent, nothing to score
+        scores = {"mask": mask_quality(qc["mask"], qc["spacing_zyx"])} if cfg["method"] != "none" else {}
     write_step_scores(out["scores"], scores, t.seconds)
     return info
 
@@ -100,13 +100,14 @@ def mni(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict
                             cfg["interpolation"], qc=qc)
     registration_qc(qc["image"], qc["template"], qc["spacing_zyx"], out["qc"],
                     f"{subject}: in MNI152 ({cfg['transform']})")
-    write_mni_scores(out["scores"], qc, cfg["reference"], inp)
+    write_mni_scores(out["scores"], qc, cfg["reference"], inp, brain_extracted=cfg.get("brain_extracted", True))
     return info
 
 
-def write_mni_scores(path: str, qc: dict, reference: str, inp: dict) -> None:
-    """Tissue contrast per registered modality and the reference's fit to the template. The template's maps are
-    read here (small, the template's grid); the subject's arrays are those the step holds."""
+def write_mni_scores(path: str, qc: dict, reference: str, inp: dict, brain_extracted: bool = True) -> None:
+    """Tissue contrast per registered modality and the reference's fit to the template (the brain mask's Dice with
+    the template's only when skull stripping made one). The template's maps are read here (small, the template's
+    grid); the subject's arrays are those the step holds."""
     import SimpleITK as sitk
 
     from voxflow.qc_subject import template_fit, tissue_contrast
@@ -119,7 +120,8 @@ def write_mni_scores(path: str, qc: dict, reference: str, inp: dict) -> None:
                   for m, img in qc["images"].items()}
         fit = template_fit(qc["image"], qc["template"], tpl["template_mask"], brain)
         scores[reference].update({k: v for k, v in fit.items() if k != "mask_dice_template"})
-        scores["mask"] = {"mask_dice_template": fit["mask_dice_template"]}
+        if brain_extracted:
+            scores["mask"] = {"mask_dice_template": fit["mask_dice_template"]}
     write_step_scores(path, scores, t.seconds)
 
 
