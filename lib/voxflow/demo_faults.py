@@ -35,14 +35,18 @@ def motion_ghosting(img: np.ndarray, shift_vox: float = 6.0, fraction: float = 0
 
 def bias_field(shape: tuple[int, ...], strength: float = 0.6, seed: int = 0) -> np.ndarray:
     """A smooth multiplicative field exp(p(x)), p a random second-order polynomial of the normalized coordinates
-    scaled so that the field spans about exp(+-strength) over the volume (MR receive-coil inhomogeneity)."""
+    scaled so that the field spans exp(+-strength) over the centre of the volume, where the head is (MR
+    receive-coil inhomogeneity)."""
     rng = np.random.default_rng(seed)
     coords = [np.linspace(-1, 1, s) for s in shape]
     grids = np.meshgrid(*coords, indexing="ij")
     terms = list(grids) + [g * h for i, g in enumerate(grids) for h in grids[i:]]
     p = sum(c * t for c, t in zip(rng.normal(size=len(terms)), terms))
     p = np.asarray(p, dtype=np.float64)
-    p = (p - p.mean()) / (np.abs(p - p.mean()).max() + 1e-12) * strength
+    # spanned over the central ellipsoid, where the head is (over the whole field, the corners would take it)
+    centre = sum(g ** 2 for g in grids) <= 0.5
+    p = p - p[centre].mean()
+    p = p / (np.abs(p[centre]).max() + 1e-12) * strength
     return np.exp(p).astype(np.float32)
 
 
@@ -88,7 +92,7 @@ def cut_mask(mask: np.ndarray, keep_fraction: float = 0.35, axis: int = 0) -> np
 def apply_fault(name: str, data: np.ndarray, seed: int = 0) -> np.ndarray:
     """One of ARRAY_FAULTS applied to a demo scan (int16, 0..1000), returned on the same scale and type."""
     faults = {"motion_ghosting": lambda x: motion_ghosting(x, seed=seed),
-              "strong_bias": lambda x: strong_bias(x, 1.2, seed=seed),
+              "strong_bias": lambda x: strong_bias(x, 0.7, seed=seed),
               "rician_noise": lambda x: rician_noise(x, seed=seed)}
     if name not in faults:
         raise ValueError(f"unknown array fault {name!r}; known: {sorted(faults)}")
