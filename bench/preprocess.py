@@ -105,7 +105,10 @@ def main() -> int:
     for k, v in times.items():
         print(f"  {k:<11s} {v:6.2f} s", file=sys.stderr)
     print(f"  antspy defaults (N4 x{len(mods)} + Affine) {defaults:.2f} s", file=sys.stderr)
-    print(f"  quality scores {scoring:.2f} s (inside the steps above)", file=sys.stderr)
+    parts = {"coreg": coreg_scores.get("seconds", 0.0), "n4": n4_scores.get("seconds", 0.0),
+             "skullstrip": mask_timer.seconds, "mni": json.loads((w / "mni_scores.json").read_text())["seconds"]}
+    print(f"  quality scores {scoring:.2f} s (inside the steps above: "
+          f"{', '.join(f'{k} {v:.2f}' for k, v in parts.items())})", file=sys.stderr)
     print(f"preprocess per_subject_s={per_subject:.2f} antspy_defaults_s={defaults:.2f} "
           f"ratio={defaults / per_subject:.2f} mask_dice={m_dice:.4f} reg_dice={r_dice:.4f} "
           f"scoring_s={scoring:.2f} scoring_pct={100 * scoring / (per_subject - scoring):.1f}")

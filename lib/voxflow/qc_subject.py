@@ -20,11 +20,14 @@ from voxflow import qc_scores as q
 from voxflow.preprocess.store import write_json_atomic
 
 Scores = dict[str, dict[str, float]]  # modality (or "mask") -> score name -> value
-# Histogram-based scores (NMI) on at most this many voxels: a regular subsample is as good and keeps a 1 mm head
-# (7 M voxels) from costing a second per pair.
-MAX_VOXELS = 1_000_000
+# Scores are taken on a regular subsample of about this spacing: every score here is a statistic over hundreds of
+# thousands of voxels, as good on every third voxel of a 1 mm image, where the full grid cost a third of the chain's
+# time (bench/preprocess.py: hole filling, entropy, smoothing over 7 M voxels per modality). The step follows the
+# spacing, not the size, so that subjects scanned alike are scored alike.
+SCORE_SPACING_MM = 3.0
 # |signed WM-GM contrast| below which CNR and CJV are not defined (see tissue_contrast)
 MIN_CONTRAST = 0.25
+WM_SMOOTHING_MM = 4.0  # wm_inhomogeneity: the white matter smoothed over this (noise averages out, bias stays)
 
 
 def head_mask(img: np.ndarray) -> np.ndarray:
@@ -35,16 +38,18 @@ def head_mask(img: np.ndarray) -> np.ndarray:
     return ndimage.binary_fill_holes(img > img.mean())
 
 
-def _subsample(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
-    step = max(1, int(np.ceil((arrays[0].size / MAX_VOXELS) ** (1 / 3))))
-    return tuple(a[::step, ::step, ::step] for a in arrays)
+def coarse(spacing_zyx: Iterable[float], *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The arrays (one grid) on every k-th voxel per axis, k = SCORE_SPACING_MM / spacing rounded down (>= 1)."""
+    step = tuple(slice(None, None, max(1, int(SCORE_SPACING_MM / float(s) + 1e-6))) for s in spacing_zyx)
+    return tuple(np.asarray(a)[step] for a in arrays)
 
 
-def image_quality(raw: np.ndarray, field: np.ndarray | None = None, field_mask: np.ndarray | None = None) -> dict:
+def image_quality(raw: np.ndarray, spacing_zyx: Iterable[float] = (1.0, 1.0, 1.0), field: np.ndarray | None = None,
+                  field_mask: np.ndarray | None = None) -> dict:
     """No-reference quality of one raw modality (before N4; with N4's bias field when it ran): EFC, FBER (head vs
     air), saturated voxels in the head, INU median and range. (SNR over the whole head measures anatomy more than
     noise: it is taken in the white matter, in MNI space, by tissue_contrast.)"""
-    raw = np.asarray(raw, dtype=np.float32)
+    (raw,) = coarse(spacing_zyx, np.asarray(raw, dtype=np.float32))
     head = head_mask(raw)
     scores = {"efc": q.efc(raw), "fber": q.fber(raw, head, ~head),
               "saturated_fraction": q.saturated_fraction(raw, head)}
@@ -55,10 +60,10 @@ def image_quality(raw: np.ndarray, field: np.ndarray | None = None, field_mask: 
     return scores
 
 
-def coreg_quality(reference: np.ndarray, moved: np.ndarray) -> dict:
+def coreg_quality(reference: np.ndarray, moved: np.ndarray, spacing_zyx: Iterable[float] = (1.0, 1.0, 1.0)) -> dict:
     """Similarity of a modality to the reference after co-registration (both on the reference grid), in the
     reference's head."""
-    ref, mov = _subsample(np.asarray(reference, np.float32), np.asarray(moved, np.float32))
+    ref, mov = coarse(spacing_zyx, np.asarray(reference, np.float32), np.asarray(moved, np.float32))
     return {"coreg_nmi": q.normalized_mutual_information(ref, mov, head_mask(ref))}
 
 
@@ -66,11 +71,15 @@ def mask_quality(mask: np.ndarray, spacing_zyx: Iterable[float]) -> dict:
     return {"brain_volume_ml": float(np.count_nonzero(mask) * float(np.prod(list(spacing_zyx))) / 1000.0)}
 
 
-def tissue_contrast(img: np.ndarray, brain: np.ndarray, gm: np.ndarray, wm: np.ndarray) -> dict:
+def tissue_contrast(img: np.ndarray, brain: np.ndarray, gm: np.ndarray, wm: np.ndarray,
+                    spacing_zyx: Iterable[float] = (2.0, 2.0, 2.0)) -> dict:
     """SNR in the white matter, CNR, CJV (MRIQC) and the signed WM-GM contrast of an image in MNI space, with the
     template's tissue
     probability maps (> 0.5) inside the subject's own brain mask. No air on a skull-stripped image: MRIQC's
     sigma_air is 0 here."""
+    spacing = list(spacing_zyx)
+    img, brain, gm, wm = coarse(spacing, img, brain, gm, wm)
+    step = [max(1, int(SCORE_SPACING_MM / float(s) + 1e-6)) * float(s) for s in spacing]  # mm per voxel now
     inside = np.asarray(brain, bool)
     g, w = inside & (gm > 0.5), inside & (wm > 0.5)
     if g.sum() < 10 or w.sum() < 10:
@@ -85,18 +94,20 @@ def tissue_contrast(img: np.ndarray, brain: np.ndarray, gm: np.ndarray, wm: np.n
     has_contrast = abs(contrast) >= MIN_CONTRAST
     # the bias N4 left: the white matter's spread at low spatial frequency (smoothing averages the noise away)
     core = ndimage.binary_erosion(w, iterations=1)
-    smooth = ndimage.gaussian_filter(np.asarray(img, np.float32), 2.0)[core if core.sum() >= 10 else w]
+    sigma = [WM_SMOOTHING_MM / s for s in step]
+    smooth = ndimage.gaussian_filter(np.asarray(img, np.float32), sigma)[core if core.sum() >= 10 else w]
     p5, p50, p95 = np.percentile(smooth, [5, 50, 95])
     return {"snr_wm": q.snr(img, w), "cnr": q.cnr(img, w, g) if has_contrast else float("nan"),
             "cjv": q.cjv(img, w, g) if has_contrast else float("nan"), "wm_gm_contrast": contrast,
             "wm_inhomogeneity": float((p95 - p5) / p50) if p50 > q.EPS else float("nan")}
 
 
-def template_fit(image: np.ndarray, template: np.ndarray, template_mask: np.ndarray, brain: np.ndarray) -> dict:
+def template_fit(image: np.ndarray, template: np.ndarray, template_mask: np.ndarray, brain: np.ndarray,
+                 spacing_zyx: Iterable[float] = (2.0, 2.0, 2.0)) -> dict:
     """How well the registered reference (and its brain mask) lies on the template: NMI and correlation inside the
     template's brain mask, the mask's Dice with the template's, and how much of the template brain stays empty."""
     tm = np.asarray(template_mask) > 0
-    img, tpl, tmk = _subsample(np.asarray(image, np.float32), np.asarray(template, np.float32), tm)
+    img, tpl, tmk = coarse(spacing_zyx, np.asarray(image, np.float32), np.asarray(template, np.float32), tm)
     return {"template_nmi": q.normalized_mutual_information(img, tpl, tmk),
             "template_correlation": q.correlation(img, tpl, tmk),
             "empty_fraction": q.empty_fraction(np.abs(image), tm, threshold=0.0),

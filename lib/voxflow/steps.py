@@ -116,9 +116,10 @@ def write_mni_scores(path: str, qc: dict, reference: str, inp: dict, brain_extra
         tpl = {k: sitk.GetArrayFromImage(sitk.ReadImage(inp[k], sitk.sitkFloat32))
                for k in ("template_mask", "template_gm", "template_wm")}
         brain = qc["mask"]
-        scores = {m: tissue_contrast(img, brain, tpl["template_gm"], tpl["template_wm"])
+        sp = qc["spacing_zyx"]
+        scores = {m: tissue_contrast(img, brain, tpl["template_gm"], tpl["template_wm"], sp)
                   for m, img in qc["images"].items()}
-        fit = template_fit(qc["image"], qc["template"], tpl["template_mask"], brain)
+        fit = template_fit(qc["image"], qc["template"], tpl["template_mask"], brain, sp)
         scores[reference].update({k: v for k, v in fit.items() if k != "mask_dice_template"})
         if brain_extracted:
             scores["mask"] = {"mask_dice_template": fit["mask_dice_template"]}

@@ -104,5 +104,5 @@ def _score(scores: dict, mod: str, img, bias, fit_spacing_mm: float) -> None:
     if field_mask is not None and field_mask.shape != bias.numpy().T.shape:
         field_mask = None
     scores.setdefault("by_modality", {})[mod] = image_quality(
-        img.numpy().T, None if bias is None else bias.numpy().T, field_mask)
+        img.numpy().T, tuple(float(x) for x in img.spacing[::-1]), None if bias is None else bias.numpy().T, field_mask)
     scores["seconds"] = scores.get("seconds", 0.0) + time.perf_counter() - t0
