@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage  # at import, not in the timed scores: the chain's N4 step imports it anyway
 
 from voxflow import qc_scores as q
 from voxflow.preprocess.store import write_json_atomic
@@ -33,8 +34,6 @@ WM_SMOOTHING_MM = 4.0  # wm_inhomogeneity: the white matter smoothed over this (
 def head_mask(img: np.ndarray) -> np.ndarray:
     """The head (foreground): above the image's mean, holes filled; the complement is the air (MRIQC's background
     is an air mask too, found with a more careful model)."""
-    from scipy import ndimage
-
     return ndimage.binary_fill_holes(img > img.mean())
 
 
@@ -84,8 +83,6 @@ def tissue_contrast(img: np.ndarray, brain: np.ndarray, gm: np.ndarray, wm: np.n
     g, w = inside & (gm > 0.5), inside & (wm > 0.5)
     if g.sum() < 10 or w.sum() < 10:
         return dict.fromkeys(("snr_wm", "cnr", "cjv", "wm_gm_contrast", "wm_inhomogeneity"), float("nan"))
-    from scipy import ndimage
-
     gv, wv = img[g].astype(np.float64), img[w].astype(np.float64)
     spread = float(np.sqrt(gv.var() + wv.var()))
     contrast = float((wv.mean() - gv.mean()) / spread) if spread > q.EPS else float("nan")

@@ -15,7 +15,6 @@ import numpy as np
 
 from voxflow.io import InputError
 from voxflow.preprocess.store import write_json_atomic
-from voxflow.qc_subject import Timer, ct_crop, mask_quality, merge_subject_scores, write_step_scores
 from voxflow.status import subject_lists
 
 def by_modality(files: dict, prefix: str = "img_") -> dict[str, str]:
@@ -52,6 +51,7 @@ def ingest(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> d
 
 def coreg(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
     from voxflow.preprocess.coreg import coregister_subject
+    from voxflow.qc_subject import write_step_scores
 
     xfms = {m: out[f"xfm_{m}"] for m in cfg["modalities"] if f"xfm_{m}" in out}
     scores: dict = {}
@@ -65,6 +65,7 @@ def coreg(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> di
 def n4(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
     from voxflow.preprocess.n4 import correct_subject
     from voxflow.qc import n4_qc
+    from voxflow.qc_subject import write_step_scores
 
     ref, qc, scores = cfg["reference"], dict[str, Any](), dict[str, Any]()
     stats = correct_subject(by_modality(inp), by_modality(out), by_modality(out, "field_"),
@@ -78,6 +79,7 @@ def n4(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
 def skullstrip(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
     from voxflow.preprocess.skullstrip import strip_subject
     from voxflow.qc import mask_qc
+    from voxflow.qc_subject import Timer, mask_quality, write_step_scores
 
     tpl, qc = cfg.get("template") or {}, dict[str, Any]()
     info = strip_subject(by_modality(inp), cfg["reference"], by_modality(out), out["mask"], cfg["method"],
@@ -110,7 +112,7 @@ def write_mni_scores(path: str, qc: dict, reference: str, inp: dict, brain_extra
     grid); the subject's arrays are those the step holds."""
     import SimpleITK as sitk
 
-    from voxflow.qc_subject import template_fit, tissue_contrast
+    from voxflow.qc_subject import Timer, template_fit, tissue_contrast, write_step_scores
 
     with Timer() as t:
         tpl = {k: sitk.GetArrayFromImage(sitk.ReadImage(inp[k], sitk.sitkFloat32))
@@ -193,6 +195,7 @@ def native(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> d
     """Native space: crop to the foreground and resample to the target spacing (no template)."""
     from voxflow.preprocess.native import native_subject
     from voxflow.qc import panel_rows
+    from voxflow.qc_subject import Timer, ct_crop, write_step_scores
 
     qc: dict = {}
     info = native_subject(subject, by_modality(inp), cfg["reference"], cfg.get("modality_types") or {},
@@ -218,6 +221,8 @@ def native(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> d
 
 def qc_scores(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
     """qc/<subject>/scores.json: the scores the steps wrote, merged (voxflow.qc_subject)."""
+    from voxflow.qc_subject import merge_subject_scores
+
     return merge_subject_scores(subject, inp, out["scores"])["seconds"]
 
 
