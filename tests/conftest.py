@@ -104,7 +104,8 @@ def preprocessed_placeholders(out: Path, subjects: list[str], raw_files: list[Pa
 # order, and a long file collected last (alphabetical order) ran alone at the end, minutes after the
 # other worker had finished.
 LONGEST_FIRST = ["test_faults.py", "test_slurm.py", "test_qc_faults.py", "test_learn_realdata.py",
-                 "test_preprocess_workflow.py", "test_layouts.py", "test_bad_inputs.py", "test_no_network.py", "test_ct_workflow.py",
+                 "test_preprocess_workflow.py", "test_layouts.py", "test_bad_inputs.py", "test_no_network.py",
+                 "test_ct_workflow.py",
                  "test_learn_ddp.py", "test_cohort_exclusion.py", "test_big_cohort.py", "test_config_checks.py",
                  "test_predict_cli.py", "test_readme_commands.py"]
 
