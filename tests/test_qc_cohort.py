@@ -41,6 +41,10 @@ def test_image_quality_sees_noise_and_ghosts():
     field = demo_faults.bias_field(clean.shape, 0.6)
     q_bias = qc_subject.image_quality(clean, field=field, field_mask=np.ones(clean.shape, bool))
     assert q_bias["inu_range"] > 0.5 and "inu_range" not in q_clean
+    zscored = qc_subject.image_quality((clean - clean.mean()) / clean.std())  # already normalized: no energies
+    assert np.isnan(zscored["efc"]) and np.isnan(zscored["fber"])
+    _, wm, gm, brain = phantom()
+    assert np.isnan(qc_subject.tissue_contrast(clean - 0.5, brain, gm, wm)["snr_wm"])
 
 
 def test_tissue_contrast_sign_follows_the_contrast():

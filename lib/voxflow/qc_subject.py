@@ -37,6 +37,13 @@ def head_mask(img: np.ndarray) -> np.ndarray:
     return ndimage.binary_fill_holes(img > img.mean())
 
 
+def is_magnitude(values: np.ndarray) -> bool:
+    """Intensities as a scanner writes them (>= 0; at most 1% below 0 from interpolation): not already normalized
+    (z-scored data, such as BraTS 2013's), where energy and ratio scores mean nothing."""
+    v = np.asarray(values)
+    return v.size > 0 and np.count_nonzero(v < 0) <= 0.01 * v.size
+
+
 def coarse(spacing_zyx: Iterable[float], *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
     """The arrays (one grid) on every k-th voxel per axis, k = SCORE_SPACING_MM / spacing rounded down (>= 1)."""
     step = tuple(slice(None, None, max(1, int(SCORE_SPACING_MM / float(s) + 1e-6))) for s in spacing_zyx)
@@ -50,6 +57,8 @@ def image_quality(raw: np.ndarray, spacing_zyx: Iterable[float] = (1.0, 1.0, 1.0
     noise: it is taken in the white matter, in MNI space, by tissue_contrast.)"""
     (raw,) = coarse(spacing_zyx, np.asarray(raw, dtype=np.float32))
     head = head_mask(raw)
+    if not is_magnitude(raw):  # EFC and FBER are energies of a magnitude image, with air near 0
+        return {"efc": float("nan"), "fber": float("nan"), "saturated_fraction": q.saturated_fraction(raw, head)}
     scores = {"efc": q.efc(raw), "fber": q.fber(raw, head, ~head),
               "saturated_fraction": q.saturated_fraction(raw, head)}
     if field is not None:
@@ -94,9 +103,11 @@ def tissue_contrast(img: np.ndarray, brain: np.ndarray, gm: np.ndarray, wm: np.n
     sigma = [WM_SMOOTHING_MM / s for s in step]
     smooth = ndimage.gaussian_filter(np.asarray(img, np.float32), sigma)[core if core.sum() >= 10 else w]
     p5, p50, p95 = np.percentile(smooth, [5, 50, 95])
-    return {"snr_wm": q.snr(img, w), "cnr": q.cnr(img, w, g) if has_contrast else float("nan"),
+    ratios = is_magnitude(img[inside])  # mean/std and spread/median need intensities on a ratio scale
+    return {"snr_wm": q.snr(img, w) if ratios else float("nan"),
+            "cnr": q.cnr(img, w, g) if has_contrast else float("nan"),
             "cjv": q.cjv(img, w, g) if has_contrast else float("nan"), "wm_gm_contrast": contrast,
-            "wm_inhomogeneity": float((p95 - p5) / p50) if p50 > q.EPS else float("nan")}
+            "wm_inhomogeneity": float((p95 - p5) / p50) if ratios and p50 > q.EPS else float("nan")}
 
 
 def template_fit(image: np.ndarray, template: np.ndarray, template_mask: np.ndarray, brain: np.ndarray,
