@@ -49,7 +49,8 @@ def _where(args) -> int:
                       ("predictions", "<subject>/<subject>_seg.nii.gz: predictions in native space (+ _seg_mni, "
                                       "or _seg_resampled in native-space runs: on the stores' grid)"),
                       ("model", "plans.json, fingerprint.json, split.json, fold_<k>/ (model, curve.csv/png)"),
-                      ("zarr", "per-subject zarr stores (OME-Zarr)"), ("qc", "QC images per subject and step"),
+                      ("zarr", "per-subject zarr stores (OME-Zarr)"),
+                      ("qc", "QC images and scores.json per subject and step; scores.tsv, flags.tsv (cohort QC)"),
                       ("preprocess", "intermediate NIfTI per step, transforms in <subject>/xfm"),
                       ("logs", "one log per rule and subject"), ("benchmarks", "run time per rule and subject")]:
         print(f"  {out}/{sub}/  {what}")
