@@ -78,7 +78,7 @@ def main() -> int:
           {m: p("mni", m) for m in mods}, str(w / "mni_mask.nii.gz"), None, str(w / "xfm"), "affine", qc=mni_qc)
     t0 = time.perf_counter()
     write_mni_scores(str(w / "mni_scores.json"), mni_qc, "t1",
-                     {"template_mask": tpl_mask, "template_gm": tissue["gm"], "template_wm": tissue["wm"]})
+                     {"mask": tpl_mask, "gm": tissue["gm"], "wm": tissue["wm"]})
     times["mni"] += time.perf_counter() - t0
     scoring = (coreg_scores.get("seconds", 0.0) + n4_scores.get("seconds", 0.0) + mask_timer.seconds
                + json.loads((w / "mni_scores.json").read_text())["seconds"])

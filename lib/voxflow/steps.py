@@ -102,11 +102,14 @@ def mni(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict
                             cfg["interpolation"], qc=qc)
     registration_qc(qc["image"], qc["template"], qc["spacing_zyx"], out["qc"],
                     f"{subject}: in MNI152 ({cfg['transform']})")
-    write_mni_scores(out["scores"], qc, cfg["reference"], inp, brain_extracted=cfg.get("brain_extracted", True))
+    from voxflow.chain import template_files
+
+    write_mni_scores(out["scores"], qc, cfg["reference"], template_files(inp["template"]),
+                     brain_extracted=cfg.get("brain_extracted", True))
     return info
 
 
-def write_mni_scores(path: str, qc: dict, reference: str, inp: dict, brain_extracted: bool = True) -> None:
+def write_mni_scores(path: str, qc: dict, reference: str, template: dict, brain_extracted: bool = True) -> None:
     """Tissue contrast per registered modality and the reference's fit to the template (the brain mask's Dice with
     the template's only when skull stripping made one). The template's maps are read here (small, the template's
     grid); the subject's arrays are those the step holds."""
@@ -115,13 +118,11 @@ def write_mni_scores(path: str, qc: dict, reference: str, inp: dict, brain_extra
     from voxflow.qc_subject import Timer, template_fit, tissue_contrast, write_step_scores
 
     with Timer() as t:
-        tpl = {k: sitk.GetArrayFromImage(sitk.ReadImage(inp[k], sitk.sitkFloat32))
-               for k in ("template_mask", "template_gm", "template_wm")}
+        tpl = {k: sitk.GetArrayFromImage(sitk.ReadImage(template[k], sitk.sitkFloat32)) for k in ("mask", "gm", "wm")}
         brain = qc["mask"]
         sp = qc["spacing_zyx"]
-        scores = {m: tissue_contrast(img, brain, tpl["template_gm"], tpl["template_wm"], sp)
-                  for m, img in qc["images"].items()}
-        fit = template_fit(qc["image"], qc["template"], tpl["template_mask"], brain, sp)
+        scores = {m: tissue_contrast(img, brain, tpl["gm"], tpl["wm"], sp) for m, img in qc["images"].items()}
+        fit = template_fit(qc["image"], qc["template"], tpl["mask"], brain, sp)
         scores[reference].update({k: v for k, v in fit.items() if k != "mask_dice_template"})
         if brain_extracted:
             scores["mask"] = {"mask_dice_template": fit["mask_dice_template"]}
