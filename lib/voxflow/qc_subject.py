@@ -41,7 +41,7 @@ def is_magnitude(values: np.ndarray) -> bool:
     """Intensities as a scanner writes them (>= 0; at most 1% below 0 from interpolation): not already normalized
     (z-scored data, such as BraTS 2013's), where energy and ratio scores mean nothing."""
     v = np.asarray(values)
-    return v.size > 0 and np.count_nonzero(v < 0) <= 0.01 * v.size
+    return bool(v.size > 0 and np.count_nonzero(v < 0) <= 0.01 * v.size)
 
 
 def coarse(spacing_zyx: Iterable[float], *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
