@@ -16,7 +16,6 @@ Targets: per_subject_s <= 30 on 2 cores, ratio >= 2.5, mask_dice >= 0.95, reg_di
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -77,11 +76,11 @@ def main() -> int:
     timed("mni", mni.register_subject, {m: p("brain", m) for m in mods}, "t1", str(w / "mask.nii.gz"), None, tpl,
           {m: p("mni", m) for m in mods}, str(w / "mni_mask.nii.gz"), None, str(w / "xfm"), "affine", qc=mni_qc)
     t0 = time.perf_counter()
-    write_mni_scores(str(w / "mni_scores.json"), mni_qc, "t1",
-                     {"mask": tpl_mask, "gm": tissue["gm"], "wm": tissue["wm"]})
+    mni_scoring = write_mni_scores(str(w / "mni_scores.json"), mni_qc, "t1",
+                                   {"mask": tpl_mask, "gm": tissue["gm"], "wm": tissue["wm"]})
     times["mni"] += time.perf_counter() - t0
     scoring = (coreg_scores.get("seconds", 0.0) + n4_scores.get("seconds", 0.0) + mask_timer.seconds
-               + json.loads((w / "mni_scores.json").read_text())["seconds"])
+               + mni_scoring)
 
     def _norm():
         mask = ants.image_read(str(w / "mni_mask.nii.gz")).numpy()
@@ -106,7 +105,7 @@ def main() -> int:
         print(f"  {k:<11s} {v:6.2f} s", file=sys.stderr)
     print(f"  antspy defaults (N4 x{len(mods)} + Affine) {defaults:.2f} s", file=sys.stderr)
     parts = {"coreg": coreg_scores.get("seconds", 0.0), "n4": n4_scores.get("seconds", 0.0),
-             "skullstrip": mask_timer.seconds, "mni": json.loads((w / "mni_scores.json").read_text())["seconds"]}
+             "skullstrip": mask_timer.seconds, "mni": mni_scoring}
     print(f"  quality scores {scoring:.2f} s (inside the steps above: "
           f"{', '.join(f'{k} {v:.2f}' for k, v in parts.items())})", file=sys.stderr)
     print(f"preprocess per_subject_s={per_subject:.2f} antspy_defaults_s={defaults:.2f} "

@@ -109,7 +109,7 @@ def test_no_clean_subject_is_flagged(qc_run):
 def test_scores_are_in_each_subjects_file_and_the_flags_name_the_median(qc_run):
     out, flags = qc_run["out"], qc_run["flags"]
     one = json.loads((out / "qc" / "demo000" / "scores.json").read_text())
-    assert {"t1", "t2", "mask"} <= set(one["scores"]) and one["seconds"]["n4"] >= 0
+    assert {"t1", "t2", "mask"} <= set(one["scores"]) and {"coreg", "n4", "skullstrip", "mni"} <= set(one["steps"])
     assert {"efc", "fber", "snr_wm", "cjv", "wm_gm_contrast", "template_nmi", "inu_range"} <= set(one["scores"]["t1"])
     scores = qc_run["scores"]
     for f in flags.itertuples():  # each flag's median is the cohort's median of that score

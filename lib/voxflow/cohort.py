@@ -40,6 +40,12 @@ MAX_SUBJECT_ID_BYTES = 200
 _ASCII_ID = re.compile(r"[A-Za-z0-9_+][A-Za-z0-9_.+-]*")
 
 
+# Names a subject cannot have: the cohort QC tables sit next to the subjects' QC folders (qc/<subject>/).
+RESERVED_IDS = ("scores.tsv", "flags.tsv")
+# Snakemake's pattern for a subject in qc/{subject}: every ID but the reserved ones.
+QC_SUBJECT_PATTERN = r"(?!(?:scores|flags)\.tsv$)[^/]+"
+
+
 def subject_id_ok(s) -> bool:
     """Whether `s` can be a subject ID (see SUBJECT_ID_RULE)."""
     if not isinstance(s, str) or not s:
@@ -73,6 +79,11 @@ def check_subject_ids(ids, key: str, noun: str = "subject ID", where: str = "", 
     The single check of every ID source: input.subjects (build_cohort), and each layout's discovered
     IDs (folder names, sheet cells with their `lines`, IDs derived from file or folder names): `noun`
     and `where` say what they are ("subject folder name", "in /data")."""
+    ids = list(ids)
+    reserved = [s for s in dict.fromkeys(ids) if s in RESERVED_IDS]
+    if reserved:
+        raise ConfigError(f"config error at '{key}': {_listing(reserved)} cannot be a subject ID: the cohort QC "
+                          f"tables qc/scores.tsv and qc/flags.tsv have that name")
     bad = list(dict.fromkeys(s for s in ids if not subject_id_ok(s)))
     if not bad:
         return

@@ -139,9 +139,11 @@ def clean(scores: Mapping[str, Mapping[str, float]]) -> Scores:
             for m, s in scores.items()}
 
 
-def write_step_scores(path: str, scores: Mapping[str, Mapping[str, float]], seconds: float) -> None:
-    """A step's scores (modality -> score -> value) and the time spent computing them (bench/preprocess.py)."""
-    write_json_atomic({"scores": clean(scores), "seconds": round(seconds, 4)}, path)
+def write_step_scores(path: str, scores: Mapping[str, Mapping[str, float]], seconds: float) -> float:
+    """A step's scores (modality -> score -> value). Returns the seconds spent computing them, for the step's log
+    and bench/preprocess.py: not in the file, whose content must be the same on every run."""
+    write_json_atomic({"scores": clean(scores)}, path)
+    return round(seconds, 4)
 
 
 class Timer:
@@ -159,14 +161,11 @@ class Timer:
 
 
 def merge_subject_scores(subject: str, step_files: Mapping[str, str], out: str) -> dict:
-    """qc/<subject>/scores.json: every step's scores, by modality, and the seconds scoring cost per step."""
+    """qc/<subject>/scores.json: every step's scores, by modality (and the steps they came from)."""
     merged: Scores = {}
-    seconds = {}
-    for step, path in step_files.items():
-        data = json.loads(Path(path).read_text())
-        seconds[step] = data.get("seconds", 0.0)
-        for mod, values in data["scores"].items():
+    for path in step_files.values():
+        for mod, values in json.loads(Path(path).read_text())["scores"].items():
             merged.setdefault(mod, {}).update(values)
-    result = {"subject": subject, "scores": merged, "seconds": seconds}
+    result = {"subject": subject, "scores": merged, "steps": sorted(step_files)}
     write_json_atomic(result, out)
     return result

@@ -56,10 +56,10 @@ def coreg(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> di
     xfms = {m: out[f"xfm_{m}"] for m in cfg["modalities"] if f"xfm_{m}" in out}
     scores: dict = {}
     info = coregister_subject(subject, by_modality(inp), cfg["reference"], by_modality(out), xfms, scores=scores)
-    write_step_scores(out["scores"], scores.get("by_modality", {}), scores.get("seconds", 0.0))
+    qc_seconds = write_step_scores(out["scores"], scores.get("by_modality", {}), scores.get("seconds", 0.0))
     # keep a marker of which modality is the reference, for later inverse mapping
     write_json_atomic({"reference": cfg["reference"], "transforms": info}, out["info"])
-    return info
+    return {**info, "qc_seconds": qc_seconds}
 
 
 def n4(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
@@ -71,9 +71,9 @@ def n4(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
     stats = correct_subject(by_modality(inp), by_modality(out), by_modality(out, "field_"),
                             cfg.get("modality_types", {}), cfg["fit_spacing_mm"], cfg["iterations"],
                             cfg["spline_distance_mm"], enabled=cfg["enabled"], reference=ref, qc=qc, scores=scores)
-    write_step_scores(out["scores"], scores.get("by_modality", {}), scores.get("seconds", 0.0))
+    qc_seconds = write_step_scores(out["scores"], scores.get("by_modality", {}), scores.get("seconds", 0.0))
     n4_qc(qc["before"], qc["after"], qc["field"], qc["spacing_zyx"], out["qc"], f"{subject}: N4 ({ref})")
-    return stats
+    return {**stats, "qc_seconds": qc_seconds}
 
 
 def skullstrip(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
@@ -104,12 +104,12 @@ def mni(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict
                     f"{subject}: in MNI152 ({cfg['transform']})")
     from voxflow.chain import template_files
 
-    write_mni_scores(out["scores"], qc, cfg["reference"], template_files(inp["template"]),
-                     brain_extracted=cfg.get("brain_extracted", True))
-    return info
+    qc_seconds = write_mni_scores(out["scores"], qc, cfg["reference"], template_files(inp["template"]),
+                                  brain_extracted=cfg.get("brain_extracted", True))
+    return {**info, "qc_seconds": qc_seconds}
 
 
-def write_mni_scores(path: str, qc: dict, reference: str, template: dict, brain_extracted: bool = True) -> None:
+def write_mni_scores(path: str, qc: dict, reference: str, template: dict, brain_extracted: bool = True) -> float:
     """Tissue contrast per registered modality and the reference's fit to the template (the brain mask's Dice with
     the template's only when skull stripping made one). The template's maps are read here (small, the template's
     grid); the subject's arrays are those the step holds."""
@@ -126,7 +126,7 @@ def write_mni_scores(path: str, qc: dict, reference: str, template: dict, brain_
         scores[reference].update({k: v for k, v in fit.items() if k != "mask_dice_template"})
         if brain_extracted:
             scores["mask"] = {"mask_dice_template": fit["mask_dice_template"]}
-    write_step_scores(path, scores, t.seconds)
+    return write_step_scores(path, scores, t.seconds)
 
 
 def to_zarr(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
@@ -224,7 +224,7 @@ def qc_scores(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -
     """qc/<subject>/scores.json: the scores the steps wrote, merged (voxflow.qc_subject)."""
     from voxflow.qc_subject import merge_subject_scores
 
-    return merge_subject_scores(subject, inp, out["scores"])["seconds"]
+    return {"steps": merge_subject_scores(subject, inp, out["scores"])["steps"]}
 
 
 def normalization_stats(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:

@@ -3,6 +3,7 @@
 # ordered by their files); this file turns that one list into rules: one rule per step (preprocess.granularity:
 # step, or auto with input.on_error: stop), or one job per subject running every step in one process (subject,
 # or auto with exclude). Both write the same files. The step functions: voxflow.registry's table.
+from voxflow.cohort import QC_SUBJECT_PATTERN
 from voxflow.chain import (RawSubject, build_chain, fused_steps, qc_path, raw_files, space_mask_path,
                            step_spec, sub_path, template_paths, validation_table)
 
@@ -156,6 +157,8 @@ def chain_params(wildcards, input, output):
 if FUSED:
 
     rule preprocess_subject:
+        wildcard_constraints:
+            subject=QC_SUBJECT_PATTERN,  # its output qc/{subject} must not claim the cohort's qc/flags.tsv
         input:
             unpack(chain_inputs),
         output:
