@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from voxflow import qc_cohort
 from voxflow.qc_scores import MIN_SUBJECTS_FOR_Z, SCORES
 from voxflow.report_data import qc_flag_table, qc_held_out_table, qc_score_table, read_json, read_qc_tsv
 from voxflow.report_plots import png_uri, qc_score_figures
 
-SCORE_COLUMNS = {"subject", "modality", "score", "value"}
-FLAG_COLUMNS = SCORE_COLUMNS | {"median", "z", "reason"}
+SCORE_COLUMNS = set(qc_cohort.SCORE_COLUMNS)  # the columns the rule qc_flags writes
+FLAG_COLUMNS = set(qc_cohort.FLAG_COLUMNS)
 
 
 def flagged_order(flags_tsv, cap: int) -> list[str]:
