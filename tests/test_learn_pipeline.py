@@ -640,3 +640,38 @@ def _brain(registered) -> np.ndarray:
     import zarr
 
     return zarr.open_group(str(registered["store"]), mode="r")["labels/brain/0"][:].astype(np.uint8)
+
+
+# --- 5. training to a time budget --------------------------------------------------------------------------------
+
+
+def test_epochs_within_budget_fits_the_measured_pace():
+    from voxflow.learn.train import epochs_within_budget, over_budget
+
+    assert epochs_within_budget(10, 1000, elapsed_s=30.0, done_epochs=1) == 20  # 10 min at 30 s an epoch
+    assert epochs_within_budget(10, 12, elapsed_s=30.0, done_epochs=1) == 12  # never more than train.epochs
+    assert epochs_within_budget(0.1, 50, elapsed_s=30.0, done_epochs=1) == 1  # never fewer than those done
+    assert epochs_within_budget(None, 7, elapsed_s=30.0, done_epochs=1) == 7
+    assert over_budget(1, 60.0) and not over_budget(1, 59.0) and not over_budget(None, 1e9)
+
+
+def test_budget_stops_training_and_a_rerun_keeps_the_fitted_schedule(base_cfg, stores, tmp_path, caplog):
+    from voxflow.learn.train import train_fold
+
+    plans = plans_for(base_cfg, stores)
+    cfg = _train_cfg(base_cfg, epochs=6, iters_per_epoch=2, checkpoint_every=10, budget_minutes=1e-4)
+    with caplog.at_level(logging.INFO, logger="voxflow.train"):
+        info = train_fold([stores["s0"], stores["s1"]], [stores["s2"]], plans, cfg, tmp_path, device=CPU,
+                          progress=False)
+    assert info["epochs"] == 1 and len(_read_curve(tmp_path / "curve.csv")) == 1, "6 ms fit one epoch, not six"
+    assert any("epochs (2 iterations) fit" in r.getMessage() for r in caplog.records)
+    state = torch.load(tmp_path / "checkpoint_latest.pt", weights_only=True)
+    assert state["budget_epochs"] == 1 and state["epoch"] == 1 and state["elapsed_s"] > 0
+    before = (tmp_path / "model_final.pt").stat().st_mtime_ns
+    again = train_fold([stores["s0"], stores["s1"]], [stores["s2"]], plans, cfg, tmp_path, device=CPU,
+                       progress=False)
+    assert again["epochs"] == 1 and again["samples"] == 0, "the rerun trained again instead of keeping the budget"
+    assert (tmp_path / "model_final.pt").stat().st_mtime_ns >= before
+    roomy = train_fold([stores["s0"], stores["s1"]], [], plans, dict(cfg, epochs=2, budget_minutes=60),
+                       tmp_path / "roomy", device=CPU, progress=False)
+    assert roomy["epochs"] == 2, "a budget is a limit: train.epochs still caps what fits"

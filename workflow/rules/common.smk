@@ -5,6 +5,7 @@ import inspect
 import json
 from snakemake.common import overwrite_function_params
 from snakemake.exceptions import WorkflowError
+import math
 import os
 import shlex
 import sys
@@ -83,8 +84,11 @@ def mem_mb(kind):
 
 
 def runtime_min(kind):
-    """Wall-time limit in minutes (Snakemake's standard `runtime`), from config.resources; longer on retry."""
+    """Wall-time limit in minutes (Snakemake's standard `runtime`), from config.resources; longer on retry.
+    A training fold's covers train.budget_minutes, with room for the predictions of its validation subjects."""
     base = RES[f"runtime_min_{kind}"]
+    if kind == "train" and config["train"].get("budget_minutes"):
+        base = max(base, int(math.ceil(config["train"]["budget_minutes"] * 1.25)) + 30)
     return job_function(lambda wildcards, attempt: base * attempt)
 
 

@@ -124,7 +124,24 @@ def _dice(tp, fp, fn):
 # Training settings that do not change what a resumed fold computes: how it runs, and the number of epochs
 # (a finished fold asked for more goes on from its checkpoint).
 RESUMABLE_KEYS = frozenset({"device", "threads", "workers", "checkpoint_every", "gpus", "gpu", "processes",
-                            "ddp_backend", "epochs", "amp"})
+                            "ddp_backend", "epochs", "amp", "budget_minutes"})
+
+
+def epochs_within_budget(budget_minutes: float | None, epochs: int, elapsed_s: float, done_epochs: int) -> int:
+    """The epochs that fit `train.budget_minutes` at the measured pace (`elapsed_s` for `done_epochs` epochs,
+    validation and checkpoints included), never more than `epochs` nor fewer than those done; no budget: `epochs`.
+
+    Measured once, after the first epoch, so the learning-rate schedule is set for the iterations that fit
+    and decays to its end within the budget instead of being cut in the middle."""
+    if budget_minutes is None or done_epochs <= 0:
+        return epochs
+    per_epoch = elapsed_s / done_epochs
+    return max(done_epochs, min(epochs, int(budget_minutes * 60.0 / max(per_epoch, 1e-9))))
+
+
+def over_budget(budget_minutes: float | None, elapsed_s: float) -> bool:
+    """A hard stop for a machine slower than in the first epoch (another job started): the budget is kept."""
+    return budget_minutes is not None and elapsed_s >= budget_minutes * 60.0
 
 
 def run_key(train_paths, val_paths, plans: dict, cfg: dict) -> str:
@@ -224,7 +241,8 @@ def _train(train_paths, val_paths, plans, cfg, out_dir: Path, d: ddp.Dist, progr
     amp = bool(cfg.get("amp", True)) and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     epochs, iters = int(cfg["epochs"]), int(cfg["iters_per_epoch"])
-    total_steps = epochs * iters
+    budget = cfg.get("budget_minutes")
+    elapsed = 0.0  # training seconds of this fold, over resumes (the budget's clock)
     ckpt_path = out_dir / "checkpoint_latest.pt"
     start_epoch, rows = 0, []
     key = run_key(train_paths, val_paths, plans, cfg)
@@ -239,6 +257,9 @@ def _train(train_paths, val_paths, plans, cfg, out_dir: Path, d: ddp.Dist, progr
         scaler.load_state_dict(state["scaler"])
         start_epoch = int(state["epoch"])
         rows = json.loads(state["curve"])
+        elapsed = float(state.get("elapsed_s", 0.0))
+        if budget is not None and state.get("budget_epochs") is not None:  # the schedule fitted before
+            epochs = min(epochs, int(state["budget_epochs"]))
         log.info("resuming from %s at epoch %d", ckpt_path, start_epoch)
     model = net  # the bare network: what is saved, validated and loaded
     net = ddp.wrap(net, d)
@@ -253,7 +274,9 @@ def _train(train_paths, val_paths, plans, cfg, out_dir: Path, d: ddp.Dist, progr
     loader = iter(make_loader(train_ds, int(cfg["workers"])))
     val_batches = _fixed_val_batches(val_paths or train_paths, patch, plans, cfg, seed) if d.main else []
     seen = 0
-    for epoch in range(start_epoch, epochs):
+    epoch = start_epoch
+    while epoch < epochs:
+        total_steps = epochs * iters
         net.train()
         t0, wait, losses = time.time(), 0.0, []
         bar = tqdm(range(iters), desc=f"epoch {epoch + 1}/{epochs}", disable=not progress, mininterval=5)
@@ -280,22 +303,37 @@ def _train(train_paths, val_paths, plans, cfg, out_dir: Path, d: ddp.Dist, progr
             losses.append(float(loss.detach()))
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
         losses = ddp.mean_over_processes(losses, d)  # each process's loss is that of its slice
+        epoch += 1
+        if d.main:
+            dice = _validate(model, val_batches, plans, device, amp)
+        step_s = (time.time() - t0) / iters
+        elapsed += time.time() - t0
+        if budget is not None:  # every process decides alike: rank 0's pace, shared
+            elapsed = ddp.mean_over_processes([elapsed], d)[0]
+            if epoch == 1:  # measured once: a resumed run keeps the schedule fitted before (checkpoint)
+                fitted = epochs_within_budget(budget, int(cfg["epochs"]), elapsed, epoch)
+                if fitted != epochs:
+                    log.info("train.budget_minutes=%s: %.1f s per epoch, so %d epochs (%d iterations) fit",
+                             budget, elapsed / epoch, fitted, fitted * iters)
+                epochs = fitted
+            if epoch < epochs and over_budget(budget, elapsed):
+                log.warning("train.budget_minutes=%s reached after %d of %d epochs (%.0f s): stopping here",
+                            budget, epoch, epochs, elapsed)
+                epochs = epoch
         if not d.main:  # rank 0 validates and writes; the others wait for it
             ddp.barrier(d)
             continue
-        dice = _validate(model, val_batches, plans, device, amp)
-        step_s = (time.time() - t0) / iters
-        rows.append({"epoch": epoch + 1, "train_loss": round(float(np.mean(losses)), 5),
+        rows.append({"epoch": epoch, "train_loss": round(float(np.mean(losses)), 5),
                      "val_dice_fg": round(float(dice[0]), 5) if not math.isnan(dice[0]) else "",
                      "val_dice_mean": round(float(np.nanmean(dice[1:])), 5) if np.any(~np.isnan(dice[1:])) else "",
                      "lr": round(opt.param_groups[0]["lr"], 7), "it_per_s": round(1 / step_s, 3),
                      "data_wait_fraction": round(wait / (time.time() - t0), 3)})
-        log.info("epoch %d: %s", epoch + 1, rows[-1])
+        log.info("epoch %d: %s", epoch, rows[-1])
         write_curve(rows, out_dir)
-        if (epoch + 1) % int(cfg["checkpoint_every"]) == 0 or epoch + 1 == epochs:
+        if epoch % int(cfg["checkpoint_every"]) == 0 or epoch == epochs:
             save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=opt.state_dict(),
-                            scaler=scaler.state_dict(), epoch=epoch + 1, curve=json.dumps(rows), world_size=d.world,
-                            run_key=key)
+                            scaler=scaler.state_dict(), epoch=epoch, curve=json.dumps(rows), world_size=d.world,
+                            run_key=key, elapsed_s=elapsed, budget_epochs=epochs if budget is not None else None)
         ddp.barrier(d)
     final = out_dir / "model_final.pt"
     if d.main and start_epoch >= epochs:  # resumed after its last epoch (killed before the end): the curve again
