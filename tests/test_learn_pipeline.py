@@ -254,9 +254,15 @@ def test_make_split_deterministic_partition_and_overrides():
     assert c["test"] == ["sub03", "sub11"]
     assert sorted(s for f in c["folds"] for s in f["val"]) == sorted(set(subjects) - {"sub03", "sub11"})
 
-    one = make_split(subjects, 1, 0.2, seed=7)
+    one = make_split(subjects, 1, 0.2, seed=7)  # no cross-validation: 20 % of the 14 training subjects validate
     assert one["test"] == a["test"] and len(one["folds"]) == 1
-    assert one["folds"][0]["train"] == sorted(set(subjects) - set(one["test"])) and one["folds"][0]["val"] == []
+    train, val = one["folds"][0]["train"], one["folds"][0]["val"]
+    assert len(val) == 3 and sorted(train + val) == sorted(set(subjects) - set(one["test"]))
+    assert not set(train) & set(val)
+    assert make_split(subjects, 1, 0.2, seed=8)["folds"][0]["val"] != val, "the held-out set is drawn with the seed"
+    assert make_split(subjects[:2], 1, 0.0, seed=7, holdout_fraction=0.2)["folds"][0]["val"] != [], "at least 1"
+    assert make_split(subjects[:1], 1, 0.0, seed=7)["folds"][0] == {"fold": 0, "train": subjects[:1], "val": []}
+    assert make_split(subjects, 1, 0.2, seed=7, holdout_fraction=0)["folds"][0]["val"] == []
     with pytest.raises(ValueError):
         make_split(subjects[:4], 5, 0.0, seed=0)
 

@@ -141,6 +141,27 @@ def test_decide_ties_enable_and_empty_groups() -> None:
     json.loads(json.dumps(d))
 
 
+def test_decide_weighs_hd95_a_far_speck_against_a_small_true_satellite() -> None:
+    """Removing a far false-positive speck also removes a small true satellite: Dice falls a little (nnU-Net's
+    rule says off) while HD95 falls from 35 to 3 mm; within dice_tolerance the HD95 gain decides."""
+    ref = np.zeros((40, 40, 40), np.uint8)
+    ref[4:8, 4:8, 4:8] = 1  # the lesion, 64 voxels
+    ref[10:12, 4:7, 4:5] = 1  # a true satellite 2 voxels away, 6 voxels
+    pred = ref.copy()
+    pred[34:36, 34:36, 34] = 1  # a far false-positive speck, 4 voxels
+    strict = decide_largest_component([pred], [ref], [[1]], [(1.0, 1.0, 1.0)], dice_tolerance=0.0)
+    assert strict["enabled"] == [False] and strict["dice_after"][0] < strict["dice_before"][0]
+    assert strict["hd95_before"][0] > 30 and strict["hd95_after"][0] < 4
+    assert decide_largest_component([pred], [ref], [[1]], [(1.0, 1.0, 1.0)], dice_tolerance=0.02)["enabled"] == [True]
+    # in mm: the same case at 2 mm spacing doubles both distances
+    coarse = decide_largest_component([pred], [ref], [[1]], [(2.0, 2.0, 2.0)], dice_tolerance=0.02)
+    assert coarse["hd95_before"][0] == pytest.approx(2 * strict["hd95_before"][0])
+    # a true distant lesion is never cut: Dice and HD95 both worsen
+    far = ref.copy()
+    far[34:36, 34:36, 34] = 1
+    assert decide_largest_component([far], [far], [[1]], dice_tolerance=0.5)["enabled"] == [False]
+
+
 def test_apply_postprocessing() -> None:
     seg = _hollow_cube(False)
     seg[0, 0, 10] = 1  # speck

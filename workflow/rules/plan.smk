@@ -30,7 +30,8 @@ def current_split():
     if "split" not in state:
         try:
             state["split"] = make_split(state["subjects"], SPLIT_CFG["n_folds"], SPLIT_CFG["test_fraction"],
-                                        SPLIT_CFG["seed"], state.get("test_subjects"), qc_excluded=qc_flagged())
+                                        SPLIT_CFG["seed"], state.get("test_subjects"), qc_excluded=qc_flagged(),
+                                        holdout_fraction=SPLIT_CFG["holdout_fraction"])
         except ValueError:
             state["split"] = None
     return state["split"]

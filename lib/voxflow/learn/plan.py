@@ -153,15 +153,22 @@ def make_plans(fp: dict, cfg: dict, modalities: list[str], label_values: list[in
 
 
 def make_split(subjects: Sequence[str], n_folds: int, test_fraction: float, seed: int,
-               test_subjects: Sequence[str] | None = None, qc_excluded: Mapping[str, list[str]] | None = None) -> dict:
+               test_subjects: Sequence[str] | None = None, qc_excluded: Mapping[str, list[str]] | None = None,
+               holdout_fraction: float = 0.2) -> dict:
     """Deterministic held-out test list + k folds over the rest (same seed, same split).
+
+    One fold (no cross-validation) still needs cases the model did not train on, to decide the post-processing
+    and validate on: `holdout_fraction` of the training subjects (at least 1 when there are 2 or more) are its
+    validation subjects. The model trained without them is the one kept: retraining on all would double the cost
+    and leave the decision measured on another model.
 
     `qc_excluded` (subject -> its QC flags; qc.exclude_flagged): those subjects are split as if absent, then added
     to the test subjects (predicted and evaluated, never trained on) and recorded with their flags."""
     if qc_excluded:
         left_out = sorted(set(qc_excluded) & set(subjects))
         sp = make_split([s for s in subjects if s not in qc_excluded], n_folds, test_fraction, seed,
-                        [s for s in test_subjects or [] if s not in qc_excluded] or None)
+                        [s for s in test_subjects or [] if s not in qc_excluded] or None,
+                        holdout_fraction=holdout_fraction)
         sp["test"] = sorted(set(sp["test"]) | set(left_out))
         sp["qc_excluded"] = [{"subject": s, "flags": list(qc_excluded[s])} for s in left_out]
         return sp
@@ -175,8 +182,11 @@ def make_split(subjects: Sequence[str], n_folds: int, test_fraction: float, seed
         test = sorted(order[:n_test])
     held_out = set(test)  # sets: 10 000 subjects in lists took seconds
     pool = [s for s in order if s not in held_out]
-    if n_folds == 1:  # no cross-validation: train on everything (validation patches come from training)
-        return {"seed": seed, "n_folds": 1, "test": test, "folds": [{"fold": 0, "train": sorted(pool), "val": []}]}
+    if n_folds == 1:  # no cross-validation: a held-out validation set (none: validation patches from training)
+        n_val = max(1, int(round(len(pool) * holdout_fraction))) if holdout_fraction > 0 and len(pool) >= 2 else 0
+        val = sorted(pool[:n_val])
+        return {"seed": seed, "n_folds": 1, "test": test, "holdout_fraction": holdout_fraction,
+                "folds": [{"fold": 0, "train": sorted(pool[n_val:]), "val": val}]}
     if len(pool) < n_folds:
         raise ValueError(f"{len(pool)} training subjects cannot make {n_folds} folds")
     folds = []

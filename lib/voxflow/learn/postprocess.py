@@ -109,30 +109,46 @@ def _mean_or_none(values: list[float]) -> float | None:
 
 
 def decide_largest_component(
-    predictions: list[np.ndarray], references: list[np.ndarray], label_groups: list[list[int]]
+    predictions: list[np.ndarray], references: list[np.ndarray], label_groups: list[list[int]],
+    spacings: Sequence[Sequence[float]] | None = None, dice_tolerance: float = 0.01,
 ) -> dict[str, Any]:
-    """nnU-Net's automatic choice of "keep largest component" per label group.
+    """nnU-Net's automatic choice of "keep largest component" per label group, weighing HD95 as well as Dice.
 
-    For every group, the mean Dice (group as one foreground) over the validation cases is
-    computed on the raw predictions and after keeping the largest component; it is
-    enabled when the Dice does not decrease.  Cases where prediction and reference are
-    both empty are ignored; a group with no informative case is not enabled.  Returns a
-    JSON-serialisable ``{"groups", "enabled", "dice_before", "dice_after"}``.
+    For every group (one foreground), the mean Dice and mean HD95 (mm, ``spacings`` per case; voxels if None)
+    over the validation cases are computed on the raw predictions and after keeping the largest component. It is
+    enabled when HD95 does not rise and Dice does not fall by more than ``dice_tolerance``: nnU-Net's rule
+    (Dice must not fall) ignores that one stray blob far from the lesion barely moves Dice but sets the
+    Hausdorff distance, which is what a clinician sees. Cases where prediction and reference are both empty are
+    ignored; a group with no informative case is not enabled. Returns a JSON-serialisable ``{"groups",
+    "enabled", "dice_before", "dice_after", "hd95_before", "hd95_after", "dice_tolerance"}``.
     """
+    from voxflow.metrics import distance_metrics
+
     if len(predictions) != len(references):
         raise ValueError("need one reference per prediction")
     groups = _groups(label_groups)
-    res: dict[str, Any] = {"groups": groups, "enabled": [], "dice_before": [], "dice_after": []}
+    res: dict[str, Any] = {"groups": groups, "enabled": [], "dice_before": [], "dice_after": [],
+                           "hd95_before": [], "hd95_after": [], "dice_tolerance": dice_tolerance}
     for group in groups:
-        before, after = [], []
-        for pred, ref in zip(predictions, references):
+        before, after, hd_before, hd_after = [], [], [], []
+        for i, (pred, ref) in enumerate(zip(predictions, references)):
             mask, ref_mask = np.isin(pred, group), np.isin(ref, group)
+            if not (mask.any() or ref_mask.any()):
+                continue
+            largest = _largest_only(mask)
             before.append(_dice(mask, ref_mask))
-            after.append(_dice(_largest_only(mask), ref_mask))
+            after.append(_dice(largest, ref_mask))
+            spacing = None if spacings is None else spacings[i]
+            hd_before.append(float(distance_metrics(mask, ref_mask, spacing)["hd95"]))
+            hd_after.append(float(distance_metrics(largest, ref_mask, spacing)["hd95"]))
         b, a = _mean_or_none(before), _mean_or_none(after)
+        hb, ha = _mean_or_none(hd_before), _mean_or_none(hd_after)
         res["dice_before"].append(b)
         res["dice_after"].append(a)
-        res["enabled"].append(bool(b is not None and a is not None and a >= b))
+        res["hd95_before"].append(hb)
+        res["hd95_after"].append(ha)
+        res["enabled"].append(bool(b is not None and a is not None and a >= b - dice_tolerance
+                                   and hb is not None and ha is not None and ha <= hb))
     return res
 
 

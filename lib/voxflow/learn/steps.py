@@ -34,7 +34,7 @@ def split(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> di
         flagged = flag_summary(read_flags(inp["flags"]))
     try:
         sp = make_split(lists["subjects"], cfg["n_folds"], cfg["test_fraction"], cfg["seed"],
-                        lists.get("test_subjects"), qc_excluded=flagged)
+                        lists.get("test_subjects"), qc_excluded=flagged, holdout_fraction=cfg["holdout_fraction"])
     except ValueError as exc:
         raise ValueError(f"{exc}" + (f" after excluding {len(excluded)} subjects "
                                      f"({', '.join(e['subject'] for e in excluded[:5])}"
@@ -97,21 +97,23 @@ def postprocess_plan(subject: str, inp: dict, out: dict, cfg: dict, threads: int
 
     from voxflow.learn.postprocess import decide_largest_component
 
-    preds, refs, stores = [], [], _stores(inp)
+    preds, refs, spacings, stores = [], [], [], _stores(inp)
     for key, path in inp.items():
         if not key.startswith("val_"):
             continue
         with np.load(path) as data:
             for s in data.files:
                 preds.append(data[s])
-                refs.append(zarr.open_group(stores[s], mode="r")["labels/lesion/0"][:])
+                root = zarr.open_group(stores[s], mode="r")
+                refs.append(root["labels/lesion/0"][:])
+                spacings.append(root.attrs["voxflow"]["spacing_zyx"])
     groups = cfg["groups"]
     mode = cfg["largest_component"]
     if mode == "auto":
-        decision = decide_largest_component(preds, refs, groups)
+        decision = decide_largest_component(preds, refs, groups, spacings, cfg["dice_tolerance"])
     else:
         decision = {"groups": groups, "enabled": [mode == "on"] * len(groups), "dice_before": None,
-                    "dice_after": None}
+                    "dice_after": None, "hd95_before": None, "hd95_after": None}
     decision["mode"] = mode
     decision["fill_holes"] = cfg.get("fill_holes") or []
     decision["open_close"] = cfg.get("open_close")
