@@ -326,6 +326,22 @@ def _open_close_bad(tmp):
              "radius_vox: 1, op: open|close}"])
 
 
+def _regions_ambiguous(tmp):
+    """BraTS 2013 labels: the core [1, 3, 4] adds two labels to enhancing [4], so what it paints must be given."""
+    return (_cfg(tmp, input={"label_values": [0, 1, 2, 3, 4]}, train={"regions": [[1, 2, 3, 4], [1, 3, 4], [4]]}),
+            ["config error at 'train.regions': train.regions[1] [1, 3, 4] adds labels [1, 3] to the regions after "
+             "it, so the label it paints at inference is ambiguous: set train.region_labels (one label per region, "
+             "e.g. [2, 1, 4])"])
+
+
+def _regions_unknown_label_and_wce(tmp):
+    return (_cfg(tmp, train={"regions": [[1, 2, 3]], "loss": "wce"}),
+            ["config error at 'train.regions': train.regions[0] [1, 2, 3]: labels [3] not among the foreground "
+             "label values [1, 2, 4]",
+             "config error at 'train.loss': wce (class-weighted softmax CE) has no region form; use dice_ce (Dice + "
+             "BCE per region) with train.regions"])
+
+
 def _deepbet_on_ct(tmp):
     return (_cfg(tmp, input={"modalities": ["t1"], "modality_types": {"t1": "ct"}}),
             ["config error at 'preprocess.skullstrip.method': deepbet is an MR brain extractor and 't1' is CT; use "
@@ -399,7 +415,7 @@ CASES = {f.__name__[1:]: f for f in [
     _unknown_modality_keys, _file_names_other_layout, _label_values_without_zero, _label_values_twice,
     _label_values_background_only, _evaluate_labels_unknown, _model_dir_missing, _model_dir_incomplete,
     _model_dir_other_modalities, _model_dir_no_normalization, _context_slices_even, _processes_vs_gpus,
-    _batch_vs_processes, _open_close_bad, _deepbet_on_ct, _template_without_files, _normalization_ranges,
+    _batch_vs_processes, _open_close_bad, _regions_ambiguous, _regions_unknown_label_and_wce, _deepbet_on_ct, _template_without_files, _normalization_ranges,
     _step_granularity_with_exclude, _epochs_zero, _several_at_once]}
 
 

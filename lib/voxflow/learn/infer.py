@@ -21,18 +21,20 @@ import torch
 
 from voxflow.io import atomic_path, read_raw
 from voxflow.learn.sliding_window import sliding_window_predict
-from voxflow.learn.train import load_trained, volume_predictor
+from voxflow.learn.train import load_trained, n_outputs, volume_predictor
 
 
 def predict_probabilities(store_path: str, model_paths: Sequence[str], cfg: dict, device: torch.device,
                           progress: bool = False) -> tuple[np.ndarray, dict]:
-    """Average softmax over folds (running mean: one fold's probabilities in memory at a time)."""
+    """Average softmax (region models: sigmoid per region) over folds (running mean: one fold's probabilities in
+    memory at a time)."""
     import zarr
 
     root = zarr.open_group(store_path, mode="r")
     image = root["0"]
     mean = None
-    plans = None
+    plans: dict | None = None
+    first: dict = {}
     for i, mp in enumerate(model_paths):
         net, plans = load_trained(mp, device)
         predictor = volume_predictor(net, plans)
@@ -40,9 +42,14 @@ def predict_probabilities(store_path: str, model_paths: Sequence[str], cfg: dict
         mirror = tuple(cfg["mirror_axes"]) if cfg["tta"] else ()
         if plans["dim"] != "3d":
             mirror = tuple(a for a in mirror if a != 0)
-        probs = sliding_window_predict(image, predictor, patch, plans["n_classes"], overlap=cfg["overlap"],
+        if i and plans.get("regions") != first.get("regions"):
+            raise ValueError(f"{mp} predicts regions {plans.get('regions')}, {model_paths[0]} "
+                             f"{first.get('regions')}: fold models of one ensemble must agree")
+        probs = sliding_window_predict(image, predictor, patch, n_outputs(plans), overlap=cfg["overlap"],
                                        batch_size=cfg["batch_size"], mirror_axes=mirror, device=device,
-                                       amp=device.type == "cuda", progress=progress)
+                                       amp=device.type == "cuda", progress=progress,
+                                       activation="sigmoid" if plans.get("regions") else "softmax")
+        first = first or plans
         mean = probs if mean is None else mean + (probs - mean) / (i + 1)
     if mean is None or plans is None:
         raise ValueError("no fold model to predict with")
@@ -52,6 +59,20 @@ def predict_probabilities(store_path: str, model_paths: Sequence[str], cfg: dict
 def labels_from_probabilities(probs: np.ndarray, label_values: Sequence[int]) -> np.ndarray:
     lut = np.asarray(label_values, dtype=np.uint8)
     return lut[np.argmax(probs, axis=0)]
+
+
+def segmentation(probs: np.ndarray, plans: dict) -> np.ndarray:
+    """The label map of a model's probabilities: argmax of the classes, or the regions painted in order."""
+    if plans.get("regions"):
+        from voxflow.learn.regions import labels_from_region_probabilities
+
+        return labels_from_region_probabilities(probs, plans["region_labels"])
+    return labels_from_probabilities(probs, plans["label_values"])
+
+
+def foreground_probability(probs: np.ndarray, plans: dict) -> np.ndarray:
+    """P(any foreground): 1 - P(background), or the outermost region's probability."""
+    return probs[0] if plans.get("regions") else 1.0 - probs[0]
 
 
 def store_geometry(store_path: str) -> dict:
@@ -134,7 +155,7 @@ def predict_subject(store_path: str, model_paths: Sequence[str], postprocess: di
 
     device = device or pick_device(cfg.get("device", "auto"))
     probs, plans = predict_probabilities(store_path, model_paths, cfg, device, progress=True)
-    seg = labels_from_probabilities(probs, plans["label_values"])
+    seg = segmentation(probs, plans)
     import zarr
 
     meta = store_geometry(store_path)
@@ -148,7 +169,7 @@ def predict_subject(store_path: str, model_paths: Sequence[str], postprocess: di
     native = to_native(seg, meta, is_label=True).astype(np.uint8)
     write_like(native, meta["transforms"]["native_reference"], out_native)
     if out_prob_native:
-        fg = 1.0 - probs[0]
+        fg = foreground_probability(probs, plans)
         write_like(to_native(fg, meta, is_label=False).astype(np.float32),
                    meta["transforms"]["native_reference"], out_prob_native, dtype=np.float32)
     vals, counts = np.unique(native, return_counts=True)

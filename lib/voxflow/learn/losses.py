@@ -90,9 +90,10 @@ class SegLoss(nn.Module):
 
     def __init__(self, name: str, n_classes: int, class_weights: Sequence[float] | None,
                  ds_weights: Sequence[float] | None, reduce_sum: Callable[[Tensor], Tensor] | None = None,
-                 world_size: int = 1):
+                 world_size: int = 1, regions: Sequence[Sequence[int]] | None = None):
         super().__init__()
         self.name, self.n_classes = name, n_classes
+        self.regions = [list(g) for g in regions] if regions else None
         self.reduce_sum, self.world_size = reduce_sum, int(world_size)
         w = None if class_weights is None else torch.tensor([float(x) for x in class_weights])
         self.register_buffer("class_weights", w, persistent=False)
@@ -105,6 +106,8 @@ class SegLoss(nn.Module):
 
     def single(self, logits: Tensor, target: Tensor) -> Tensor:
         """Loss of one output at its own resolution."""
+        if self.regions is not None:
+            return self.single_regions(logits, target)
         if logits.shape[1] != self.n_classes:
             raise ValueError(f"logits have {logits.shape[1]} channels, loss expects {self.n_classes}")
         t = _target(target, logits)
@@ -120,6 +123,26 @@ class SegLoss(nn.Module):
                 loss = loss + F.cross_entropy(logits.float(), t, weight=w)
         if self.name in ("dice", "dice_ce"):
             loss = loss + soft_dice_loss(logits, t, reduce_sum=self.reduce_sum)
+        return loss
+
+    def single_regions(self, logits: Tensor, target: Tensor) -> Tensor:
+        """Region training: one sigmoid per region, BCE (mean over voxels) + batch soft Dice per region."""
+        from voxflow.learn.regions import region_targets
+
+        assert self.regions is not None
+        if logits.shape[1] != len(self.regions):
+            raise ValueError(f"logits have {logits.shape[1]} channels, the loss has {len(self.regions)} regions")
+        t = region_targets(_target(target, logits), self.regions).to(logits.device)
+        loss = logits.new_zeros((), dtype=torch.float32)
+        if self.name in ("ce", "dice_ce"):
+            loss = loss + F.binary_cross_entropy_with_logits(logits.float(), t)
+        if self.name in ("dice", "dice_ce"):
+            probs = torch.sigmoid(logits.float())
+            axes = [0] + list(range(2, logits.ndim))
+            inter, denom = (probs * t).sum(axes), probs.sum(axes) + t.sum(axes)
+            if self.reduce_sum is not None:
+                inter, denom = self.reduce_sum(torch.stack([inter, denom])).unbind(0)
+            loss = loss + 1 - ((2 * inter + SMOOTH) / (denom + SMOOTH)).mean()
         return loss
 
     def forward(self, output: Tensor | Sequence[Tensor], target: Tensor) -> Tensor:
@@ -149,6 +172,7 @@ def make_loss(
     deep_supervision_weights: Sequence[float] | None = None,
     reduce_sum: Callable[[Tensor], Tensor] | None = None,
     world_size: int = 1,
+    regions: Sequence[Sequence[int]] | None = None,
 ) -> Callable[[Tensor, Tensor], Tensor]:
     """Build a loss ``f(logits, target) -> scalar``.
 
@@ -166,9 +190,15 @@ def make_loss(
 
     ``reduce_sum`` (e.g. :func:`voxflow.learn.ddp.sum_over_processes`) and ``world_size``: for DDP,
     where each of ``world_size`` processes holds an equal slice of the batch.
+
+    ``regions`` (class-index groups, see :mod:`voxflow.learn.regions`): the logits hold one sigmoid output per
+    region; ``"ce"`` is then binary CE per region, ``"dice"`` a batch soft Dice per region, ``"dice_ce"`` both
+    (nnU-Net's region loss). ``"wce"`` has no region form.
     """
     if name not in LOSS_NAMES:
         raise ValueError(f"unknown loss {name!r}; choose one of {LOSS_NAMES}")
+    if regions and name == "wce":
+        raise ValueError("loss 'wce' (class-weighted softmax CE) has no region form: use dice_ce with train.regions")
     if name == "wce":
         if class_weights is None:
             raise ValueError("loss 'wce' needs class_weights (e.g. from inverse_frequency_weights(counts))")
@@ -176,4 +206,4 @@ def make_loss(
             raise ValueError(f"{len(class_weights)} class_weights for {n_classes} classes")
     elif class_weights is not None:
         raise ValueError(f"class_weights only apply to loss 'wce', not {name!r}")
-    return SegLoss(name, n_classes, class_weights, deep_supervision_weights, reduce_sum, world_size)
+    return SegLoss(name, n_classes, class_weights, deep_supervision_weights, reduce_sum, world_size, regions)

@@ -137,8 +137,16 @@ def make_plans(fp: dict, cfg: dict, modalities: list[str], label_values: list[in
         overrides["n_stages"] = mcfg["n_stages"]
     chosen["n_stages"] = len(strides)
     counts = fp["class_voxels"]
+    regions = tcfg.get("regions") or None
+    if regions:  # region-based training: one sigmoid output per label group (voxflow.learn.regions)
+        from voxflow.learn.regions import region_labels
+
+        regions = [[int(v) for v in g] for g in regions]
+        painted = region_labels(regions, label_values, tcfg.get("region_labels"))
     return {
         "dim": dim, "modalities": modalities, "label_values": label_values, "n_classes": len(label_values),
+        "regions": regions, "region_labels": painted if regions else None,
+        "n_outputs": len(regions) if regions else len(label_values),
         "context_slices": mcfg["context_slices"] if dim == "2.5d" else 1,
         "patch_size": chosen["patch_size"], "batch_size": chosen["batch_size"], "n_stages": chosen["n_stages"],
         "kernels": kernels, "strides": strides, "base_features": base, "spacing": spacing,

@@ -134,14 +134,15 @@ def _predict_batch(
     flips: list[tuple[int, ...]],
     weight: torch.Tensor,
     cast: Any,
+    activation: str = "softmax",
 ) -> torch.Tensor:
-    """Weighted softmax of one batch averaged over flips, on the CPU.  A function of its
-    own so logits and inputs are freed before the next batch's forward pass."""
+    """Weighted softmax (or sigmoid: region outputs) of one batch averaged over flips, on the CPU.  A function
+    of its own so logits and inputs are freed before the next batch's forward pass."""
     probs = None
     for dims in flips:
         with cast:
             logits = predictor(torch.flip(x, dims) if dims else x)
-        p = torch.softmax(logits.float(), dim=1)
+        p = torch.softmax(logits.float(), dim=1) if activation == "softmax" else torch.sigmoid(logits.float())
         del logits
         p = torch.flip(p, dims) if dims else p
         probs = p if probs is None else probs.add_(p)
@@ -163,8 +164,10 @@ def sliding_window_predict(
     amp: bool = False,
     out: Any = None,
     progress: bool = False,
+    activation: str = "softmax",
 ) -> Any:
-    """Softmax probabilities (K, Z, Y, X) of ``predictor`` tiled over a (C, Z, Y, X) volume.
+    """Softmax probabilities (K, Z, Y, X) of ``predictor`` tiled over a (C, Z, Y, X) volume
+    (``activation="sigmoid"``: independent per-channel probabilities, for region outputs).
 
     The volume stays on the CPU (numpy, CPU/GPU tensor or any sliceable array such as
     zarr); each batch of ``batch_size`` windows is moved to ``device``, predicted (under
@@ -188,6 +191,8 @@ def sliding_window_predict(
     grid = [compute_steps(max(s, p), p, overlap) for s, p in zip(shape, patch)]
     if any(a not in (0, 1, 2) for a in mirror_axes):
         raise ValueError(f"mirror_axes must be spatial axes 0..2, got {mirror_axes}")
+    if activation not in ("softmax", "sigmoid"):
+        raise ValueError(f"activation must be softmax or sigmoid, got {activation!r}")
 
     # Separable weights: sum over the window grid of w(z)w(y)w(x) = nz(z) ny(y) nx(x).
     w1d = [_axis_weights(weighting, p, sigma_scale) for p in patch]
@@ -218,7 +223,7 @@ def sliding_window_predict(
         for i in range(0, len(windows), batch_size):
             batch = windows[i : i + batch_size]
             x = torch.from_numpy(np.stack([_read_window(volume, w, patch, pad) for w in batch]))
-            probs = _predict_batch(predictor, x.to(dev, non_blocking=True), flips, weight, cast)
+            probs = _predict_batch(predictor, x.to(dev, non_blocking=True), flips, weight, cast, activation)
             del x
             for k, start in enumerate(batch):
                 # window extent in volume coordinates (cropped to it) and within the window

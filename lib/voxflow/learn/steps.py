@@ -62,7 +62,7 @@ def train(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> di
     import torch
 
     from voxflow.learn.ddp import env_rank
-    from voxflow.learn.infer import labels_from_probabilities, predict_probabilities
+    from voxflow.learn.infer import predict_probabilities, segmentation
     from voxflow.learn.train import pick_device, train_fold
 
     torch.set_num_threads(max(1, threads // env_rank()[1]))  # under torchrun: the job's threads shared
@@ -83,7 +83,7 @@ def train(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> di
     preds: dict[str, np.ndarray] = {}
     for s in f["val"]:
         probs, _ = predict_probabilities(stores[s], [out["model"]], cfg["infer"] | {"tta": False}, device)
-        preds[s] = labels_from_probabilities(probs, plans["label_values"])
+        preds[s] = segmentation(probs, plans)
     from voxflow.io import atomic_path
 
     with atomic_path(out["val_predictions"]) as tmp:

@@ -42,10 +42,21 @@ def pick_device(requested: str = "auto") -> torch.device:
 
 def network_from_plans(plans: dict, deep_supervision: bool = False) -> torch.nn.Module:
     dim = plans["dim"]
-    return build_network(dim, len(plans["modalities"]), plans["n_classes"], plans["patch_size"],
+    return build_network(dim, len(plans["modalities"]), n_outputs(plans), plans["patch_size"],
                          n_stages=plans["n_stages"], base_features=plans["base_features"],
                          deep_supervision=deep_supervision, context_slices=plans["context_slices"],
                          spacing=plans["spacing"] if dim == "3d" else plans["spacing"][1:])
+
+
+def n_outputs(plans: dict) -> int:
+    """Output channels: one per region (train.regions), else one per class (plans of older models lack the key)."""
+    return int(plans.get("n_outputs") or plans["n_classes"])
+
+
+def region_index_groups_of(plans: dict) -> list[list[int]] | None:
+    from voxflow.learn.regions import region_index_groups
+
+    return region_index_groups(plans["regions"], plans["label_values"]) if plans.get("regions") else None
 
 
 def memory_format(plans: dict) -> torch.memory_format:
@@ -231,7 +242,7 @@ def _train(train_paths, val_paths, plans, cfg, out_dir: Path, d: ddp.Dist, progr
     if cfg["loss"] == "wce":
         class_weights = inverse_frequency_weights([plans["class_voxels"][str(v)] for v in plans["label_values"]])
     loss_fn = make_loss(cfg["loss"], n_classes, class_weights, ds_weights,
-                        ddp.sum_over_processes if d.enabled else None, d.world)
+                        ddp.sum_over_processes if d.enabled else None, d.world, regions=region_index_groups_of(plans))
     opt: torch.optim.Optimizer
     if cfg["optimizer"] == "sgd":
         opt = torch.optim.SGD(net.parameters(), lr=cfg["lr"], momentum=0.99, nesterov=True,
@@ -328,6 +339,9 @@ def _train(train_paths, val_paths, plans, cfg, out_dir: Path, d: ddp.Dist, progr
                      "val_dice_mean": round(float(np.nanmean(dice[1:])), 5) if np.any(~np.isnan(dice[1:])) else "",
                      "lr": round(opt.param_groups[0]["lr"], 7), "it_per_s": round(1 / step_s, 3),
                      "data_wait_fraction": round(wait / (time.time() - t0), 3)})
+        for group, value in zip(plans.get("regions") or [], dice[1:]):  # region training: each region's Dice
+            name = "val_dice_region_" + "_".join(map(str, group))
+            rows[-1][name] = "" if math.isnan(value) else round(float(value), 5)
         log.info("epoch %d: %s", epoch, rows[-1])
         write_curve(rows, out_dir)
         if epoch % int(cfg["checkpoint_every"]) == 0 or epoch == epochs:
@@ -359,16 +373,26 @@ def _fixed_val_batches(paths, patch, plans, cfg, seed):
 
 @torch.no_grad()
 def _validate(net, batches, plans, device, amp) -> np.ndarray:
+    """Pseudo-Dice per output: slot 0 the whole foreground and then one per class, or, with regions, one per
+    region (the first, outermost one, e.g. whole tumour, standing for the foreground)."""
+    from voxflow.learn.regions import region_dice_stats, region_targets
+
+    groups = region_index_groups_of(plans)
+    size = len(groups) + 1 if groups else plans["n_classes"]
     if not batches:
-        return np.full(plans["n_classes"], np.nan)
+        return np.full(size, np.nan)
     net.eval()
-    tp = fp = fn = np.zeros(plans["n_classes"])
+    tp = fp = fn = np.zeros(size)
     for img, lab in batches:
         img, lab = to_network_input(img.to(device), lab.to(device), plans)
         img = img.contiguous(memory_format=memory_format(plans))
         with torch.autocast(device.type, enabled=amp):
             logits = net(img)
-        a, b, c = pseudo_dice(logits.float(), lab, plans["n_classes"])
+        if groups:
+            a, b, c = region_dice_stats(logits.float(), region_targets(lab[:, 0], groups))
+            a, b, c = (np.concatenate([x[:1], x]) for x in (a, b, c))
+        else:
+            a, b, c = pseudo_dice(logits.float(), lab, plans["n_classes"])
         tp, fp, fn = tp + a, fp + b, fn + c
     return _dice(tp, fp, fn)
 

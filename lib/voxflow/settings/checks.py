@@ -201,6 +201,19 @@ def _check_training(config: dict, cohort: Cohort) -> list[str]:
             and not config["predict"]["model_dir"]):
         problems.append(f"config error at 'model.context_slices': {model['context_slices']} with model.dim 2.5d; "
                         "use an odd number (the network predicts the centre slice)")
+    train = config["train"]
+    if train.get("regions") and not config["predict"]["model_dir"]:
+        from voxflow.learn.regions import region_labels
+
+        try:
+            region_labels(train["regions"], config["input"]["label_values"], train.get("region_labels"))
+        except ValueError as exc:
+            problems.append(f"config error at 'train.regions': {exc}")
+        if train["loss"] == "wce":
+            problems.append("config error at 'train.loss': wce (class-weighted softmax CE) has no region form; "
+                            "use dice_ce (Dice + BCE per region) with train.regions")
+    elif train.get("region_labels"):
+        problems.append("config error at 'train.region_labels': it only applies with train.regions")
     oc = config["postprocess"]["open_close"]
     if oc is not None:
         unknown = sorted(set(oc) - {"labels", "radius_vox", "op"})
