@@ -415,7 +415,8 @@ CASES = {f.__name__[1:]: f for f in [
     _unknown_modality_keys, _file_names_other_layout, _label_values_without_zero, _label_values_twice,
     _label_values_background_only, _evaluate_labels_unknown, _model_dir_missing, _model_dir_incomplete,
     _model_dir_other_modalities, _model_dir_no_normalization, _context_slices_even, _processes_vs_gpus,
-    _batch_vs_processes, _open_close_bad, _regions_ambiguous, _regions_unknown_label_and_wce, _deepbet_on_ct, _template_without_files, _normalization_ranges,
+    _batch_vs_processes, _open_close_bad, _regions_ambiguous,
+    _regions_unknown_label_and_wce, _deepbet_on_ct, _template_without_files, _normalization_ranges,
     _step_granularity_with_exclude, _epochs_zero, _several_at_once]}
 
 
