@@ -30,6 +30,7 @@ STEPS: dict[str, str] = {
     "plan": "voxflow.learn.steps:plan",
     "train": "voxflow.learn.steps:train",
     "postprocess_plan": "voxflow.learn.steps:postprocess_plan",
+    "choose_configuration": "voxflow.learn.steps:choose_configuration",
     "predict": "voxflow.learn.steps:predict",
     "evaluate": "voxflow.evaluate:evaluate",
     "aggregate": "voxflow.evaluate:aggregate",

@@ -9,7 +9,8 @@ draws the figures.
 Sections: excluded subjects (first, when any), run summary, input warnings, cohort metrics (summary.tsv),
 box/strip plots, a sortable per-subject table (predict-only: predicted volumes instead), cohort QC (quality
 scores and outlier flags: voxflow.report_qc), prediction QC (worst subjects first), preprocessing QC, training
-curves, run time per rule (benchmarks), provenance. A missing part becomes a short note.
+curves, model choice and post-processing (voxflow.report_choice: only with a postprocessing.json or inference.json),
+run time per rule (benchmarks), provenance. A missing part becomes a short note.
 
 Every file read is one the `report` rule declares (workflow/rules/report.smk), found from the rule's
 named inputs or from the path patterns in its config with the subjects of two declared lists: the
@@ -31,6 +32,8 @@ from pathlib import Path
 import pandas as pd
 
 from voxflow.io import atomic_path
+from voxflow.report_choice import TITLE as CHOICE_TITLE
+from voxflow.report_choice import has_choice, model_choice
 from voxflow.report_data import (git_commit, lesion_dice, main_space, overlay_arrays, package_versions,
                                  predicted_volumes, qc_flag_labels, read_curve, read_json, read_qc_tsv, read_tsv,
                                  runtime_table, space_name, subject_table, summary_tables, table)
@@ -196,6 +199,11 @@ def _curves(models: list[str]) -> dict:
     figures, missing = [], []
     for path in models:
         fold = Path(path).parent.name
+        conf = Path(path).parent.parent
+        if conf.name in ("2d", "2.5d", "3d", "3d_cascade"):  # model.configurations: model/<configuration>/
+            fold = f"{conf.name} {fold}"
+        elif conf.name == "lowres" and conf.parent.name == "3d_cascade":  # the cascade's first stage
+            fold = f"3d_cascade/lowres {fold}"
         curve = read_curve(path)
         if curve is None:
             missing.append(fold)
@@ -285,8 +293,10 @@ def collect(files: ReportFiles, config: dict, run_dir: str | Path, workflow_dir:
              ("qc-pred", "Prediction QC" + (" (worst first)" if evaluated else ""),
               _guard(_prediction_qc, files, dice, config, store_space or "store")),
              ("qc-pre", "Preprocessing QC", _guard(_preprocessing_qc, files)),
-             ("curves", "Training curves", _guard(_curves, files.models)),
-             ("runtime", "Run time per rule", _guard(_runtime, files.benchmarks)),
+             ("curves", "Training curves", _guard(_curves, files.models))]
+    if has_choice(files.postprocessing):  # postprocessing.json or inference.json (no file: no section)
+        secs.append(("choice", CHOICE_TITLE, _guard(model_choice, files.postprocessing, plans, config)))
+    secs += [("runtime", "Run time per rule", _guard(_runtime, files.benchmarks)),
              ("provenance", "Provenance", _guard(_provenance, files, config, commit))]
     return {"title": "voxflow cohort report", "run_dir": str(Path(run_dir).resolve()), "date": now,
             "colors": {"reference": REF_COLOR, "prediction": PRED_COLOR},

@@ -132,6 +132,33 @@ def runtime_figure(table: pd.DataFrame) -> dict:
     return {"uri": fig_uri(fig), "caption": "run time per rule (benchmarks/)"}
 
 
+def choice_figure(labels: list[str], dice: list[float | None], chosen: int | None, tolerance: float) -> dict:
+    """The mean out-of-fold Dice of each configuration/ensemble as horizontal bars (best first, as given), the
+    chosen one in green, the best's tolerance band shaded: {uri, caption}."""
+    plt = _plt()
+    vals = [np.nan if d is None else float(d) for d in dice]
+    ok = [v for v in vals if np.isfinite(v)]
+    best, worst = max(ok), min(ok)
+    lo = max(0.0, worst - max(0.02, 0.5 * (best - worst)))
+    fig, ax = plt.subplots(figsize=(5.6, 0.32 * len(vals) + 1.0))
+    y = np.arange(len(vals))
+    colors = [REF_COLOR if i == chosen else "#94a3b8" for i in range(len(vals))]
+    ax.barh(y, [v - lo if np.isfinite(v) else 0.0 for v in vals], left=lo, color=colors, height=0.6)
+    if tolerance > 0:
+        ax.axvspan(best - tolerance, best, color="#fde68a", alpha=0.6, zorder=0, lw=0)
+    for yi, v in zip(y, vals):
+        ax.annotate("–" if not np.isfinite(v) else f"{v:.3f}", (v if np.isfinite(v) else lo, yi), xytext=(3, 0),
+                    textcoords="offset points", va="center", fontsize=8)
+    ax.set_yticks(y, [_mathtext_safe(s) for s in labels])
+    ax.invert_yaxis()
+    ax.set_xlim(lo, min(1.0, best + 0.25 * (best - lo) + 0.01))
+    ax.set_xlabel("mean out-of-fold Dice")
+    ax.grid(axis="y", visible=False)
+    caption = "mean out-of-fold Dice per configuration / ensemble; green: chosen"
+    return {"uri": fig_uri(fig), "caption": caption + (f"; shaded: within {tolerance:g} of the best" if tolerance > 0
+                                                       else "")}
+
+
 MAX_QC_LABELS = 6  # flagged subjects named per QC panel (the most extreme): more would cover the points
 
 

@@ -17,8 +17,12 @@ if PREDICT_MODEL:
     MODEL_SRC = PREDICT_MODEL
     PRED_FOLDS = sorted(int(e.name[5:]) for e in os.scandir(PREDICT_MODEL) if e.name.startswith("fold_")
                         and os.path.exists(os.path.join(e.path, "model_final.pt")))
+    # a model of several configurations: the models model/inference.json chose
+    PRED_INFERENCE = os.path.join(PREDICT_MODEL, "inference.json")
+    PRED_INFERENCE = PRED_INFERENCE if os.path.isfile(PRED_INFERENCE) else None
 else:
     MODEL_SRC, PRED_FOLDS = MODEL_DIR, FOLDS
+    PRED_INFERENCE = INFERENCE_JSON if MULTI_CONFIG else None
 
 
 def predict_subjects():
@@ -30,7 +34,18 @@ def predict_subjects():
     return sp["test"] if sp else []
 
 
-PRED_MODELS = [os.path.join(MODEL_SRC, f"fold_{k}", "model_final.pt") for k in PRED_FOLDS]
+if PREDICT_MODEL and PRED_INFERENCE:
+    from voxflow.learn.choose import inference_models
+
+    PRED_MODELS = inference_models(PRED_INFERENCE)
+elif MULTI_CONFIG:  # every configuration's fold models (the report's curves); predict reads inference.json's
+    PRED_MODELS = [os.path.join(conf_dir(c), f"fold_{k}", "model_final.pt")
+                   for c in CONFIGURATIONS + (["3d_cascade/lowres"] if "3d_cascade" in CONFIGURATIONS else [])
+                   for k in FOLDS]
+else:
+    PRED_MODELS = [os.path.join(MODEL_SRC, f"fold_{k}", "model_final.pt") for k in PRED_FOLDS]
+# the file that stands for the whole model: the post-processing decision, or the configuration choice
+PRED_DECISION = PRED_INFERENCE or os.path.join(MODEL_SRC, "postprocessing.json")
 # Predict-only: the fold models are files no rule writes, so a model replaced in place would go unseen
 # behind postprocessing.json; their size and mtime, read once here, are in the params (a changed model
 # reruns the predictions). In a training run postprocess_plan runs after every fold, so there
@@ -45,7 +60,8 @@ rule predict:
         # stands for the whole model: postprocess_plan writes it from every fold's validation
         # predictions, after the fold's model_final.pt. Listing the fold models here too added 5 files
         # to each of 2000 jobs at 10 000 subjects: Snakemake spends ~0.3 ms per listed file.
-        postprocessing=os.path.join(MODEL_SRC, "postprocessing.json"),
+        **({"inference": PRED_INFERENCE} if PRED_INFERENCE else
+           {"postprocessing": os.path.join(MODEL_SRC, "postprocessing.json")}),
     output:
         # on the store's grid: <subject>_seg_mni.nii.gz (MNI152) or <subject>_seg_resampled.nii.gz (native
         # space: the cropped, resampled native grid the network saw)

@@ -2,6 +2,37 @@
 from voxflow.learn.plan import make_split, training_subjects, write_training_stores
 
 MODEL_DIR = os.path.join(OUT, "model")
+# model.configurations: each one trained on the same folds in model/<configuration>/, the best one or ensemble
+# chosen on the out-of-fold predictions (rule choose_configuration -> model/inference.json). Without: model.dim
+# alone, in model/.
+# model.cascade adds 3d_cascade: its full-resolution stage in model/3d_cascade/, the low-resolution one in
+# model/3d_cascade/lowres/ (a configuration of its own for the plan and train rules, never chosen alone).
+CONFIGURATIONS = list(dict.fromkeys(list(config["model"]["configurations"] or [])
+                                    + (["3d_cascade"] if config["model"]["cascade"] else [])))
+MULTI_CONFIG = bool(CONFIGURATIONS)
+CONF_DIR = os.path.join(MODEL_DIR, "{configuration}") if MULTI_CONFIG else MODEL_DIR
+INFERENCE_JSON = os.path.join(MODEL_DIR, "inference.json")
+CONF_LOG = "{configuration}_" if MULTI_CONFIG else ""  # log and benchmark names
+
+
+wildcard_constraints:
+    configuration="2d|2\\.5d|3d|3d_cascade|3d_cascade/lowres",
+
+
+def conf_dir(configuration):
+    return os.path.join(MODEL_DIR, configuration) if MULTI_CONFIG else MODEL_DIR
+
+
+def model_section(wildcards):
+    """The model settings of the job's configuration (model.dim set to it; a cascade's stages are 3D, with
+    model.cascade_stage)."""
+    if not MULTI_CONFIG:
+        return config["model"]
+    c = wildcards.configuration
+    stage = {"3d_cascade": "fullres", "3d_cascade/lowres": "lowres"}.get(c)
+    return config["model"] | {"dim": "3d" if stage else c, "cascade_stage": stage}
+
+
 SPLIT_CFG = config["split"]
 TRAINING = SETTINGS.training
 FOLDS = list(SETTINGS.folds)
@@ -94,15 +125,15 @@ rule plan:
         # the stores' dataset-level normalization (their rules are known only after the checkpoint)
         **({"normalization": NORM_JSON} if NORM_JSON else {}),
     output:
-        fingerprint=os.path.join(MODEL_DIR, "fingerprint.json"),
-        plans=os.path.join(MODEL_DIR, "plans.json"),
+        fingerprint=os.path.join(CONF_DIR, "fingerprint.json"),
+        plans=os.path.join(CONF_DIR, "plans.json"),
     params:
-        **step_params({"scheduler": config["dask"]["scheduler"], "model": config["model"],
-                      "train": config["train"], "modalities": MODS, "label_values": INP["label_values"]}),
+        **step_params(lambda w: {"scheduler": config["dask"]["scheduler"], "model": model_section(w),
+                                 "train": config["train"], "modalities": MODS, "label_values": INP["label_values"]}),
     log:
-        os.path.join(OUT, "logs", "plan", "plan.log"),
+        os.path.join(OUT, "logs", "plan", CONF_LOG + "plan.log"),
     benchmark:
-        os.path.join(OUT, "benchmarks", "plan", "plan.tsv")
+        os.path.join(OUT, "benchmarks", "plan", CONF_LOG + "plan.tsv")
     threads: 2
     resources:
         mem_mb=mem_mb("heavy"),

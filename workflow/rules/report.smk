@@ -96,7 +96,7 @@ rule report:
         shown=REPORT_SUBJECTS,
         models=PRED_MODELS,
         plans=os.path.join(MODEL_SRC, "plans.json"),
-        postprocessing=os.path.join(MODEL_SRC, "postprocessing.json"),
+        postprocessing=PRED_DECISION,  # postprocessing.json, or inference.json (several configurations)
         qc_scores=QC_SCORES,
         qc_flags=QC_FLAGS,
         **({"split": REPORT_SPLIT} if TRAINING or os.path.isfile(REPORT_SPLIT) else {}),

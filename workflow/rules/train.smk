@@ -5,22 +5,34 @@ from voxflow.learn.launch import train_gpus
 TRAIN_PROCESSES = SETTINGS.train_processes  # DDP world size, checked with the rest of the config
 
 
+def previous_stage_inputs(wildcards):
+    """A cascade's full-resolution fold: every low-resolution fold's out-of-fold predictions."""
+    if MULTI_CONFIG and wildcards.configuration == "3d_cascade":
+        return {f"lowres_{k}": os.path.join(conf_dir("3d_cascade/lowres"), f"fold_{k}", "val_predictions.npz")
+                for k in FOLDS}
+    return {}
+
+
 rule train:
     input:
+        unpack(previous_stage_inputs),
         stores=STORES_JSON,
         split=os.path.join(MODEL_DIR, "split.json"),
-        plans=os.path.join(MODEL_DIR, "plans.json"),
+        plans=os.path.join(CONF_DIR, "plans.json"),
     output:
-        model=os.path.join(MODEL_DIR, "fold_{fold}", "model_final.pt"),
-        val_predictions=os.path.join(MODEL_DIR, "fold_{fold}", "val_predictions.npz"),
-        curve=report(os.path.join(MODEL_DIR, "fold_{fold}", "curve.png"), caption="../report/curve.rst",
-                     category="Training", labels={"fold": "{fold}"}),
+        model=os.path.join(CONF_DIR, "fold_{fold}", "model_final.pt"),
+        val_predictions=os.path.join(CONF_DIR, "fold_{fold}", "val_predictions.npz"),
+        # several configurations: the validation subjects' probabilities, to score ensembles on
+        **({"val_probabilities": os.path.join(CONF_DIR, "fold_{fold}", "val_probabilities.npz")}
+           if MULTI_CONFIG else {}),
+        curve=report(os.path.join(CONF_DIR, "fold_{fold}", "curve.png"), caption="../report/curve.rst",
+                     category="Training", labels={"fold": (CONF_LOG + "{fold}")}),
     params:
         **step_params(lambda w: {"fold": int(w.fold), "train": config["train"], "infer": config["infer"]}),
     log:
-        os.path.join(OUT, "logs", "train", "fold_{fold}.log"),
+        os.path.join(OUT, "logs", "train", CONF_LOG + "fold_{fold}.log"),
     benchmark:
-        os.path.join(OUT, "benchmarks", "train", "fold_{fold}.tsv")
+        os.path.join(OUT, "benchmarks", "train", CONF_LOG + "fold_{fold}.tsv")
     threads: config["train"]["threads"]
     resources:
         mem_mb=mem_mb("heavy"),
@@ -29,7 +41,38 @@ rule train:
     conda:
         CONDA_ENV
     shell:
-        step_cmd("train", subject="fold{wildcards.fold}", nproc=TRAIN_PROCESSES)
+        step_cmd("train", subject=("{wildcards.configuration:q}_" if MULTI_CONFIG else "") + "fold{wildcards.fold}",
+                 nproc=TRAIN_PROCESSES)
+
+
+if MULTI_CONFIG:
+
+    rule choose_configuration:
+        """Every configuration and ensemble scored on the out-of-fold subjects; the best one (within
+        model.choice_tolerance, the cheaper), its post-processing and the table in model/inference.json."""
+        input:
+            **{f"probs_{c}_{k}": os.path.join(conf_dir(c), f"fold_{k}", "val_probabilities.npz")
+               for c in CONFIGURATIONS for k in FOLDS},
+            **{f"plans_{c}": os.path.join(conf_dir(c), "plans.json") for c in CONFIGURATIONS},
+            stores=STORES_JSON,
+        output:
+            inference=INFERENCE_JSON,
+            plans=os.path.join(MODEL_DIR, "plans.json"),  # the chosen first configuration's (predict-only checks)
+        params:
+            **step_params(config["postprocess"] | {"configurations": CONFIGURATIONS, "folds": FOLDS,
+                                                   "tolerance": config["model"]["choice_tolerance"]}),
+        log:
+            os.path.join(OUT, "logs", "choose_configuration", "choose_configuration.log"),
+        benchmark:
+            os.path.join(OUT, "benchmarks", "choose_configuration", "choose_configuration.tsv")
+        threads: 1
+        resources:
+            mem_mb=mem_mb("heavy"),
+            runtime=runtime_min("light"),
+        conda:
+            CONDA_ENV
+        shell:
+            step_cmd("choose_configuration", subject="cohort")
 
 
 rule postprocess_plan:

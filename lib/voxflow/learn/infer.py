@@ -21,13 +21,18 @@ import torch
 
 from voxflow.io import atomic_path, read_raw
 from voxflow.learn.sliding_window import sliding_window_predict
-from voxflow.learn.train import load_trained, n_outputs, volume_predictor
+from voxflow.learn.train import cascade_stage, load_trained, n_outputs, volume_predictor
 
 
 def predict_probabilities(store_path: str, model_paths: Sequence[str], cfg: dict, device: torch.device,
-                          progress: bool = False) -> tuple[np.ndarray, dict]:
+                          progress: bool = False, previous: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
     """Average softmax (region models: sigmoid per region) over folds (running mean: one fold's probabilities in
-    memory at a time)."""
+    memory at a time).
+
+    A cascade's models chain (voxflow.learn.cascade): a low-resolution stage predicts the store downsampled by
+    its factor and its probabilities come back on the store's grid; a full-resolution stage takes the store plus
+    the low-resolution prediction one-hot, `previous` (class indices, e.g. out of fold) or else that of the
+    ensemble of every low-resolution fold beside it (model/3d_cascade/lowres/fold_*)."""
     import zarr
 
     root = zarr.open_group(store_path, mode="r")
@@ -35,6 +40,7 @@ def predict_probabilities(store_path: str, model_paths: Sequence[str], cfg: dict
     mean = None
     plans: dict | None = None
     first: dict = {}
+    volumes: dict = {}  # the input of each cascade stage, built once for every fold of it
     for i, mp in enumerate(model_paths):
         net, plans = load_trained(mp, device)
         predictor = volume_predictor(net, plans)
@@ -45,15 +51,57 @@ def predict_probabilities(store_path: str, model_paths: Sequence[str], cfg: dict
         if i and plans.get("regions") != first.get("regions"):
             raise ValueError(f"{mp} predicts regions {plans.get('regions')}, {model_paths[0]} "
                              f"{first.get('regions')}: fold models of one ensemble must agree")
-        probs = sliding_window_predict(image, predictor, patch, n_outputs(plans), overlap=cfg["overlap"],
+        volume = _stage_input(store_path, image, plans, mp, cfg, device, previous, volumes)
+        probs = sliding_window_predict(volume, predictor, patch, n_outputs(plans), overlap=cfg["overlap"],
                                        batch_size=cfg["batch_size"], mirror_axes=mirror, device=device,
                                        amp=device.type == "cuda", progress=progress,
                                        activation="sigmoid" if plans.get("regions") else "softmax")
+        if cascade_stage(plans) == "lowres":
+            from voxflow.learn.cascade import upsample_probabilities
+
+            probs = upsample_probabilities(probs, image.shape[1:], int(plans["cascade"]["factor"]))
         first = first or plans
         mean = probs if mean is None else mean + (probs - mean) / (i + 1)
     if mean is None or plans is None:
         raise ValueError("no fold model to predict with")
     return mean, plans
+
+
+def lowres_models(fullres_model: str | Path) -> list[str]:
+    """The low-resolution folds of a cascade's full-resolution model (<configuration>/lowres/fold_*)."""
+    found = sorted(str(p) for p in (Path(fullres_model).parent.parent / "lowres").glob("fold_*/model_final.pt"))
+    if not found:
+        raise FileNotFoundError(f"{fullres_model} is a cascade's full-resolution stage, but no low-resolution "
+                                f"model is beside it ({Path(fullres_model).parent.parent / 'lowres'}/fold_*/)")
+    return found
+
+
+def class_indices(labels: np.ndarray, label_values: Sequence[int]) -> np.ndarray:
+    """A label map in label values -> class indices (the order of plans["label_values"])."""
+    lut = np.zeros(256, np.uint8)
+    lut[np.asarray(label_values, int)] = np.arange(len(label_values), dtype=np.uint8)
+    return lut[labels]
+
+
+def _stage_input(store_path, image, plans, model_path, cfg, device, previous, volumes):
+    """The volume a model predicts on: the store's image; pooled for a low-resolution stage; with the previous
+    stage's prediction one-hot for a full-resolution one."""
+    stage = cascade_stage(plans)
+    if stage is None:
+        return image
+    if stage not in volumes:
+        from voxflow.learn.cascade import downsample_volume
+
+        if stage == "lowres":
+            volumes[stage] = downsample_volume(np.asarray(image[:]), int(plans["cascade"]["factor"]))
+        else:
+            if previous is None:
+                low, low_plans = predict_probabilities(store_path, lowres_models(model_path), cfg, device)
+                previous = class_indices(segmentation(low, low_plans), low_plans["label_values"])
+            n = int(plans["cascade"]["prev_channels"])
+            hot = (np.arange(1, n + 1)[:, None, None, None] == previous[None]).astype(np.float32)
+            volumes[stage] = np.concatenate([np.asarray(image[:], np.float32), hot])
+    return volumes[stage]
 
 
 def labels_from_probabilities(probs: np.ndarray, label_values: Sequence[int]) -> np.ndarray:

@@ -102,7 +102,29 @@ def auto_patch(median_shape: Sequence[int], spacing: Sequence[float], budget_gb:
 
 
 def make_plans(fp: dict, cfg: dict, modalities: list[str], label_values: list[int], device: str) -> dict:
-    """Decide model settings from the fingerprint; config values override and are recorded."""
+    """Decide model settings from the fingerprint; config values override and are recorded.
+
+    `model.cascade_stage` (set per configuration by the workflow: 3d_cascade is "fullres", its first stage
+    3d_cascade/lowres "lowres"): the 3D plans of a cascade stage, with the cascade decision and why
+    (voxflow.learn.cascade) in plans["cascade"]; the low-resolution stage plans on the image downsampled by the
+    decided factor."""
+    stage = cfg["model"].get("cascade_stage")
+    if stage:
+        from voxflow.learn.cascade import cascade_decision
+
+        plain = {**cfg, "model": {**cfg["model"], "cascade_stage": None, "dim": "3d"}}
+        full = make_plans(fp, plain, modalities, label_values, device)
+        decision = cascade_decision(fp["median_shape"], full["patch_size"])
+        if stage == "lowres":
+            f = decision["factor"]
+            low = {**fp, "median_shape": [int(math.ceil(v / f)) for v in fp["median_shape"]],
+                   "median_spacing": [v * f for v in fp["median_spacing"]]}
+            plans = make_plans(low, plain, modalities, label_values, device)
+            plans["cascade"] = {"stage": "lowres", **decision}
+        else:
+            plans = full
+            plans["cascade"] = {"stage": "fullres", "prev_channels": len(label_values) - 1, **decision}
+        return plans
     from voxflow.learn.launch import global_batch, train_processes
     from voxflow.learn.networks import unet_topology
 

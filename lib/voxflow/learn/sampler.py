@@ -22,10 +22,12 @@ class Store:
     """Lazily opened arrays of one subject's store (opened per DataLoader worker)."""
 
     path: str
+    previous: str | None = None  # a cascade's low-resolution prediction (class indices), read with the label
 
     def open(self):
         import zarr
 
+        self.prev = zarr.open_array(self.previous, mode="r") if self.previous else None
         root = zarr.open_group(self.path, mode="r")
         self.image = root["0"]
         meta = root.attrs["voxflow"]
@@ -35,19 +37,31 @@ class Store:
         return self
 
 
-def read_patch(store: Store, start: Sequence[int], size: Sequence[int]) -> tuple[np.ndarray, np.ndarray | None]:
-    """Read image (C,*size) and label (*size) at `start` (may extend outside: zero-padded)."""
-    lo = [min(max(0, s), d) for s, d in zip(start, store.shape)]
-    hi = [max(a, min(d, s + n)) for s, n, d, a in zip(start, size, store.shape, lo)]
-    sl = tuple(slice(a, b) for a, b in zip(lo, hi))
-    img = np.asarray(store.image[(slice(None),) + sl], dtype=np.float32)
-    lab = np.asarray(store.label[sl]) if store.label is not None else None
+def _window(start: Sequence[int], size: Sequence[int], shape: Sequence[int]):
+    """The part of a patch inside the volume (slices) and the zero padding that completes it."""
+    lo = [min(max(0, s), d) for s, d in zip(start, shape)]
+    hi = [max(a, min(d, s + n)) for s, n, d, a in zip(start, size, shape, lo)]
     before = [min(n, a - s) if a > s else 0 for s, n, a in zip(start, size, lo)]  # patch entirely outside: all pad
     pad = [(p, n - p - (b - a)) for p, n, a, b in zip(before, size, lo, hi)]
+    return tuple(slice(a, b) for a, b in zip(lo, hi)), pad
+
+
+def read_patch(store: Store, start: Sequence[int], size: Sequence[int]) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read image (C,*size) and label (*size) at `start` (may extend outside: zero-padded)."""
+    sl, pad = _window(start, size, store.shape)
+    img = np.asarray(store.image[(slice(None),) + sl], dtype=np.float32)
+    lab = np.asarray(store.label[sl]) if store.label is not None else None
     if any(p != (0, 0) for p in pad):
         img = np.pad(img, [(0, 0)] + pad)
         lab = np.pad(lab, pad) if lab is not None else None
     return img, lab
+
+
+def read_previous(store: Store, start: Sequence[int], size: Sequence[int]) -> np.ndarray:
+    """The previous stage's class indices on the same patch as `read_patch` (zero-padded outside)."""
+    assert store.prev is not None
+    sl, pad = _window(start, size, store.shape)
+    return np.pad(np.asarray(store.prev[sl], dtype=np.int64), pad)
 
 
 def choose_start(shape: Sequence[int], patch: Sequence[int], rng: np.random.Generator,
@@ -83,10 +97,12 @@ class PatchBatches(torch.utils.data.IterableDataset):
 
     def __init__(self, paths: Sequence[str], patch: Sequence[int], batch_size: int, fg_fraction: float = 1 / 3,
                  label_values: Sequence[int] = (0, 1), seed: int = 0, centre_z: bool = False,
-                 rank: int = 0, world: int = 1):
+                 rank: int = 0, world: int = 1, previous: Sequence[str] | None = None):
         if batch_size % world or not 0 <= rank < world:
             raise ValueError(f"batch size {batch_size} cannot be split over {world} processes (rank {rank})")
         self.paths, self.patch, self.batch_size = list(paths), list(patch), batch_size
+        self.previous = list(previous) if previous else [None] * len(self.paths)
+        self.n_classes = len(label_values)
         local = batch_size // world
         self.mine = range(rank * local, (rank + 1) * local)
         self.centre_z = centre_z
@@ -125,7 +141,7 @@ class PatchBatches(torch.utils.data.IterableDataset):
         return start
 
     def __iter__(self):
-        stores = [Store(p).open() for p in self.paths]
+        stores = [Store(p, prev).open() for p, prev in zip(self.paths, self.previous)]
         for k in self._batch_indices():
             rng = np.random.default_rng([self.seed, k])
             imgs, labs = [], []
@@ -138,6 +154,8 @@ class PatchBatches(torch.utils.data.IterableDataset):
                 img, lab = read_patch(store, start, self.patch)
                 imgs.append(img)
                 labs.append(self.lut[lab] if lab is not None else np.zeros(img.shape[1:], np.int64))
+                if store.prev is not None:  # target + n_classes * previous (voxflow.learn.cascade.encode_pair)
+                    labs[-1] = labs[-1] + self.n_classes * read_previous(store, start, self.patch)
             yield torch.from_numpy(np.stack(imgs)), torch.from_numpy(np.stack(labs)[:, None])
 
 

@@ -42,10 +42,22 @@ def pick_device(requested: str = "auto") -> torch.device:
 
 def network_from_plans(plans: dict, deep_supervision: bool = False) -> torch.nn.Module:
     dim = plans["dim"]
-    return build_network(dim, len(plans["modalities"]), n_outputs(plans), plans["patch_size"],
+    return build_network(dim, n_inputs(plans), n_outputs(plans), plans["patch_size"],
                          n_stages=plans["n_stages"], base_features=plans["base_features"],
                          deep_supervision=deep_supervision, context_slices=plans["context_slices"],
                          spacing=plans["spacing"] if dim == "3d" else plans["spacing"][1:])
+
+
+def cascade_stage(plans: dict) -> str | None:
+    """"lowres", "fullres" (the two stages of a cascade, voxflow.learn.cascade) or None."""
+    return (plans.get("cascade") or {}).get("stage")
+
+
+def n_inputs(plans: dict) -> int:
+    """Input channels: the modalities, and a cascade's full-resolution stage adds the low-resolution prediction
+    one-hot (one channel per foreground class)."""
+    prev = plans["cascade"]["prev_channels"] if cascade_stage(plans) == "fullres" else 0
+    return len(plans["modalities"]) + int(prev)
 
 
 def n_outputs(plans: dict) -> int:
@@ -80,12 +92,33 @@ def volume_predictor(net: torch.nn.Module, plans: dict) -> torch.nn.Module:
 
 
 def sampler_patch(plans: dict) -> list[int]:
-    """The patch the sampler reads: 3D as is; 2D/2.5D = k slices of (Y, X)."""
+    """The patch the sampler reads: 3D as is (a cascade's low-resolution stage: `factor` times larger, pooled
+    after the read); 2D/2.5D = k slices of (Y, X)."""
+    if cascade_stage(plans) == "lowres":
+        return [p * int(plans["cascade"]["factor"]) for p in plans["patch_size"]]
     return list(plans["patch_size"]) if plans["dim"] == "3d" else [plans["context_slices"]] + list(plans["patch_size"])
 
 
+def with_previous_stage(img: torch.Tensor, lab: torch.Tensor, plans: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """A cascade's full-resolution stage: split the sampler's label (target and low-resolution prediction, encoded
+    together so augmentation moves both alike) and append the prediction one-hot to the image channels."""
+    if cascade_stage(plans) != "fullres":
+        return img, lab
+    from voxflow.learn.cascade import decode_pair, one_hot_previous
+
+    target, prev = decode_pair(lab, plans["n_classes"])
+    prev_hot = one_hot_previous(prev[:, 0], int(plans["cascade"]["prev_channels"])).to(img.dtype)
+    return torch.cat([img, prev_hot], 1), target
+
+
 def to_network_input(img: torch.Tensor, lab: torch.Tensor, plans: dict):
-    """(B,C,k,Y,X) -> (B,C*k,Y,X) for 2D/2.5D (channel order c*k+j, as SliceWise), label = centre slice."""
+    """(B,C,k,Y,X) -> (B,C*k,Y,X) for 2D/2.5D (channel order c*k+j, as SliceWise), label = centre slice; a
+    cascade's low-resolution stage: the read patch pooled by its factor."""
+    if cascade_stage(plans) == "lowres":
+        from voxflow.learn.cascade import downsample_image, downsample_label
+
+        f = int(plans["cascade"]["factor"])
+        return downsample_image(img, f), downsample_label(lab, f)
     if plans["dim"] == "3d":
         return img, lab
     b, c, k, y, x = img.shape
@@ -206,19 +239,27 @@ def write_curve(rows: list[dict], out_dir: Path) -> None:
 
 
 def train_fold(train_paths: list[str], val_paths: list[str], plans: dict, cfg: dict, out_dir: str | Path,
-               device: torch.device | None = None, progress: bool = True) -> dict:
+               device: torch.device | None = None, progress: bool = True,
+               previous: dict[str, str] | None = None) -> dict:
     """Train (or resume) one fold; write checkpoint_latest.pt, model_final.pt, curve.csv/png.
+
+    `previous` (a cascade's full-resolution stage): store path -> its out-of-fold low-resolution prediction (a
+    zarr array of class indices on the store's grid).
 
     Returns the last curve row, this call's per-step losses of its last epoch (`step_losses`, mean
     over processes), the samples this process trained on, its rank and the world size.
     """
     d = ddp.setup(device or pick_device(cfg.get("device", "auto")), cfg.get("ddp_backend", "auto"))
-    info = _train(train_paths, val_paths, plans, cfg, Path(out_dir), d, progress and d.main)
+    if cascade_stage(plans) == "fullres" and not previous:
+        raise ValueError("a cascade's full-resolution stage trains on the low-resolution stage's predictions: "
+                         "give `previous`")
+    info = _train(train_paths, val_paths, plans, cfg, Path(out_dir), d, progress and d.main, previous or {})
     ddp.teardown(d)  # not on an error: a process that fails exits, and torchrun stops the others
     return info
 
 
-def _train(train_paths, val_paths, plans, cfg, out_dir: Path, d: ddp.Dist, progress: bool) -> dict:
+def _train(train_paths, val_paths, plans, cfg, out_dir: Path, d: ddp.Dist, progress: bool,
+           previous: dict[str, str]) -> dict:
     from tqdm import tqdm
 
     device, batch = d.device, int(plans["batch_size"])
@@ -256,7 +297,7 @@ def _train(train_paths, val_paths, plans, cfg, out_dir: Path, d: ddp.Dist, progr
     elapsed = 0.0  # training seconds of this fold, over resumes (the budget's clock)
     ckpt_path = out_dir / "checkpoint_latest.pt"
     start_epoch, rows = 0, []
-    key = run_key(train_paths, val_paths, plans, cfg)
+    key = run_key([*train_paths, *previous.values()], val_paths, plans, cfg)  # a cascade: its inputs' too
     state = load_checkpoint(ckpt_path, device) if ckpt_path.exists() else None
     if state is not None and state.get("run_key") != key:
         log.warning("%s is from another run (its stores, split, plans or training settings differ): training "
@@ -280,10 +321,11 @@ def _train(train_paths, val_paths, plans, cfg, out_dir: Path, d: ddp.Dist, progr
     aug_cfg = AugmentConfig.from_dict(cfg.get("augment") or {})
     patch = sampler_patch(plans)
     train_ds = PatchBatches(train_paths, patch, batch, cfg["fg_fraction"], plans["label_values"],
-                            seed=seed, centre_z=plans["dim"] != "3d", rank=d.rank, world=d.world)
+                            seed=seed, centre_z=plans["dim"] != "3d", rank=d.rank, world=d.world,
+                            previous=[previous[p] for p in train_paths] if previous else None)
     train_ds.start = start_epoch * iters  # the batches of the trained steps are skipped, not redrawn
     loader = iter(make_loader(train_ds, int(cfg["workers"])))
-    val_batches = _fixed_val_batches(val_paths or train_paths, patch, plans, cfg, seed) if d.main else []
+    val_batches = _fixed_val_batches(val_paths or train_paths, patch, plans, cfg, seed, previous) if d.main else []
     seen = 0
     epoch = start_epoch
     while epoch < epochs:
@@ -298,6 +340,7 @@ def _train(train_paths, val_paths, plans, cfg, out_dir: Path, d: ddp.Dist, progr
             img, lab = img.to(device, non_blocking=True), lab.to(device, non_blocking=True)
             img, lab = to_network_input(img, lab, plans)
             img, lab = augment_samples(img, lab, aug_cfg, seed, epoch * iters + it, first)
+            img, lab = with_previous_stage(img, lab, plans)
             seen += img.shape[0]
             img = img.contiguous(memory_format=fmt)
             for g in opt.param_groups:
@@ -360,13 +403,14 @@ def _train(train_paths, val_paths, plans, cfg, out_dir: Path, d: ddp.Dist, progr
             "world_size": d.world}
 
 
-def _fixed_val_batches(paths, patch, plans, cfg, seed):
+def _fixed_val_batches(paths, patch, plans, cfg, seed, previous=None):
     """A fixed set of foreground-containing validation patches, so epochs are comparable."""
     n = int(cfg["val_patches"])
     if n <= 0:
         return []
     ds = PatchBatches(paths, patch, batch_size=max(1, plans["batch_size"]), fg_fraction=1.0,
-                      label_values=plans["label_values"], seed=seed + 1, centre_z=plans["dim"] != "3d")
+                      label_values=plans["label_values"], seed=seed + 1, centre_z=plans["dim"] != "3d",
+                      previous=[previous[p] for p in paths] if previous else None)
     it = iter(ds)
     return [next(it) for _ in range(max(1, n // max(1, plans["batch_size"])))]
 
@@ -385,6 +429,7 @@ def _validate(net, batches, plans, device, amp) -> np.ndarray:
     tp = fp = fn = np.zeros(size)
     for img, lab in batches:
         img, lab = to_network_input(img.to(device), lab.to(device), plans)
+        img, lab = with_previous_stage(img, lab, plans)
         img = img.contiguous(memory_format=memory_format(plans))
         with torch.autocast(device.type, enabled=amp):
             logits = net(img)

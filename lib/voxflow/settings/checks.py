@@ -163,10 +163,20 @@ def _check_model_dir(config: dict, cohort: Cohort) -> list[str]:
         return []
     if not os.path.isdir(model):
         return [f"config error at 'predict.model_dir': {model!r} is not a directory"]
-    missing = [n for n in ("plans.json", "postprocessing.json") if not os.path.isfile(os.path.join(model, n))]
-    if not any(e.name.startswith("fold_") and os.path.isfile(os.path.join(e.path, "model_final.pt"))
-               for e in os.scandir(model)):
-        missing.append("fold_<k>/model_final.pt")
+    inference = os.path.join(model, "inference.json")
+    if os.path.isfile(inference):  # a model of several configurations (model.configurations): the chosen ones
+        from voxflow.learn.choose import inference_models
+
+        missing = [] if os.path.isfile(os.path.join(model, "plans.json")) else ["plans.json"]
+        try:
+            missing += [os.path.relpath(m, model) for m in inference_models(inference) if not os.path.isfile(m)]
+        except (OSError, ValueError, KeyError) as exc:
+            return [f"config error at 'predict.model_dir': cannot read {inference}: {exc}"]
+    else:
+        missing = [n for n in ("plans.json", "postprocessing.json") if not os.path.isfile(os.path.join(model, n))]
+        if not any(e.name.startswith("fold_") and os.path.isfile(os.path.join(e.path, "model_final.pt"))
+                   for e in os.scandir(model)):
+            missing.append("fold_<k>/model_final.pt")
     norm = config["preprocess"]["normalize"]
     methods = sorted({norm["per_modality"].get(m, norm["method"]) for m in config["input"]["modalities"]}
                      & {"ct_dataset", "nyul"})
@@ -197,10 +207,22 @@ def _check_training(config: dict, cohort: Cohort) -> list[str]:
     except ConfigError as exc:
         problems.append(str(exc))
     model = config["model"]
-    if (model["dim"] == "2.5d" and model["context_slices"] % 2 == 0 and config["input"]["label"]
+    if ("2.5d" in [model["dim"], *(model.get("configurations") or [])] and model["context_slices"] % 2 == 0
+            and config["input"]["label"]
             and not config["predict"]["model_dir"]):
         problems.append(f"config error at 'model.context_slices': {model['context_slices']} with model.dim 2.5d; "
                         "use an odd number (the network predicts the centre slice)")
+    sp = config["split"]
+    if (model["cascade"] or "3d_cascade" in (model.get("configurations") or [])) and not config["predict"]["model_dir"]:
+        if sp["n_folds"] < 2 or (sp["folds_to_train"] is not None and sorted(set(sp["folds_to_train"]))
+                                 != list(range(sp["n_folds"]))):
+            problems.append("config error at 'model.cascade': the full-resolution stage trains on every training "
+                            "subject's out-of-fold low-resolution prediction, so every fold is trained: split.n_folds "
+                            ">= 2 and split.folds_to_train: null")
+    if len(model.get("configurations") or []) > 1 and sp["n_folds"] == 1 and not sp["holdout_fraction"] \
+            and not config["predict"]["model_dir"]:
+        problems.append("config error at 'model.configurations': choosing among configurations needs out-of-fold "
+                        "subjects: split.n_folds > 1, or split.holdout_fraction > 0 with split.n_folds 1")
     train = config["train"]
     if train.get("regions") and not config["predict"]["model_dir"]:
         from voxflow.learn.regions import region_labels

@@ -1,0 +1,111 @@
+"""Benchmark: region-based training against per-label softmax training, same data, same budget.
+
+Reads a finished run (its zarr stores, split.json and fingerprint.json, as `snakemake` left them for
+--configfile), trains fold 0 twice from the same seed for the same number of iterations: once with one softmax
+class per label (the config's train.regions removed), once with one sigmoid output per region (train.regions,
+or --regions). Both models predict the fold's validation subjects and the held-out test subjects (no test-time
+mirroring), and each region of evaluate.regions is scored by Dice on the store's grid, inside its brain mask.
+
+Prints a table and one final line:
+  regions subjects=<n> iters=<n> dice_<region>_softmax=<x> dice_<region>_regions=<x> ... mean_gain=<x>
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "lib"))
+
+
+def _dice(pred: np.ndarray, ref: np.ndarray) -> float:
+    denom = int(pred.sum()) + int(ref.sum())
+    return float("nan") if denom == 0 else 2.0 * int((pred & ref).sum()) / denom
+
+
+def train_and_score(cfg: dict, fp: dict, split: dict, stores: dict, regions, out: Path, iters: int) -> dict:
+    import torch
+    import zarr
+
+    from voxflow.learn.infer import predict_probabilities, segmentation
+    from voxflow.learn.plan import make_plans
+    from voxflow.learn.train import pick_device, train_fold
+
+    cfg = copy.deepcopy(cfg)
+    cfg["train"]["regions"] = regions
+    if not regions:
+        cfg["train"]["region_labels"] = None
+    plans = make_plans(fp, cfg, cfg["input"]["modalities"], cfg["input"]["label_values"], "cpu")
+    tcfg = dict(cfg["train"], device="cpu", epochs=max(1, iters // 10), iters_per_epoch=10, workers=0)
+    fold = split["folds"][0]
+    device = pick_device("cpu")
+    t0 = time.time()
+    train_fold([stores[s] for s in fold["train"]], [stores[s] for s in fold["val"]], plans, tcfg, out,
+               device=device, progress=False)
+    train_s = time.time() - t0
+    scores: dict[str, list[float]] = {name: [] for name in cfg["evaluate"]["regions"]}
+    for s in fold["val"] + split["test"]:
+        if s not in stores:
+            continue
+        root = zarr.open_group(stores[s], mode="r")
+        if "labels/lesion/0" not in root:
+            continue
+        probs, got = predict_probabilities(stores[s], [str(out / "model_final.pt")],
+                                           dict(cfg["infer"], tta=False), torch.device("cpu"))
+        seg = np.where(root["labels/brain/0"][:] > 0, segmentation(probs, got), 0)
+        ref = root["labels/lesion/0"][:]
+        for name, ids in cfg["evaluate"]["regions"].items():
+            scores[name].append(_dice(np.isin(seg, ids), np.isin(ref, ids)))
+    return {"train_s": train_s, "dice": {k: v for k, v in scores.items()}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--configfile", default=str(ROOT / "config" / "config.yaml"))
+    ap.add_argument("--regions", default=None, help="JSON label groups (default: train.regions of the config, "
+                                                    "else BraTS 2018 [[1, 2, 4], [1, 4], [4]])")
+    ap.add_argument("--iters", type=int, default=300, help="training iterations of each model (same for both)")
+    args = ap.parse_args()
+
+    import torch
+    import yaml
+
+    from voxflow.config import validate_config
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    cfg = validate_config(yaml.safe_load(Path(args.configfile).read_text()), ROOT / "config" / "config.schema.yaml")
+    regions = json.loads(args.regions) if args.regions else (cfg["train"]["regions"] or [[1, 2, 4], [1, 4], [4]])
+    model_dir = Path(cfg["output_dir"]) / "model"
+    fp = json.loads((model_dir / "fingerprint.json").read_text())
+    split = json.loads((model_dir / "split.json").read_text())
+    stores = json.loads((model_dir / "stores.json").read_text())
+    stores.update({s: str(Path(cfg["output_dir"]) / "zarr" / f"{s}.zarr") for s in split["test"]})
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for mode, reg in (("softmax", None), ("regions", regions)):
+            results[mode] = train_and_score(cfg, fp, split, stores, reg, Path(tmp) / mode, args.iters)
+    names = list(cfg["evaluate"]["regions"])
+    n = len(results["softmax"]["dice"][names[0]])
+    print(f"{'region':<14}{'softmax':>10}{'regions':>10}   (mean Dice over {n} held-out subjects, "
+          f"{args.iters} iterations each)")
+    line, gains = [f"regions subjects={n} iters={args.iters}"], []
+    for name in names:
+        a, b = (float(np.nanmean(results[m]["dice"][name])) for m in ("softmax", "regions"))
+        gains.append(b - a)
+        print(f"{name:<14}{a:>10.3f}{b:>10.3f}")
+        line += [f"dice_{name}_softmax={a:.3f}", f"dice_{name}_regions={b:.3f}"]
+    print("train seconds: " + ", ".join(f"{m} {results[m]['train_s']:.0f}" for m in results))
+    print("per subject: " + json.dumps({m: results[m]["dice"] for m in results}))
+    print(" ".join(line + [f"mean_gain={float(np.mean(gains)):.3f}"]))
+
+
+if __name__ == "__main__":
+    main()

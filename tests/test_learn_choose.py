@@ -1,0 +1,134 @@
+"""Automatic choice of configuration and ensemble on out-of-fold predictions (voxflow.learn.choose), and one
+workflow run that trains two configurations, chooses, predicts with the choice, and predicts again from the
+model folder alone."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import zarr
+
+from voxflow.learn.choose import choose, ensembles, score_ensembles
+
+GROUPS = [[1], [2]]
+
+
+def _probs(label: np.ndarray, wrong: np.ndarray) -> np.ndarray:
+    """Softmax-like probabilities (3 classes) that pick `label` except where `wrong` (there: background)."""
+    p = np.full((3, *label.shape), 0.1, np.float32)
+    lab = np.where(wrong, 0, label)
+    for k in range(3):
+        p[k][lab == k] = 0.8
+    return p
+
+
+def test_ensembles_are_every_combination():
+    assert ensembles(["2d", "3d"]) == [("2d",), ("3d",), ("2d", "3d")]
+    assert len(ensembles(["2d", "2.5d", "3d"])) == 7
+
+
+def test_score_and_choose_the_best_and_on_ties_the_cheaper():
+    rng = np.random.default_rng(0)
+    refs = {s: rng.integers(0, 3, (8, 8, 8)) for s in ("a", "b")}
+    noise = {(c, s): rng.random((8, 8, 8)) < rate for c, rate in (("2d", 0.3), ("3d", 0.05)) for s in refs}
+    rows = score_ensembles(["2d", "3d"], ["a", "b"], lambda c, s: _probs(refs[s], noise[(c, s)]),
+                           lambda s: refs[s], lambda p: np.argmax(p, 0), GROUPS)
+    by = {tuple(r["members"]): r for r in rows}
+    assert by[("3d",)]["dice"] > by[("2d",)]["dice"], "fewer wrong voxels must score higher"
+    assert len(by[("2d",)]["dice_per_group"]) == 2
+    assert choose(rows)["members"] == ["3d"]
+    # the same Dice: the cheaper wins (fewer models, then 2d before 3d); within the tolerance too
+    tied = [{"members": ["3d"], "n_models": 1, "dice": 0.9}, {"members": ["2d"], "n_models": 1, "dice": 0.9},
+            {"members": ["2d", "3d"], "n_models": 2, "dice": 0.904}]
+    assert choose(tied)["members"] == ["2d", "3d"]
+    assert choose(tied, tolerance=0.005)["members"] == ["2d"]
+    with pytest.raises(ValueError, match="no out-of-fold subject"):
+        choose([{"members": ["2d"], "n_models": 1, "dice": None}])
+
+
+def test_an_ensemble_can_beat_its_members():
+    """Two configurations wrong in different places: their mean probability is right where either is."""
+    ref = np.zeros((6, 6, 6), int)
+    ref[1:5, 1:5, 1:5] = 1
+    a_wrong, b_wrong = np.zeros_like(ref, bool), np.zeros_like(ref, bool)
+    a_wrong[1:3], b_wrong[3:5] = True, True
+
+    def probs(c, s):
+        wrong = a_wrong if c == "2d" else b_wrong
+        p = np.zeros((2, *ref.shape), np.float32)
+        p[1] = np.where(ref == 1, np.where(wrong, 0.4, 0.9), 0.05)
+        p[0] = 1 - p[1]
+        return p
+
+    rows = score_ensembles(["2d", "3d"], ["s"], probs, lambda s: ref, lambda p: np.argmax(p, 0), [[1]])
+    best = choose(rows)
+    assert best["members"] == ["2d", "3d"] and best["dice"] == pytest.approx(1.0)
+
+
+SUBJECTS = ["s01", "s02", "s03", "s04", "s05"]
+
+
+@pytest.mark.slow
+def test_workflow_trains_two_configurations_chooses_and_predicts(tmp_path):
+    """2d, 3d and the cascade on 2 folds; the cascade's full-resolution folds train on out-of-fold low-resolution
+    predictions only; the choice is the best of 7 candidates; predict-only follows inference.json."""
+    from test_preprocess_workflow import _fail_msg, run_snakemake
+    from voxflow.demo import generate_subject
+    from voxflow.learn.infer import class_indices
+
+    root = tmp_path / "data"
+    for i, s in enumerate(SUBJECTS):
+        generate_subject(s, i, root, tmp_path / "truth", modalities=["t1", "flair"], spacing_scale=4.0)
+    out = tmp_path / "results"
+    cfg = {"output_dir": str(out),
+           "input": {"layout": "folders", "root": str(root), "modalities": ["t1", "flair"], "label": "seg"},
+           "preprocess": {"mni": {"resolution_mm": 2}, "skullstrip": {"method": "none"}, "n4": {"enabled": False}},
+           "split": {"n_folds": 2, "test_fraction": 0.2},
+           "model": {"configurations": ["2d", "3d"], "cascade": True, "base_features": 4, "batch_size": 2},
+           "train": {"device": "cpu", "epochs": 2, "iters_per_epoch": 2, "val_patches": 2, "workers": 0,
+                     "threads": 1, "memory_gb_cpu": 0.05},
+           "infer": {"device": "cpu", "tta": False, "overlap": 0.25}}
+    res = run_snakemake(tmp_path, cfg, [])
+    assert res.returncode == 0, _fail_msg(res)
+    model = out / "model"
+    split = json.loads((model / "split.json").read_text())
+    for c in ("2d", "3d", "3d_cascade", "3d_cascade/lowres"):
+        plans = json.loads((model / c / "plans.json").read_text())
+        assert plans["dim"] == c.split("_")[0]
+        for k in (0, 1):
+            assert (model / c / f"fold_{k}" / "model_final.pt").is_file()
+            with np.load(model / c / f"fold_{k}" / "val_probabilities.npz") as data:
+                assert data.files and data[data.files[0]].shape[0] == plans["n_outputs"]
+    # no leakage: each full-resolution fold's input for a subject is the low-resolution fold that validated on it
+    plans = json.loads((model / "3d_cascade" / "plans.json").read_text())
+    assert plans["cascade"]["stage"] == "fullres" and "median image" in plans["cascade"]["why"]
+    low_fold = {s: k for k, f in enumerate(split["folds"]) for s in f["val"]}
+    for k, f in enumerate(split["folds"]):
+        for s in f["train"] + f["val"]:
+            prev = np.asarray(zarr.open_array(str(model / "3d_cascade" / f"fold_{k}" / "previous" / f"{s}.zarr"))[:])
+            with np.load(model / "3d_cascade" / "lowres" / f"fold_{low_fold[s]}" / "val_predictions.npz") as data:
+                np.testing.assert_array_equal(prev, class_indices(data[s], plans["label_values"]))
+    inference = json.loads((model / "inference.json").read_text())
+    assert inference["n_validation_subjects"] == sum(len(f["val"]) for f in split["folds"]) == 4
+    table = {tuple(r["members"]): r["dice"] for r in inference["table"]}
+    assert len(table) == 7 and ("2d", "3d", "3d_cascade") in table
+    best = max(table.values())
+    assert table[tuple(inference["configurations"])] >= best - inference["tolerance"]
+    assert inference["models"] == [f"{c}/fold_{k}/model_final.pt" for c in inference["configurations"] for k in (0, 1)]
+    assert "enabled" in inference["postprocessing"] and (model / "plans.json").is_file()
+    for s in split["test"]:
+        assert (out / "predictions" / s / f"{s}_seg.nii.gz").is_file()
+    assert "2d fold_0" in (out / "report" / "report.html").read_text()  # each configuration's curves
+
+    # predict-only from the model folder alone: inference.json names the models, relative to it
+    again = tmp_path / "again"
+    again.mkdir()
+    pcfg = {k: v for k, v in cfg.items() if k not in ("split", "model", "train")}
+    pcfg.update(output_dir=str(again / "results"), predict={"model_dir": str(model)},
+                input=dict(cfg["input"], label=None, subjects=split["test"]))
+    res = run_snakemake(again, pcfg, [])
+    assert res.returncode == 0, _fail_msg(res)
+    for s in split["test"]:
+        assert (again / "results" / "predictions" / s / f"{s}_seg.nii.gz").is_file()
