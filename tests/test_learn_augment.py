@@ -11,7 +11,9 @@ torch.set_num_threads(1)
 
 from voxflow.learn.augment import AugmentConfig, augment_batch  # noqa: E402
 
-NO_INTENSITY = dict(p_gamma=0, p_noise=0, p_brightness=0, p_contrast=0)
+# the MRI artefacts (tests/test_learn_augment_mri.py) are intensity transforms too: off with the others
+NO_ARTEFACTS = dict(p_inverted_gamma=0, p_bias_field=0, p_motion=0, p_ghosting=0, p_spike=0, p_low_res=0)
+NO_INTENSITY = dict(p_gamma=0, p_noise=0, p_brightness=0, p_contrast=0, **NO_ARTEFACTS)
 NO_SPATIAL = dict(p_rotation=0, p_scaling=0, p_elastic=0, p_mirror=0)
 ALL_SPATIAL = dict(p_rotation=1, p_scaling=1, p_elastic=1, p_mirror=1, **NO_INTENSITY)
 

@@ -5,6 +5,8 @@ loader. Rotation, scaling and elastic deformation of a sample are composed into
 one sampling grid, so the image is interpolated once (less blur than chaining
 resamplings) and the label is sampled with nearest neighbour on the identical
 grid, which keeps them aligned. Mirroring is an exact ``torch.flip`` of both.
+MRI acquisition artefacts (bias field, k-space motion, ghosting, spikes, low
+resolution; :mod:`voxflow.learn.augment_mri`) follow, on the image only.
 All randomness comes from ``generator``, so a seeded generator reproduces a batch.
 A CPU generator is cheapest (parameter draws are tiny; only the noise field is
 drawn full size, then moved), but a generator on the batch's GPU works too.
@@ -12,120 +14,14 @@ drawn full size, then moved), but a generator on the batch's GPU works too.
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-Range = tuple[float, float]
-
-
-@dataclass
-class AugmentConfig:
-    """Probabilities (per sample; mirroring per sample and axis) and ranges.
-
-    Defaults follow nnU-Net. ``scale_range``: factor s multiplies the sampling
-    coordinates, so s > 1 zooms out. ``elastic_magnitude``: largest displacement
-    in voxels; ``elastic_spacing``: control-point spacing in voxels;
-    ``elastic_sigma``: Gaussian smoothing of the control grid, in control points.
-    ``mirror_axes``: spatial axes (0 = first spatial axis) that may be flipped,
-    None for all. ``image_padding``: grid_sample padding for the image; "border"
-    (default) repeats edge intensities, which for z-scored MRI avoids the
-    artificial "0 = mean intensity" rim that "zeros" would paint into background.
-    The label is always padded with 0 (background). Gamma, noise, brightness and
-    contrast draw their factors per sample and channel (noise: per sample).
-    """
-
-    p_rotation: float = 0.2
-    rotation_deg: float = 30.0
-    p_scaling: float = 0.2
-    scale_range: Range = (0.7, 1.4)
-    p_elastic: float = 0.2
-    elastic_magnitude: Range = (2.0, 6.0)
-    elastic_spacing: float = 16.0
-    elastic_sigma: float = 1.0
-    p_mirror: float = 0.5
-    mirror_axes: tuple[int, ...] | None = None
-    image_padding: str = "border"
-    p_gamma: float = 0.3
-    gamma_range: Range = (0.7, 1.5)
-    p_noise: float = 0.1
-    noise_variance: Range = (0.0, 0.1)
-    p_brightness: float = 0.15
-    brightness_range: Range = (0.75, 1.25)
-    p_contrast: float = 0.15
-    contrast_range: Range = (0.75, 1.25)
-
-    def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            if f.name.startswith("p_") and not 0.0 <= float(v) <= 1.0:
-                raise ValueError(f"augment.{f.name} must be a probability in [0, 1], got {v}")
-            if f.name.endswith(("_range", "_magnitude", "_variance")):
-                if len(v) != 2 or float(v[0]) > float(v[1]) or float(v[0]) < 0:
-                    raise ValueError(f"augment.{f.name} must be [low, high] with 0 <= low <= high, got {v}")
-                setattr(self, f.name, (float(v[0]), float(v[1])))
-        if self.mirror_axes is not None:
-            self.mirror_axes = tuple(int(a) for a in self.mirror_axes)
-        if self.image_padding not in ("border", "zeros", "reflection"):
-            raise ValueError(f"augment.image_padding must be border, zeros or reflection, got {self.image_padding!r}")
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> AugmentConfig:
-        """Build from a (partial) YAML mapping; unknown keys are an error, not ignored."""
-        d = dict(d or {})
-        allowed = [f.name for f in dataclasses.fields(cls)]
-        for key in d:
-            if key not in allowed:
-                raise ValueError(f"unknown augmentation key {key!r}; allowed keys: {', '.join(allowed)}")
-        return cls(**d)
-
-
-def _rand(shape: int | tuple[int, ...], gen: torch.Generator | None, normal: bool = False) -> Tensor:
-    """Small parameter draws, returned on the CPU (a CUDA generator draws on its GPU)."""
-    dev = "cpu" if gen is None else gen.device
-    fn = torch.randn if normal else torch.rand
-    return fn(shape, generator=gen, device=dev).cpu()
-
-
-def _randn(shape: tuple[int, ...], gen: torch.Generator | None, device: torch.device) -> Tensor:
-    """Normal noise on ``device``, drawn with ``gen`` (on its own device, then moved)."""
-    dev = device if gen is None else gen.device
-    return torch.randn(shape, generator=gen, device=dev).to(device)
-
-
-def _uniform(rng: Range, shape: tuple[int, ...], gen: torch.Generator | None) -> Tensor:
-    return rng[0] + (rng[1] - rng[0]) * _rand(shape, gen)
-
-
-def _around_one(rng: Range, shape: tuple[int, ...], gen: torch.Generator | None) -> Tensor:
-    """Factors in ``rng``; as in nnU-Net, half below 1 and half above when 1 lies inside,
-    so e.g. (0.7, 1.5) shrinks as often as it enlarges."""
-    lo, hi = rng
-    low = _uniform((lo, min(hi, 1.0)), shape, gen)
-    high = _uniform((max(lo, 1.0), hi), shape, gen)
-    pick_low = _rand(shape, gen) < 0.5
-    if lo < 1.0 < hi:
-        return torch.where(pick_low, low, high)
-    return _uniform(rng, shape, gen)
-
-
-def _rotation(angles: Tensor) -> Tensor:
-    """(n, 1) angles -> (n, 2, 2); (n, 3) -> (n, 3, 3), rotating about each axis in turn."""
-    n, k = angles.shape
-    d = 2 if k == 1 else 3
-    out = torch.eye(d).repeat(n, 1, 1)
-    for axis in range(k):
-        i, j = [a for a in range(d) if a != axis] if d == 3 else (0, 1)
-        r = torch.eye(d).repeat(n, 1, 1)
-        c, s = torch.cos(angles[:, axis]), torch.sin(angles[:, axis])
-        r[:, i, i], r[:, i, j], r[:, j, i], r[:, j, j] = c, -s, s, c
-        out = out @ r
-    return out
+from voxflow.learn.augment_config import AugmentConfig
+from voxflow.learn.draws import _around_one, _rand, _randn, _rotation, _uniform
 
 
 def _smooth(x: Tensor, sigma: float) -> Tensor:
@@ -234,18 +130,32 @@ def _intensity(x: Tensor, cfg: AugmentConfig, gen: torch.Generator | None) -> Te
         lo, hi = flat.amin(2).reshape(per), flat.amax(2).reshape(per)
         span = (hi - lo).clamp_min(1e-8)
         x = torch.where(m, ((x - lo) / span).clamp(0, 1) ** gamma * span + lo, x)
+    if cfg.p_inverted_gamma > 0:  # drawn after all of the above, so p 0 leaves their stream as it was
+        m = chosen(cfg.p_inverted_gamma)
+        gamma = _around_one(cfg.gamma_range, per[:2], gen).reshape(per).to(dev)
+        if m.any():  # nnU-Net's invert_image: gamma of the negated image, negated back
+            flat = x.flatten(2)
+            lo, hi = flat.amin(2).reshape(per), flat.amax(2).reshape(per)
+            span = (hi - lo).clamp_min(1e-8)
+            # 1 - (1 - u) ** gamma, in place on one temporary (each fresh full-size tensor costs a pass of
+            # page faults on CPU); (1 - u) ** gamma as exp(gamma * log(1 - u)), 0 ** gamma = 0 for gamma > 0
+            v = (x - lo).div_(span).clamp_(0, 1).neg_().add_(1)
+            v = v.clamp_min_(1e-30).log_().mul_(gamma).exp_().neg_().add_(1).mul_(span).add_(lo)
+            x = torch.where(m, v, x)
     return x
 
 
 @torch.no_grad()
 def augment_batch(image: Tensor, label: Tensor, cfg: AugmentConfig,
-                  generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+                  generator: torch.Generator | None = None, context_slices: int = 1) -> tuple[Tensor, Tensor]:
     """Augment a batch: image (B, C, *spatial) float, label (B, 1, *spatial) integer.
 
     Works for 3D (5D tensors) and 2D (4D tensors) on any device; returns new
     tensors of the input dtypes (inputs are not modified). Spatial transforms go
     first (one resampling per sample, then flips), then noise, brightness,
-    contrast and gamma on the image only.
+    contrast, gamma and inverted gamma, then the MRI artefacts, on the image only.
+    ``context_slices``: for 2.5D input (B, C*k, Y, X), k, so that the MRI artefacts
+    treat the k slices of a modality as one acquisition (same parameters).
     """
     if image.ndim not in (4, 5):
         raise ValueError(f"image must be (B, C, Y, X) or (B, C, Z, Y, X), got {tuple(image.shape)}")
@@ -255,4 +165,7 @@ def augment_batch(image: Tensor, label: Tensor, cfg: AugmentConfig,
         raise ValueError(f"label must be an integer tensor, got {label.dtype}")
     img, lab = _spatial(image.float(), label, cfg, generator)
     img = _intensity(img, cfg, generator)
+    from voxflow.learn.augment_mri import mri_artefacts
+
+    img = mri_artefacts(img, cfg, generator, context_slices)
     return img.to(image.dtype), lab

@@ -137,9 +137,11 @@ def sample_generator(seed: int, step: int, index: int, device: torch.device) -> 
 
 
 def augment_samples(img: torch.Tensor, lab: torch.Tensor, cfg: AugmentConfig, seed: int, step: int,
-                    first: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Augment each sample with its own generator; `first` is the index of img[0] in the global batch."""
-    out = [augment_batch(img[i:i + 1], lab[i:i + 1], cfg, sample_generator(seed, step, first + i, img.device))
+                    first: int, context_slices: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Augment each sample with its own generator; `first` is the index of img[0] in the global batch.
+    `context_slices` (2.5D): the k slices of one modality share one MRI artefact, as one acquisition's would."""
+    out = [augment_batch(img[i:i + 1], lab[i:i + 1], cfg, sample_generator(seed, step, first + i, img.device),
+                         context_slices=context_slices)
            for i in range(img.shape[0])]
     return torch.cat([o[0] for o in out]), torch.cat([o[1] for o in out])
 
@@ -339,7 +341,8 @@ def _train(train_paths, val_paths, plans, cfg, out_dir: Path, d: ddp.Dist, progr
             wait += time.time() - tw
             img, lab = img.to(device, non_blocking=True), lab.to(device, non_blocking=True)
             img, lab = to_network_input(img, lab, plans)
-            img, lab = augment_samples(img, lab, aug_cfg, seed, epoch * iters + it, first)
+            img, lab = augment_samples(img, lab, aug_cfg, seed, epoch * iters + it, first,
+                                       plans["context_slices"] if plans["dim"] != "3d" else 1)
             img, lab = with_previous_stage(img, lab, plans)
             seen += img.shape[0]
             img = img.contiguous(memory_format=fmt)
