@@ -463,6 +463,6 @@ def test_example_configs_are_valid():
 
     for name, layout in [("sheet", "sheet"), ("brats", "brats"), ("msd", "msd"), ("bids", "bids"),
                          ("dicom_folders", "folders"), ("demo_qc_faults", "demo"),
-                         ("brats2018_sample", "brats")]:
+                         ("brats2018_sample", "brats"), ("demo_configurations", "demo")]:
         cfg = validate_config(yaml.safe_load((SCHEMA.parent / "examples" / f"{name}.yaml").read_text()), SCHEMA)
         assert cfg["input"]["layout"] == layout, name

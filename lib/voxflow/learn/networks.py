@@ -88,6 +88,10 @@ def build_network(
 ) -> nn.Module:
     """Build an nnU-Net-like ``DynUNet`` (instance norm, leaky ReLU, strided convs).
 
+    The instance norms are :class:`ChannelsLastInstanceNorm3d`/``2d``: torch's, computed without
+    leaving channels-last on CPU (the trainer's memory format), which made a CPU training step
+    about 20% faster (bench/train_throughput.py); the parameters and the maths are the same.
+
     ``dim``: ``"3d"`` (patch_size (Z, Y, X)), ``"2d"`` or ``"2.5d"`` (patch_size
     (Y, X)). A 2.5D network takes ``in_channels * context_slices`` input channels,
     the ``context_slices`` (odd) neighbouring slices of each channel stacked as in
@@ -127,7 +131,7 @@ def build_network(
         if s % total:
             raise ValueError(f"patch_size {tuple(patch_size)}: axis {axis} must be divisible by {total}")
     filters = [min(base_features * 2**i, max_features) for i in range(len(strides))]
-    return DynUNet(
+    net = DynUNet(
         spatial_dims=n_spatial,
         in_channels=in_channels,
         out_channels=n_classes,
@@ -140,6 +144,95 @@ def build_network(
         deep_supervision=deep_supervision,
         deep_supr_num=len(strides) - 2,
     )
+    return channels_last_instance_norms(net)
+
+
+class _InstanceNormChannelsLast(torch.autograd.Function):
+    """Affine instance norm of a channels-last CPU tensor, output channels-last.
+
+    torch's instance norm reshapes a channels-last input to channels-first (a copy in, and a channels-first
+    output that the next channels-last convolution copies back); its group norm keeps channels-last but has
+    a slow channels-last backward and a one-pass variance that loses precision when the mean is large
+    against the spread. Here both passes work on the contiguous (B, voxels, C) view, with two-pass
+    (centred) statistics, and reduce over the voxels with a batched matmul.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
+        b, c = x.shape[:2]
+        xs = x.movedim(1, -1).reshape(b, -1, c)  # a view: x is channels-last
+        mean = xs.mean(1, keepdim=True)
+        y = torch.empty_like(x)  # channels-last like x; its (B, voxels, C) view is filled in place
+        ys = torch.sub(xs, mean, out=y.movedim(1, -1).view(b, -1, c))
+        var = torch.diagonal(torch.bmm(ys.transpose(1, 2), ys), dim1=1, dim2=2).unsqueeze(1) / xs.shape[1]
+        rstd = torch.rsqrt(var + eps)
+        ys.mul_(rstd * weight.view(1, 1, c)).add_(bias.view(1, 1, c))
+        ctx.save_for_backward(x, weight, mean, rstd)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, weight, mean, rstd = ctx.saved_tensors
+        b, c = x.shape[:2]
+        xs = x.movedim(1, -1).reshape(b, -1, c)
+        gs = grad.movedim(1, -1).reshape(b, -1, c)  # a view too when the gradient is channels-last
+        n = xs.shape[1]
+        dx = torch.empty_like(x)
+        d = torch.sub(xs, mean, out=dx.movedim(1, -1).view(b, -1, c))  # x - mean, then dx in place
+        sum_g = gs.sum(1, keepdim=True)
+        sum_gxhat = torch.diagonal(torch.bmm(gs.transpose(1, 2), d), dim1=1, dim2=2).unsqueeze(1) * rstd
+        a = weight.view(1, 1, c) * rstd
+        # dx = a * (g - mean(g) - xhat * mean(g * xhat)), xhat = d * rstd
+        d.mul_(-a * rstd * sum_gxhat / n).add_(-a * sum_g / n).addcmul_(gs, a)
+        return dx, sum_gxhat.sum((0, 1)), sum_g.sum((0, 1)), None
+
+
+def _is_channels_last(x: torch.Tensor) -> bool:
+    fmt = torch.channels_last_3d if x.dim() == 5 else torch.channels_last
+    return x.is_contiguous(memory_format=fmt) and not x.is_contiguous()
+
+
+def _fast_instance_norm(norm: nn.modules.instancenorm._InstanceNorm, x: torch.Tensor) -> torch.Tensor | None:
+    """The channels-last instance norm of `x` where it applies (affine, CPU, float, channels-last), else None."""
+    if (x.device.type == "cpu" and x.dim() in (4, 5) and x.dtype in (torch.float32, torch.float64)
+            and norm.weight is not None and norm.bias is not None and not norm.track_running_stats
+            and _is_channels_last(x)):
+        return _InstanceNormChannelsLast.apply(x, norm.weight, norm.bias, norm.eps)
+    return None
+
+
+class ChannelsLastInstanceNorm3d(nn.InstanceNorm3d):
+    """``nn.InstanceNorm3d`` (same parameters, state dict and maths) without the channels-last copies on CPU."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = _fast_instance_norm(self, x)
+        return super().forward(x) if y is None else y
+
+
+class ChannelsLastInstanceNorm2d(nn.InstanceNorm2d):
+    """``nn.InstanceNorm2d`` (same parameters, state dict and maths) without the channels-last copies on CPU."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = _fast_instance_norm(self, x)
+        return super().forward(x) if y is None else y
+
+
+_TWINS: dict[type, type[nn.modules.instancenorm._InstanceNorm]] = {
+    nn.InstanceNorm3d: ChannelsLastInstanceNorm3d, nn.InstanceNorm2d: ChannelsLastInstanceNorm2d}
+
+
+def channels_last_instance_norms(module: nn.Module) -> nn.Module:
+    """Swap (in place) every affine ``nn.InstanceNorm2d/3d`` for its channels-last twin; returns `module`."""
+    for name, child in module.named_children():
+        twin = _TWINS.get(type(child))
+        if twin is not None and isinstance(child, nn.modules.instancenorm._InstanceNorm) and child.affine \
+                and not child.track_running_stats:
+            new = twin(child.num_features, eps=child.eps, affine=True)
+            new.load_state_dict(child.state_dict())
+            setattr(module, name, new)
+        else:
+            channels_last_instance_norms(child)
+    return module
 
 
 def slices_with_context(x: torch.Tensor, context_slices: int) -> torch.Tensor:
