@@ -261,7 +261,8 @@ def train_fold(train_paths: list[str], val_paths: list[str], plans: dict, cfg: d
 
 
 def _train(train_paths, val_paths, plans, cfg, out_dir: Path, d: ddp.Dist, progress: bool,
-           previous: dict[str, str]) -> dict:
+           previous: dict[str, str] | None = None) -> dict:
+    previous = previous or {}
     from tqdm import tqdm
 
     device, batch = d.device, int(plans["batch_size"])
