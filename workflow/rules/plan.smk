@@ -131,9 +131,9 @@ rule plan:
         **step_params(lambda w: {"scheduler": config["dask"]["scheduler"], "model": model_section(w),
                                  "train": config["train"], "modalities": MODS, "label_values": INP["label_values"]}),
     log:
-        os.path.join(OUT, "logs", "plan", CONF_LOG + "plan.log"),
+        os.path.join(OUT, "logs", "plan", f"{CONF_LOG}plan.log"),
     benchmark:
-        os.path.join(OUT, "benchmarks", "plan", CONF_LOG + "plan.tsv")
+        os.path.join(OUT, "benchmarks", "plan", f"{CONF_LOG}plan.tsv")
     threads: 2
     resources:
         mem_mb=mem_mb("heavy"),

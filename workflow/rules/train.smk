@@ -26,13 +26,13 @@ rule train:
         **({"val_probabilities": os.path.join(CONF_DIR, "fold_{fold}", "val_probabilities.npz")}
            if MULTI_CONFIG else {}),
         curve=report(os.path.join(CONF_DIR, "fold_{fold}", "curve.png"), caption="../report/curve.rst",
-                     category="Training", labels={"fold": (CONF_LOG + "{fold}")}),
+                     category="Training", labels={"fold": f"{CONF_LOG}{{fold}}"}),
     params:
         **step_params(lambda w: {"fold": int(w.fold), "train": config["train"], "infer": config["infer"]}),
     log:
-        os.path.join(OUT, "logs", "train", CONF_LOG + "fold_{fold}.log"),
+        os.path.join(OUT, "logs", "train", f"{CONF_LOG}fold_{{fold}}.log"),
     benchmark:
-        os.path.join(OUT, "benchmarks", "train", CONF_LOG + "fold_{fold}.tsv")
+        os.path.join(OUT, "benchmarks", "train", f"{CONF_LOG}fold_{{fold}}.tsv")
     threads: config["train"]["threads"]
     resources:
         mem_mb=mem_mb("heavy"),

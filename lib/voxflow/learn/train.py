@@ -312,7 +312,7 @@ def _train(train_paths, val_paths, plans, cfg, out_dir: Path, d: ddp.Dist, progr
         scaler.load_state_dict(state["scaler"])
         start_epoch = int(state["epoch"])
         rows = json.loads(state["curve"])
-        elapsed = float(state.get("elapsed_s", 0.0))
+        elapsed = float(state.get("elapsed_s") or 0.0)
         if budget is not None and state.get("budget_epochs") is not None:  # the schedule fitted before
             epochs = min(epochs, int(state["budget_epochs"]))
         log.info("resuming from %s at epoch %d", ckpt_path, start_epoch)
@@ -394,7 +394,8 @@ def _train(train_paths, val_paths, plans, cfg, out_dir: Path, d: ddp.Dist, progr
         if epoch % int(cfg["checkpoint_every"]) == 0 or epoch == epochs:
             save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=opt.state_dict(),
                             scaler=scaler.state_dict(), epoch=epoch, curve=json.dumps(rows), world_size=d.world,
-                            run_key=key, elapsed_s=elapsed, budget_epochs=epochs if budget is not None else None)
+                            run_key=key, elapsed_s=elapsed if budget is not None else None,  # no clock without a budget
+                            budget_epochs=epochs if budget is not None else None)
         ddp.barrier(d)
     final = out_dir / "model_final.pt"
     if d.main and start_epoch >= epochs:  # resumed after its last epoch (killed before the end): the curve again
