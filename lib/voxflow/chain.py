@@ -34,6 +34,8 @@ class RawSubject:
     images: Mapping[str, str]
     label: str | None = None
     problem: tuple[str, str] | None = None
+    # input.missing: synthesize: modality -> why it is missing (voxflow.missing); its path is ""
+    missing: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -110,13 +112,15 @@ def build_chain(cs: ChainSettings, root: str, normalization: str | None = None) 
         Step("validate", inputs={}, raw_inputs=True, weight="light",
              outputs={"table": validation_table(root)},
              config={"reference": ref, "label_values": cs.label_values and list(cs.label_values)},
-             subject_config=lambda raw: {"images": dict(raw.images), "label": raw.label, "problem": raw.problem}),
+             subject_config=lambda raw: {"images": dict(raw.images), "label": raw.label, "problem": raw.problem,
+                                         **({"missing": dict(raw.missing)} if raw.missing else {})}),
         Step("ingest", inputs={"validation": validation_table(root)}, weight="light",
              outputs={**_images(root, "ingest", mods), **ingest_label, "info": sub_path(root, "ingest", "info.json")},
              config={"modalities": mods, "reference": ref, "modality_types": types,
                      "label_values": cs.label_values and list(cs.label_values)},
              subject_config=lambda raw: {"expected": {"images": dict(raw.images), "label": raw.label},
-                                         "problem": raw.problem}),
+                                         "problem": raw.problem,
+                                         **({"missing": dict(raw.missing)} if raw.missing else {})}),
         Step("coreg", inputs=_images(root, "ingest", mods),
              outputs={**_images(root, "coreg", mods),
                       **{f"xfm_{m}": sub_path(root, "coreg", f"{m}_to_{ref}.mat") for m in mods if m != ref},
@@ -164,7 +168,8 @@ def build_chain(cs: ChainSettings, root: str, normalization: str | None = None) 
                       outputs={"zarr": store_path(root)},
                       config={**pre["normalize"], **pre["zarr"], "modalities": mods, "space": cs.space,
                               "methods": dict(cs.norm_methods)},
-                      subject_config=lambda raw: {"native_reference": raw.images[ref]}))
+                      subject_config=lambda raw: {"native_reference": raw.images[ref],
+                                                  **({"missing": dict(raw.missing)} if raw.missing else {})}))
     # the subject's quality scores, one file from the steps' (voxflow.qc_subject); the cohort rule qc_flags reads it
     steps.append(Step("qc_scores", weight="light", outputs={"scores": qc_scores_path(root)}, config={},
                       inputs={st.name: st.outputs["scores"] for st in steps if "scores" in st.outputs}))

@@ -21,6 +21,8 @@ class Cohort:
     images: dict[str, dict[str, str]] = field(default_factory=dict)   # subject -> modality -> path ("" = none)
     labels: dict[str, str | None] = field(default_factory=dict)       # subject -> label path
     problems: dict[str, tuple[str, str]] = field(default_factory=dict)  # subject -> (file, problem)
+    # input.missing: synthesize: subject -> modality -> why it is missing (voxflow.missing); its path is ""
+    missing: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 def demo_subject_ids(n: int) -> list[str]:

@@ -59,7 +59,9 @@ def build_cohort(config: dict) -> Cohort:
         dup = sorted(s for s, n in Counter(subjects).items() if n > 1)
         if dup:
             raise ConfigError(f"config error at 'input.subjects': duplicated subject IDs: {dup}")
-    return getattr(layouts, config["input"]["layout"])(config)
+    from voxflow.missing import mark_missing
+
+    return mark_missing(config, getattr(layouts, config["input"]["layout"])(config))
 
 
 def shorten_subject_lists(obj, limit: int = 50, keys: tuple[str, ...] = ("subjects", "test_subjects")):

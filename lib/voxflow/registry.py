@@ -32,6 +32,8 @@ STEPS: dict[str, str] = {
     "postprocess_plan": "voxflow.learn.steps:postprocess_plan",
     "choose_configuration": "voxflow.learn.steps:choose_configuration",
     "predict": "voxflow.learn.steps:predict",
+    "train_synthesis": "voxflow.synth.complete:train_synthesis",
+    "complete_subject": "voxflow.synth.complete:complete_subject",
     "evaluate": "voxflow.evaluate:evaluate",
     "aggregate": "voxflow.evaluate:aggregate",
     "report": "voxflow.report:report",

@@ -50,10 +50,12 @@ def write_status(path: str, subject: str, store: str | None = None, validation: 
     return status
 
 
-def merge_status(paths: list[str], out: str, test_subjects: list[str] | None = None) -> dict:
+def merge_status(paths: list[str], out: str, test_subjects: list[str] | None = None,
+                 incomplete: dict[str, dict[str, str]] | None = None) -> dict:
     """status/cohort.json from every subject's status: `subjects` (included, sorted: the split does not depend
     on the order of a sheet), `test_subjects` (split.test_subjects that were not excluded), `excluded` and
-    `warnings` (subject, file, problem). Also the input of the split (`subjects`, `test_subjects`)."""
+    `warnings` (subject, file, problem), `incomplete` (input.missing: synthesize: the included subjects that lack
+    a modality -> {modality: why}; never trained on). Also the input of the split."""
     included, excluded, warnings = [], [], []
     for p in paths:
         st = json.loads(Path(p).read_text())
@@ -65,7 +67,8 @@ def merge_status(paths: list[str], out: str, test_subjects: list[str] | None = N
     kept = set(included)
     cohort = {"subjects": sorted(included),
               "test_subjects": sorted(s for s in test_subjects if s in kept) if test_subjects else None,
-              "excluded": sorted(excluded, key=lambda e: e["subject"]), "warnings": warnings}
+              "excluded": sorted(excluded, key=lambda e: e["subject"]), "warnings": warnings,
+              "incomplete": {s: dict(m) for s, m in sorted((incomplete or {}).items()) if s in kept}}
     write_json_atomic(cohort, out)
     return cohort
 

@@ -44,7 +44,7 @@ def ingest(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> d
     values = set(cfg["label_values"]) if cfg.get("label_values") else None
     info = ingest_subject(subject, images, by_modality(out), cfg["reference"],
                           label=expected.get("label"), out_label=out.get("label"), label_values=values,
-                          modality_types=cfg.get("modality_types"))
+                          modality_types=cfg.get("modality_types"), missing=cfg.get("missing"))
     write_json_atomic(info, out["info"])
     return info
 
@@ -147,7 +147,9 @@ def to_zarr(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> 
     mask_img, mask = read_space_mask(subject, inp["mask"], native)
     methods = cfg["methods"]  # resolved once per modality (voxflow.settings.ChainSettings.norm_methods)
     learned = json.loads(Path(inp["normalization"]).read_text())["modalities"] if inp.get("normalization") else {}
-    chans = [normalize(sitk.GetArrayFromImage(sitk.ReadImage(inp[f"img_{m}"], sitk.sitkFloat32)), mask,
+    missing = cfg.get("missing") or {}  # input.missing: synthesize: a stand-in until complete_subject fills it
+    chans = [np.zeros(mask.shape, np.float32) if m in missing else
+             normalize(sitk.GetArrayFromImage(sitk.ReadImage(inp[f"img_{m}"], sitk.sitkFloat32)), mask,
                        methods[m], tuple(cfg["percentiles"]), cfg.get("window"), learned.get(m)) for m in mods]
     image = np.stack(chans)
     label = sitk.GetArrayFromImage(sitk.ReadImage(inp["label"])).astype(np.uint8) if inp.get("label") else None
@@ -155,7 +157,8 @@ def to_zarr(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> 
     transforms = json.loads((xfm_dir / "transforms.json").read_text())
     transforms["dir"] = str(xfm_dir.resolve())
     transforms["native_reference"] = str(Path(cfg["native_reference"]).resolve())
-    extra = {"subject": subject, "normalization": methods, **({"space": "native"} if native else {})}
+    extra = {"subject": subject, "normalization": methods, **({"space": "native"} if native else {}),
+             **({"missing_modalities": missing} if missing else {})}
     write_subject_store(out["zarr"], image, mask, label, mods, mask_img.GetSpacing()[::-1], mask_img.GetOrigin(),
                         np.array(mask_img.GetDirection()).reshape(3, 3), transforms, dtype=cfg["dtype"],
                         chunk=cfg["chunk"], compressor=cfg["compressor"], clevel=cfg["clevel"],
@@ -270,7 +273,7 @@ def chain(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> di
     cs = ChainSettings.from_json(cfg["settings"], has_label=bool(cfg["has_label"]))
     problem = cfg["raw"].get("problem")
     raw = RawSubject(images=cfg["raw"]["images"], label=cfg["raw"].get("label"),
-                     problem=tuple(problem) if problem else None)
+                     problem=tuple(problem) if problem else None, missing=cfg["raw"].get("missing"))
     specs = fused_steps(build_chain(cs, cfg["root"], cfg.get("normalization")), subject, raw, cs.dataset_norm,
                         demo=bool(cfg.get("demo")))
     return run_chain(subject, specs, on_error=cfg.get("on_error", "stop"), status=out.get("status"),

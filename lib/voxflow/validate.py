@@ -185,7 +185,9 @@ class _Progress:
 
 def validate_cohort(cohort, inp: dict, jobs: int = 1, voxels: bool = True, progress: bool = True) -> list[Row]:
     """check_subject over a `voxflow.config.Cohort` (jobs > 1: a process pool); rows in cohort order."""
-    tasks = [(s, dict(images=dict(cohort.images[s]), label=cohort.labels.get(s), reference=inp["reference"],
+    missing = getattr(cohort, "missing", {}) or {}
+    tasks = [(s, dict(images={m: p for m, p in cohort.images[s].items() if m not in missing.get(s, {})},
+                      label=cohort.labels.get(s), reference=inp["reference"],
                       label_values=inp["label_values"], problem=cohort.problems.get(s), voxels=voxels))
              for s in cohort.subjects]
     results: dict[str, list[Row]] = {}
@@ -267,8 +269,12 @@ def validate(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) ->
     with the table's first row, so a broken subject stops there while the table is complete."""
     import logging
 
-    rows = check_subject(subject, cfg["images"], cfg.get("label"), cfg["reference"], cfg.get("label_values"),
+    missing = cfg.get("missing") or {}
+    images = {m: p for m, p in cfg["images"].items() if m not in missing}
+    rows = check_subject(subject, images, cfg.get("label"), cfg["reference"], cfg.get("label_values"),
                          cfg.get("problem"), voxels=cfg.get("voxels", True))
+    rows += [Row(subject, "-", f"modality '{m}' is missing ({why}): it will be synthesized (input.missing: "
+                               "synthesize)", "warning") for m, why in missing.items()]
     for r in rows:
         logging.getLogger("voxflow").warning("%s: subject=%s file=%s: %s", "problem" if r.severity == "error"
                                              else "warning", r.subject, r.file, r.problem)

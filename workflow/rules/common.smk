@@ -12,6 +12,7 @@ import sys
 
 from voxflow.config import build_cohort, shorten_subject_lists, validate_config
 from voxflow.errors import ConfigError
+from voxflow.missing import missing_summary
 from voxflow.settings import resolve
 from voxflow.learn.launch import launcher
 from voxflow.preprocess.store import write_json_atomic

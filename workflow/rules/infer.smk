@@ -56,7 +56,7 @@ PRED_MODEL_STAMPS = ([[p, os.stat(p).st_size, os.stat(p).st_mtime_ns] for p in P
 
 rule predict:
     input:
-        store=job_function(lambda wildcards: store_input(wildcards.subject)),
+        store=job_function(lambda wildcards: inference_store(wildcards.subject)),
         # stands for the whole model: postprocess_plan writes it from every fold's validation
         # predictions, after the fold's model_final.pt. Listing the fold models here too added 5 files
         # to each of 2000 jobs at 10 000 subjects: Snakemake spends ~0.3 ms per listed file.
@@ -67,6 +67,8 @@ rule predict:
         # space: the cropped, resampled native grid the network saw)
         store_grid=prediction_file("{subject}", STORE_SPACE),
         native=prediction_file("{subject}"),
+        # what the prediction was made from: the model, the store, and any synthesized modality
+        sidecar=os.path.join(PRED_DIR, "{subject}", "{subject}_seg.json"),
         **({"prob_native": os.path.join(PRED_DIR, "{subject}", "{subject}_prob.nii.gz")}
            if config["infer"]["probabilities"] else {}),
     params:

@@ -62,7 +62,8 @@ def current_split():
         try:
             state["split"] = make_split(state["subjects"], SPLIT_CFG["n_folds"], SPLIT_CFG["test_fraction"],
                                         SPLIT_CFG["seed"], state.get("test_subjects"), qc_excluded=qc_flagged(),
-                                        holdout_fraction=SPLIT_CFG["holdout_fraction"])
+                                        holdout_fraction=SPLIT_CFG["holdout_fraction"],
+                                        incomplete=state.get("incomplete"))
         except ValueError:
             state["split"] = None
     return state["split"]

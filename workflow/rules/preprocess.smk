@@ -18,7 +18,7 @@ DEMO_LAYOUT = INP["layout"] == "demo"
 def raw_subject(subject):
     """A subject's raw files as the layout found them (voxflow.config.build_cohort, once at parse time)."""
     return RawSubject(images=COHORT.images[subject], label=COHORT.labels[subject] if HAS_LABEL else None,
-                      problem=COHORT.problems.get(subject))
+                      problem=COHORT.problems.get(subject), missing=COHORT.missing.get(subject))
 
 
 def subject_spec(st, subject):
@@ -151,7 +151,7 @@ def chain_params(wildcards, input, output):
                        "config": {"settings": SETTINGS.chain.to_json(), "has_label": HAS_LABEL, "root": OUT,
                                   "normalization": NORM_JSON, "demo": DEMO_LAYOUT, "on_error": ON_ERROR,
                                   "store": store(s), "raw": {"images": raw.images, "label": raw.label,
-                                                             "problem": raw.problem}}})
+                                                             "problem": raw.problem, "missing": raw.missing}}})
 
 
 if FUSED:
@@ -229,8 +229,11 @@ checkpoint cohort_status:
     params:
         # test subjects of the config (those not excluded are written): a changed list rewrites the file
         test_subjects={"test_subjects": config["split"]["test_subjects"]},
+        # input.missing: synthesize: the subjects that lack a modality (never trained on, completed before inference)
+        incomplete={"incomplete": COHORT.missing},
     localrule: True
     run:
         from voxflow.status import merge_status
 
-        merge_status(list(input), output.cohort, params.test_subjects["test_subjects"])
+        merge_status(list(input), output.cohort, params.test_subjects["test_subjects"],
+                     params.incomplete["incomplete"])

@@ -26,6 +26,7 @@ REPORT_PATHS = {
     "native": prediction_file("{subject}"),  # native space (predict-only: the volume table)
     "store": store_input("{subject}"),  # the store, or the status file that stands for it (voxflow.status.store_path)
     "qc": os.path.join(OUT, "qc", "{subject}", "{step}.png"),
+    "synthesis_qc": SYNTH_QC,  # a completed subject's modalities, the synthesized ones marked
     # Run times: Snakemake writes a job's benchmark file itself, after the job, so no rule has it as an output
     # and it cannot be an input (the report's own appears after the report). The step reads the files that
     # match this pattern when it runs: those of the jobs before it, and any left by earlier runs.
@@ -78,7 +79,9 @@ def report_subject_files(wildcards):
     files = [f for s in shown["prediction_qc"] for f in (prediction_file(s, STORE_SPACE), store_input(s))]
     for s in dict.fromkeys(shown.get("flagged", []) + shown["preprocessing_qc"]):
         files += [os.path.join(OUT, "qc", s)] if FUSED else [p.replace("{subject}", s) for p in QC_FIGURES.values()]
-    return files
+    # the completed subjects' synthesis figures (input.missing: synthesize), at most REPORT_QC_SUBJECTS
+    completed = [s for s in predict_subjects() if s in INCOMPLETE][:REPORT_QC_SUBJECTS]
+    return files + [SYNTH_QC.replace("{subject}", s) for s in completed]
 
 
 @job_function
@@ -100,6 +103,8 @@ rule report:
         qc_scores=QC_SCORES,
         qc_flags=QC_FLAGS,
         **({"split": REPORT_SPLIT} if TRAINING or os.path.isfile(REPORT_SPLIT) else {}),
+        **({"synthesis": os.path.join(SYNTH_DIR, "synthesis.json"), "synthesis_curve": os.path.join(SYNTH_DIR, "curve.csv")}
+           if SYNTHESIS else {}),
         **({"metrics": os.path.join(EVAL_DIR, "metrics.tsv"), "summary": os.path.join(EVAL_DIR, "summary.tsv")}
            if EVALUATE else {}),
     output:

@@ -19,6 +19,8 @@ rule train:
         stores=STORES_JSON,
         split=os.path.join(MODEL_DIR, "split.json"),
         plans=os.path.join(CONF_DIR, "plans.json"),
+        # train.augment.synthetic_modality_p > 0: samples get a modality replaced by the synthesis model's output
+        **({"synthesis": SYNTH_MODEL} if SYNTH_P > 0 else {}),
     output:
         model=os.path.join(CONF_DIR, "fold_{fold}", "model_final.pt"),
         val_predictions=os.path.join(CONF_DIR, "fold_{fold}", "val_predictions.npz"),

@@ -99,8 +99,14 @@ class AugmentConfig:
     p_low_res: float = 0.25
     low_res_factor_range: Range = (1.5, 4.0)
     low_res_axes: tuple[int, ...] | None = None
+    # the probability that a training sample has one modality replaced by the synthesis model's output
+    # (voxflow.synth.augment; needs the cohort's synthesis model, which the workflow then trains first)
+    synthetic_modality_p: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= float(self.synthetic_modality_p) <= 1.0:
+            raise ValueError(f"augment.synthetic_modality_p must be a probability in [0, 1], "
+                             f"got {self.synthetic_modality_p}")
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
             if f.name.startswith("p_") and not 0.0 <= float(v) <= 1.0:

@@ -184,7 +184,7 @@ def make_plans(fp: dict, cfg: dict, modalities: list[str], label_values: list[in
 
 def make_split(subjects: Sequence[str], n_folds: int, test_fraction: float, seed: int,
                test_subjects: Sequence[str] | None = None, qc_excluded: Mapping[str, list[str]] | None = None,
-               holdout_fraction: float = 0.2) -> dict:
+               holdout_fraction: float = 0.2, incomplete: Mapping[str, Mapping[str, str]] | None = None) -> dict:
     """Deterministic held-out test list + k folds over the rest (same seed, same split).
 
     One fold (no cross-validation) still needs cases the model did not train on, to decide the post-processing
@@ -193,7 +193,17 @@ def make_split(subjects: Sequence[str], n_folds: int, test_fraction: float, seed
     and leave the decision measured on another model.
 
     `qc_excluded` (subject -> its QC flags; qc.exclude_flagged): those subjects are split as if absent, then added
-    to the test subjects (predicted and evaluated, never trained on) and recorded with their flags."""
+    to the test subjects (predicted and evaluated, never trained on) and recorded with their flags. `incomplete`
+    (subject -> {modality: why}; input.missing: synthesize) likewise: they are predicted once the synthesis model
+    completed them, never trained on, and recorded as `incomplete`."""
+    if incomplete:
+        absent = sorted(set(incomplete) & set(subjects))
+        sp = make_split([s for s in subjects if s not in incomplete], n_folds, test_fraction, seed,
+                        [s for s in test_subjects or [] if s not in incomplete] or None,
+                        {s: f for s, f in (qc_excluded or {}).items() if s not in incomplete}, holdout_fraction)
+        sp["test"] = sorted(set(sp["test"]) | set(absent))
+        sp["incomplete"] = [{"subject": s, "missing": dict(incomplete[s])} for s in absent]
+        return sp
     if qc_excluded:
         left_out = sorted(set(qc_excluded) & set(subjects))
         sp = make_split([s for s in subjects if s not in qc_excluded], n_folds, test_fraction, seed,

@@ -34,7 +34,8 @@ def split(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> di
         flagged = flag_summary(read_flags(inp["flags"]))
     try:
         sp = make_split(lists["subjects"], cfg["n_folds"], cfg["test_fraction"], cfg["seed"],
-                        lists.get("test_subjects"), qc_excluded=flagged, holdout_fraction=cfg["holdout_fraction"])
+                        lists.get("test_subjects"), qc_excluded=flagged, holdout_fraction=cfg["holdout_fraction"],
+                        incomplete=lists.get("incomplete"))
     except ValueError as exc:
         raise ValueError(f"{exc}" + (f" after excluding {len(excluded)} subjects "
                                      f"({', '.join(e['subject'] for e in excluded[:5])}"
@@ -75,8 +76,9 @@ def train(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> di
     stores = _stores(inp, f["train"] + f["val"])
     oof = _previous_stage(inp, f["train"] + f["val"], plans, out_dir) if plans.get("cascade", {}).get(
         "stage") == "fullres" else {}
+    train_cfg = cfg["train"] | ({"synthesis_model": inp["synthesis"]} if inp.get("synthesis") else {})
     info = train_fold([stores[s] for s in f["train"]], [stores[s] for s in f["val"]], plans,
-                      cfg["train"], out_dir, device=device,
+                      train_cfg, out_dir, device=device,
                       previous={stores[s]: path for s, path in oof.items()} or None)
     info.pop("step_losses", None)  # for tests; the curve has the epoch means
     if info["rank"] != 0:  # DDP: rank 0 alone writes the outputs
@@ -262,5 +264,14 @@ def predict(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> 
     post = json.loads(Path(inp["postprocessing"]).read_text()) if inp.get("postprocessing") else None
     if inference is not None:
         post = inference["postprocessing"]
-    return predict_subject(store_path(inp["store"]), models, post, cfg, out["store_grid"], out["native"],
-                           out.get("prob_native"))
+    store = store_path(inp["store"])
+    info = predict_subject(store, models, post, cfg, out["store_grid"], out["native"], out.get("prob_native"))
+    if out.get("sidecar"):
+        from voxflow.synth.complete import synthetic_modalities
+
+        synthetic = synthetic_modalities(store)
+        write_json_atomic({"subject": subject, "store": store, "models": models,
+                           "configuration": inference.get("choice") if inference else None,
+                           "synthetic_modalities": synthetic, "label_voxels": info["native_voxels"]}, out["sidecar"])
+        info["synthetic_modalities"] = sorted(synthetic)
+    return info

@@ -322,6 +322,11 @@ def _train(train_paths, val_paths, plans, cfg, out_dir: Path, d: ddp.Dist, progr
         log.info("DDP: %d processes (%s), global batch %d, %d per process", d.world, d.backend, batch,
                  batch // d.world)
     aug_cfg = AugmentConfig.from_dict(cfg.get("augment") or {})
+    synthetic = None
+    if aug_cfg.synthetic_modality_p > 0:
+        from voxflow.synth.augment import SyntheticModality
+
+        synthetic = SyntheticModality(cfg.get("synthesis_model"), aug_cfg.synthetic_modality_p, device, plans["dim"])
     patch = sampler_patch(plans)
     train_ds = PatchBatches(train_paths, patch, batch, cfg["fg_fraction"], plans["label_values"],
                             seed=seed, centre_z=plans["dim"] != "3d", rank=d.rank, world=d.world,
@@ -341,6 +346,8 @@ def _train(train_paths, val_paths, plans, cfg, out_dir: Path, d: ddp.Dist, progr
             img, lab = next(loader)
             wait += time.time() - tw
             img, lab = img.to(device, non_blocking=True), lab.to(device, non_blocking=True)
+            if synthetic is not None:
+                img = synthetic(img, seed, epoch * iters + it, first)
             img, lab = to_network_input(img, lab, plans)
             img, lab = augment_samples(img, lab, aug_cfg, seed, epoch * iters + it, first,
                                        plans["context_slices"] if plans["dim"] != "3d" else 1)
@@ -397,6 +404,9 @@ def _train(train_paths, val_paths, plans, cfg, out_dir: Path, d: ddp.Dist, progr
                             run_key=key, elapsed_s=elapsed if budget is not None else None,  # no clock without a budget
                             budget_epochs=epochs if budget is not None else None)
         ddp.barrier(d)
+    if synthetic is not None:
+        log.info("train.augment.synthetic_modality_p=%s: %d samples had a modality synthesized",
+                 synthetic.p, synthetic.applied)
     final = out_dir / "model_final.pt"
     if d.main and start_epoch >= epochs:  # resumed after its last epoch (killed before the end): the curve again
         write_curve(rows, out_dir)

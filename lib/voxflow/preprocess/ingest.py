@@ -68,15 +68,23 @@ def check_label(label: sitk.Image, reference: sitk.Image, subject: str, path: st
 
 def ingest_subject(subject: str, images: Mapping[str, str], out_images: Mapping[str, str],
                    reference: str, label: str | None = None, out_label: str | None = None,
-                   label_values: set[int] | None = None, modality_types: Mapping[str, str] | None = None) -> dict:
+                   label_values: set[int] | None = None, modality_types: Mapping[str, str] | None = None,
+                   missing: Mapping[str, str] | None = None) -> dict:
     """Validate every modality (and the label), reorient, write float32 NIfTI.
 
     Raises InputError on the first problem; nothing is written for the subject in that case,
-    because all files are checked before the first write.
+    because all files are checked before the first write. `missing` (input.missing: synthesize): modality -> why;
+    the reference image stands in for each (so that every later step finds its file), info.json names them, and
+    to_zarr writes zeros in their channels until the synthesis model fills them (voxflow.missing).
     """
     modality_types = modality_types or {}
+    missing = dict(missing or {})
+    if reference in missing:
+        raise InputError(subject, None, f"reference modality '{reference}' is missing: it cannot be synthesized")
     loaded: dict[str, sitk.Image] = {}
     for mod, path in images.items():
+        if mod in missing:
+            continue
         if not path:
             raise InputError(subject, None, f"modality '{mod}' is missing for this subject")
         # kept in the scanner's dtype (int16 gzips twice as fast as float32); later steps read float
@@ -87,10 +95,13 @@ def ingest_subject(subject: str, images: Mapping[str, str], out_images: Mapping[
     if label is not None:
         lab_img = read_image(label, subject, what="label", allow_constant=True)
         lab = check_label(lab_img, loaded[reference], subject, label, label_values)
-    info: dict[str, Any] = {"subject": subject, "modalities": {}}
+    info: dict[str, Any] = {"subject": subject, "modalities": {}, **({"missing": missing} if missing else {})}
+    for mod in missing:  # the stand-in: the reference image, so that coreg, N4 and the rest run unchanged
+        loaded[mod] = loaded[reference]
+    loaded = {m: loaded[m] for m in images}  # the configured order
     for mod, img in loaded.items():
         write_image(canonical(img), out_images[mod])
-        info["modalities"][mod] = {"source": str(images[mod]), "size": img.GetSize(),
+        info["modalities"][mod] = {"source": "" if mod in missing else str(images[mod]), "size": img.GetSize(),
                                    "spacing": img.GetSpacing(), "type": modality_types.get(mod, "mr")}
     if lab is not None and out_label:
         write_image(canonical(lab), out_label)

@@ -52,6 +52,32 @@ def _check_modality_keys(config: dict, cohort: Cohort) -> list[str]:
     return problems
 
 
+def _check_missing(config: dict, cohort: Cohort) -> list[str]:
+    """input.unusable and demo.missing name known subjects and modalities; synthesis needs a second modality and
+    the predict-only mode cannot train the synthesis model."""
+    inp, mods, problems = config["input"], config["input"]["modalities"], []
+    known = set(cohort.subjects)
+    lists = [("input.unusable", inp["unusable"] or {})]
+    if inp["layout"] == "demo":
+        lists.append(("demo.missing", config["demo"]["missing"] or {}))
+    for key, table in lists:
+        unknown = sorted(s for s in table if s not in known)
+        if unknown:
+            problems.append(f"config error at '{key}': {_listing(unknown)} not in the cohort")
+        bad = sorted({m for names in table.values() for m in names if m not in mods})
+        if bad:
+            problems.append(f"config error at '{key}': unknown modalit{'y' if len(bad) == 1 else 'ies'} "
+                            f"{_listing(bad)}; input.modalities: {mods}")
+    if inp["missing"] == "synthesize" and len(mods) < 2:
+        problems.append("config error at 'input.missing': synthesize needs at least two modalities (one to "
+                        f"synthesize from); input.modalities: {mods}")
+    if cohort.missing and config["predict"]["model_dir"]:
+        problems.append("config error at 'input.missing': synthesize trains the synthesis model on the cohort's "
+                        "training subjects, which predict-only mode (predict.model_dir) does not have; "
+                        f"{len(cohort.missing)} subjects lack a modality")
+    return problems
+
+
 def _check_labels(config: dict, cohort: Cohort) -> list[str]:
     inp = config["input"]
     values = inp["label_values"]
@@ -368,7 +394,7 @@ def check_config(config: dict, cohort: Cohort) -> None:
     ConfigError listing them all, one `config error at '<key>': ...` line each. `voxflow validate` and the
     Snakefile (workflow/rules/common.smk) both call it right after build_cohort, so they agree."""
     problems = []
-    for check in (_check_output_and_names, _check_modality_keys, _check_labels, _check_paths, _check_split,
+    for check in (_check_output_and_names, _check_modality_keys, _check_missing, _check_labels, _check_paths, _check_split,
                   _check_model_dir, _check_training, _check_preprocess, _check_inputs_found):
         problems += check(config, cohort)
     if problems:

@@ -1,0 +1,186 @@
+"""Missing or unusable modalities (input.missing, input.unusable; voxflow.missing, voxflow.synth.complete): what the
+parse time finds per subject, the split that never trains on them, ingest's stand-in, and one workflow run where
+a subject with an empty sheet cell, one with an absent file and one with an unusable modality are completed by the
+synthesis model and predicted."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from conftest import SCHEMA
+
+
+def _cohort(inp: dict, **top):
+    from voxflow.config import build_cohort, validate_config
+
+    cfg = validate_config(copy.deepcopy({"input": inp, **top}), SCHEMA)
+    return build_cohort(cfg), cfg
+
+
+def _volume(path: Path, seed: int = 0) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arr = np.random.default_rng(seed).normal(100, 10, (12, 14, 16)).astype(np.float32)
+    img = sitk.GetImageFromArray(arr)
+    img.SetSpacing((2.0, 2.0, 2.0))
+    sitk.WriteImage(img, str(path))
+    return str(path)
+
+
+def _sheet(tmp_path: Path) -> Path:
+    """a: complete; b: empty flair cell; c: flair file absent; d: flair exists (listed unusable in the tests);
+    e: t1 (the reference) cell empty."""
+    data = tmp_path / "data"
+    for s in "abcde":
+        _volume(data / s / "t1.nii.gz")
+        if s != "c":
+            _volume(data / s / "flair.nii.gz", 1)
+    rows = [["subject", "t1", "flair"], ["a", "a/t1.nii.gz", "a/flair.nii.gz"], ["b", "b/t1.nii.gz", ""],
+            ["c", "c/t1.nii.gz", "c/flair.nii.gz"], ["d", "d/t1.nii.gz", "d/flair.nii.gz"],
+            ["e", "", "e/flair.nii.gz"]]
+    sheet = data / "cohort.csv"
+    sheet.write_text("\n".join(",".join(r) for r in rows) + "\n")
+    return sheet
+
+
+def test_reject_keeps_todays_behaviour_and_names_unusable(tmp_path):
+    sheet = _sheet(tmp_path)
+    cohort, _ = _cohort({"layout": "sheet", "sheet": str(sheet), "modalities": ["t1", "flair"], "label": None,
+                         "unusable": {"d": ["flair"]}})
+    assert not cohort.missing
+    assert "modality 'flair' is missing" in cohort.problems["b"][1]
+    assert "c" not in cohort.problems  # an absent file fails at validation, as before
+    assert cohort.problems["d"][1].startswith("modality 'flair' is unusable (input.unusable)")
+    assert cohort.images["d"]["flair"] == ""  # never read
+
+
+def test_synthesize_keeps_subjects_lacking_a_modality_but_not_the_reference(tmp_path):
+    sheet = _sheet(tmp_path)
+    cohort, _ = _cohort({"layout": "sheet", "sheet": str(sheet), "modalities": ["t1", "flair"], "label": None,
+                         "missing": "synthesize", "unusable": {"d": ["flair"]}})
+    assert cohort.missing == {"b": {"flair": "no file"}, "c": {"flair": "no file"},
+                              "d": {"flair": "unusable (input.unusable)"}}
+    assert set(cohort.problems) == {"e"}  # the reference cannot be synthesized
+    assert "reference modality 't1'" in cohort.problems["e"][1] and "\n" not in cohort.problems["e"][1]
+    assert all(cohort.images[s]["flair"] == "" for s in "bcd") and cohort.images["a"]["flair"]
+
+
+def test_config_errors_for_missing_and_unusable(tmp_path):
+    from voxflow.errors import ConfigError
+    from voxflow.settings.checks import check_config
+
+    sheet = _sheet(tmp_path)
+    cohort, cfg = _cohort({"layout": "sheet", "sheet": str(sheet), "modalities": ["t1", "flair"], "label": None,
+                           "missing": "synthesize", "unusable": {"zz": ["flair"], "a": ["t2"]}})
+    with pytest.raises(ConfigError) as info:
+        check_config(cfg, cohort)
+    msg = str(info.value)
+    assert "config error at 'input.unusable': 'zz' not in the cohort" in msg
+    assert "config error at 'input.unusable': unknown modality 't2'" in msg
+    cohort, cfg = _cohort({"layout": "sheet", "sheet": str(sheet), "modalities": ["t1"], "label": None,
+                           "missing": "synthesize"})
+    with pytest.raises(ConfigError, match="synthesize needs at least two modalities"):
+        check_config(cfg, cohort)
+
+
+def test_split_never_trains_on_incomplete_subjects():
+    from voxflow.learn.plan import make_split
+
+    subjects = [f"s{i:02d}" for i in range(12)]
+    incomplete = {"s03": {"flair": "no file"}, "s07": {"t2": "unusable (input.unusable)"}}
+    sp = make_split(subjects, 3, 0.2, 0, incomplete=incomplete)
+    trained = {s for f in sp["folds"] for s in f["train"] + f["val"]}
+    assert not trained & set(incomplete) and set(incomplete) <= set(sp["test"])
+    assert trained | set(sp["test"]) == set(subjects)
+    assert sp["incomplete"] == [{"subject": s, "missing": incomplete[s]} for s in sorted(incomplete)]
+    # the complete subjects split as if the incomplete ones were absent
+    alone = make_split([s for s in subjects if s not in incomplete], 3, 0.2, 0)
+    assert alone["folds"] == sp["folds"]
+
+
+def test_ingest_stands_the_reference_in_for_a_missing_modality(tmp_path):
+    from voxflow.preprocess.ingest import ingest_subject
+
+    t1 = _volume(tmp_path / "t1.nii.gz")
+    out = {m: str(tmp_path / "out" / f"{m}.nii") for m in ("t1", "flair")}
+    info = ingest_subject("b", {"t1": t1, "flair": ""}, out, "t1", missing={"flair": "no file"})
+    assert info["missing"] == {"flair": "no file"} and info["modalities"]["flair"]["source"] == ""
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(out["flair"])),
+                                  sitk.GetArrayFromImage(sitk.ReadImage(out["t1"])))
+    from voxflow.io import InputError
+
+    with pytest.raises(InputError, match="reference modality 't1' is missing"):
+        ingest_subject("e", {"t1": "", "flair": t1}, out, "t1", missing={"t1": "no file"})
+
+
+@pytest.mark.slow
+def test_workflow_completes_and_predicts_subjects_lacking_a_modality(tmp_path):
+    """An empty sheet cell, an absent file and an unusable modality: the three subjects are kept, never trained on,
+    completed by the synthesis model (their FLAIR channel synthesized, the rest untouched), predicted, evaluated,
+    and named in their prediction's JSON and the report."""
+    import zarr
+
+    from test_preprocess_workflow import _fail_msg, run_snakemake
+    from voxflow.demo import generate_subject
+
+    root = tmp_path / "data"
+    subjects = [f"s{i:02d}" for i in range(8)]
+    for i, s in enumerate(subjects):
+        generate_subject(s, i, root, tmp_path / "truth", modalities=["t1", "flair"], spacing_scale=4.0)
+    (root / "s06" / "flair.nii.gz").unlink()  # an absent file
+    rows = [["subject", "t1", "flair", "seg"]]
+    for s in subjects:
+        rows.append([s, f"{s}/t1.nii.gz", "" if s == "s05" else f"{s}/flair.nii.gz", f"{s}/seg.nii.gz"])
+    (root / "cohort.csv").write_text("\n".join(",".join(r) for r in rows) + "\n")
+    out = tmp_path / "results"
+    cfg = {"output_dir": str(out),
+           "input": {"layout": "sheet", "sheet": str(root / "cohort.csv"), "modalities": ["t1", "flair"],
+                     "label": "seg", "missing": "synthesize", "unusable": {"s07": ["flair"]}},
+           "preprocess": {"mni": {"resolution_mm": 2}, "skullstrip": {"method": "none"}, "n4": {"enabled": False}},
+           "split": {"n_folds": 1, "test_fraction": 0.2, "test_subjects": None},
+           "model": {"base_features": 4, "batch_size": 2},
+           "synthesis": {"iterations": 12, "patch_size": [16, 16, 16], "base_features": 4, "checkpoint_every": 6,
+                         "threads": 1},
+           "train": {"device": "cpu", "epochs": 2, "iters_per_epoch": 2, "val_patches": 2, "workers": 0,
+                     "threads": 1, "memory_gb_cpu": 0.05, "augment": {"synthetic_modality_p": 0.5}},
+           "infer": {"device": "cpu", "tta": False, "overlap": 0.25}}
+    res = run_snakemake(tmp_path, cfg, [])
+    assert res.returncode == 0, _fail_msg(res)
+    incomplete = {"s05": "no file", "s06": "no file", "s07": "unusable (input.unusable)"}
+    split = json.loads((out / "model" / "split.json").read_text())
+    trained = {s for f in split["folds"] for s in f["train"] + f["val"]}
+    assert not trained & set(incomplete) and set(incomplete) <= set(split["test"])
+    assert {e["subject"]: e["missing"]["flair"] for e in split["incomplete"]} == incomplete
+    synth = out / "model" / "synthesis"
+    assert (synth / "generator.pt").is_file() and (synth / "curve.csv").is_file()
+    summary = json.loads((synth / "synthesis.json").read_text())
+    assert set(summary["training_subjects"]) | set(summary.get("validation_subjects") or []) <= trained
+    for s, why in incomplete.items():
+        original = zarr.open_group(str(out / "zarr" / f"{s}.zarr"), mode="r")
+        completed = zarr.open_group(str(out / "completed" / f"{s}.zarr"), mode="r")
+        assert original.attrs["voxflow"]["missing_modalities"] == {"flair": why}
+        assert completed.attrs["voxflow"]["synthetic_modalities"]["flair"]["why"] == why
+        assert "missing_modalities" not in completed.attrs["voxflow"]
+        before, after = original["0"][:].astype(np.float32), completed["0"][:].astype(np.float32)
+        brain = original["labels/brain/0"][:] > 0
+        assert not before[1][brain].any()  # the stand-in never reaches the store: zeros until completed
+        assert np.array_equal(before[0], after[0])  # t1 untouched
+        assert after[1][brain].std() > 0 and not after[1][~brain].any()  # flair synthesized inside the brain
+        sidecar = json.loads((out / "predictions" / s / f"{s}_seg.json").read_text())
+        assert sidecar["synthetic_modalities"]["flair"]["why"] == why
+        assert (out / "predictions" / s / f"{s}_seg.nii.gz").is_file()
+        assert (out / "qc_synthesis" / f"{s}.png").stat().st_size > 1000
+    complete_test = [s for s in split["test"] if s not in incomplete]
+    for s in complete_test:
+        assert json.loads((out / "predictions" / s / f"{s}_seg.json").read_text())["synthetic_modalities"] == {}
+    metrics = (out / "evaluation" / "metrics.tsv").read_text()
+    assert all(s in metrics for s in incomplete)  # evaluated against their labels like any test subject
+    html = (out / "report" / "report.html").read_text()
+    assert "Synthesized modalities" in html and all(s in html for s in incomplete)
+    # train.augment.synthetic_modality_p: half the training samples had a modality replaced (seeded draws)
+    assert "samples had a modality synthesized" in (out / "logs" / "train" / "fold_0.log").read_text()

@@ -1,0 +1,70 @@
+# Missing or unusable modalities (input.missing: synthesize; voxflow.missing, voxflow.synth): the synthesis model,
+# a 3D conditional GAN trained on the complete training subjects' stores (model/synthesis/), and each subject that
+# lacks a modality completed with it in a copy of its store (completed/<subject>.zarr) that inference reads.
+INCOMPLETE = COHORT.missing  # subject -> {modality: why}, found at parse time
+SYNTH_DIR = os.path.join(MODEL_DIR, "synthesis")
+SYNTH_MODEL = os.path.join(SYNTH_DIR, "generator.pt")
+SYNTH_P = float((config["train"]["augment"] or {}).get("synthetic_modality_p") or 0.0)
+# the model is trained when a subject needs it, or when training replaces modalities by its output
+SYNTHESIS = bool(TRAINING and (INCOMPLETE or SYNTH_P > 0))
+COMPLETED = os.path.join(OUT, "completed", "{subject}.zarr")
+SYNTH_QC = os.path.join(OUT, "qc_synthesis", "{subject}.png")
+if INCOMPLETE:
+    print(missing_summary(COHORT), file=sys.stderr)
+
+
+def inference_store(subject):
+    """The store a subject is predicted from: its completed copy when it lacks a modality."""
+    return COMPLETED.replace("{subject}", subject) if subject in INCOMPLETE else store_input(subject)
+
+
+rule train_synthesis:
+    """The missing-modality synthesis model (voxflow.synth.train): generator.pt, curve.csv, synthesis.json."""
+    input:
+        stores=STORES_JSON,
+        split=os.path.join(MODEL_DIR, "split.json"),
+    output:
+        generator=SYNTH_MODEL,
+        curve=os.path.join(SYNTH_DIR, "curve.csv"),
+        summary=os.path.join(SYNTH_DIR, "synthesis.json"),
+    params:
+        **step_params(config["synthesis"] | {"modalities": MODS}),
+    log:
+        os.path.join(OUT, "logs", "train_synthesis", "synthesis.log"),
+    benchmark:
+        os.path.join(OUT, "benchmarks", "train_synthesis", "synthesis.tsv")
+    threads: config["synthesis"]["threads"]
+    resources:
+        mem_mb=mem_mb("heavy"),
+        runtime=runtime_min("train"),
+        gpu=1 if config["train"]["gpu"] else 0,
+    conda:
+        CONDA_ENV
+    shell:
+        step_cmd("train_synthesis", subject="cohort")
+
+
+rule complete_subject:
+    """A subject's missing modalities synthesized into a copy of its store, marked synthetic (+ a QC figure)."""
+    input:
+        store=job_function(lambda wildcards: store_input(wildcards.subject)),
+        generator=SYNTH_MODEL,
+    output:
+        zarr=directory(COMPLETED),
+        qc=report(SYNTH_QC, caption="../report/synthesis.rst", category="Synthesized modalities",
+                  labels={"subject": "{subject}"}),
+    params:
+        **step_params(lambda w: {"missing": INCOMPLETE.get(w.subject, {}), "device": config["synthesis"]["device"],
+                                 "zarr": PRE["zarr"]}),
+    log:
+        log_path("complete_subject"),
+    benchmark:
+        bench_path("complete_subject")
+    threads: 1
+    resources:
+        mem_mb=mem_mb("heavy"),
+        runtime=runtime_min("infer"),
+    conda:
+        CONDA_ENV
+    shell:
+        step_cmd("complete_subject")
