@@ -10,8 +10,8 @@ channels, output classes, torch.set_num_threads (= the cores this process may us
   supervision as configured), and one step as `voxflow.learn.train._train` runs it: PatchBatches/make_loader
   reading the zarr stores, to_network_input, augment_samples (the configured AugmentConfig, a generator per
   sample), channels-last, autocast off on CPU, the configured loss, backward, gradient clipping at 12, the
-  configured optimizer with the poly learning rate. When train.py has `train_step` (the loop body, extracted)
-  the bench calls it; until then it repeats the loop body line by line, timing its phases. `--base-features N`
+  configured optimizer with the poly learning rate: `voxflow.learn.train.train_step`, the loop body itself.
+  `--base-features N`
   overrides model.base_features (the schema's default is 32, config/config.yaml's 16).
 - MONAI: the tutorial loop (spleen_segmentation_3d style): in-memory volumes in a CacheDataset, Compose of
   RandCropByPosNegLabeld(num_samples=batch, pos=1, neg=1) and RandFlipd on each of the 3 axes (p 0.5),
@@ -30,9 +30,9 @@ torch.utils.flop_counter): at equal voxels the two are not equal work, since vox
 convolves at full resolution (2 convolutions of base_features channels in the encoder, 2 in the decoder)
 where MONAI's UNet strides its first convolution.
 
-`--retain-freed-memory` makes glibc keep freed memory in the voxflow process (the proposed
-`voxflow.learn.train.retain_freed_memory`, used automatically once train.py has it; in the default interleaved
-mode it then holds for the MONAI loop too, which allocates far less). `--ablate` instead times network-only
+glibc keeps freed memory in the voxflow process as in training (`voxflow.learn.train.retain_freed_memory`;
+`--no-retain-freed-memory` to compare; in the default interleaved mode it then holds for the MONAI loop too,
+which allocates far less). `--ablate` instead times network-only
 steps (fixed input, no data or augmentation) of variants, interleaved: channels-last instance norm vs torch's,
 channels-first, batch norm (its cost only), deep supervision, 1 thread, base features 8/32, MONAI's UNet with
 instance/batch norm and channels-last, oneDNN off (timed once: ~15x slower).
@@ -44,7 +44,6 @@ Prints one final line:
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import math
 import os
@@ -129,25 +128,6 @@ def set_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def retain_freed_memory() -> bool:
-    """glibc: serve every allocation from the heap (no mmap) and never trim it, so that the freed activations
-    of a step are reused by the next instead of being unmapped and page-faulted in again (about 450 000
-    minor faults, 1.5 s of system time, per step of the 64^3 network). The proposed
-    `voxflow.learn.train.retain_freed_memory`; this copy measures it until train.py has it."""
-    import ctypes
-    import ctypes.util
-
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.gnu_get_libc_version  # glibc only (musl has no mallopt of these)  # noqa: B018
-    except (OSError, AttributeError):
-        return False
-    m_trim_threshold, m_mmap_max = -1, -4
-    return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
-
-
 def flops_per_step(net, x, loss_fn, y) -> float:
     """Forward + backward FLOPs of one step's convolutions (torch's counter; the network's work)."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -172,12 +152,8 @@ def setup_voxflow(args, stores: dict[str, str]) -> tuple:
     from voxflow.learn.sampler import PatchBatches, make_loader
 
     allocator = "default"
-    if args.retain_freed_memory is not False:  # None: as train.py does (once it has the helper)
-        helper = getattr(T, "retain_freed_memory", None)
-        if helper is not None:
-            allocator = "retained (train.py)" if helper() else "default"
-        elif args.retain_freed_memory:
-            allocator = "retained (bench copy)" if retain_freed_memory() else "default"
+    if args.retain_freed_memory is not False:  # None: as train.py does
+        allocator = "retained (train.py)" if T.retain_freed_memory() else "default"
     cfg = load_config(args.patch, args.batch, args.base_features, args.deep_supervision, args.workers)
     plans = make_plans(fingerprint(stores, "synchronous"), cfg, MODALITIES, LABEL_VALUES, "cpu")
     tcfg = cfg["train"]
@@ -205,45 +181,17 @@ def setup_voxflow(args, stores: dict[str, str]) -> tuple:
                       plans["label_values"], seed=seed, centre_z=plans["dim"] != "3d")
     loader = iter(make_loader(ds, int(tcfg["workers"])))
     total_steps = args.warmup + args.iters
-    context = {"context_slices": plans["context_slices"] if plans["dim"] != "3d" else 1} \
-        if "context_slices" in inspect.signature(T.augment_samples).parameters else {}
-    train_step = getattr(T, "train_step", None)  # the proposed extraction of `_train`'s loop body
-    phases = ["data", "step"] if train_step else ["data", "augment", "forward_loss", "backward", "clip", "optimizer"]
+    phases = ["data", "step"]
     net.train()
 
     def step(i: int) -> list[float]:
         t = [time.perf_counter()]
         img, lab = next(loader)
         t.append(time.perf_counter())
-        if train_step is not None:
-            loss = train_step(net, opt, scaler, loss_fn, img, lab, plans, aug_cfg, device=device, seed=seed,
-                              step=i, first=first, lr=T.poly_lr(tcfg["lr"], i, total_steps), fmt=fmt, amp=amp)
-            float(loss)
-            t.append(time.perf_counter())
-        else:  # `_train`'s loop body, line by line
-            img, lab = img.to(device, non_blocking=True), lab.to(device, non_blocking=True)
-            img, lab = T.to_network_input(img, lab, plans)
-            img, lab = T.augment_samples(img, lab, aug_cfg, seed, i, first, **context)
-            if hasattr(T, "with_previous_stage"):
-                img, lab = T.with_previous_stage(img, lab, plans)
-            img = img.contiguous(memory_format=fmt)
-            for g in opt.param_groups:
-                g["lr"] = T.poly_lr(tcfg["lr"], i, total_steps)
-            opt.zero_grad(set_to_none=True)
-            t.append(time.perf_counter())
-            with torch.autocast(device.type, enabled=amp):
-                out = net(img)
-                loss = loss_fn(out, lab.long())
-            t.append(time.perf_counter())
-            scaler.scale(loss).backward()
-            t.append(time.perf_counter())
-            scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 12.0)
-            t.append(time.perf_counter())
-            scaler.step(opt)
-            scaler.update()
-            float(loss.detach())
-            t.append(time.perf_counter())
+        loss = T.train_step(net, opt, scaler, loss_fn, img, lab, plans, aug_cfg, device=device, seed=seed,
+                            step=i, first=first, lr=T.poly_lr(tcfg["lr"], i, total_steps), fmt=fmt, amp=amp)
+        float(loss)
+        t.append(time.perf_counter())
         return [b - a for a, b in zip(t, t[1:])]
 
     def flops() -> float:
@@ -498,6 +446,8 @@ def main() -> int:
     if args.ablate:
         set_threads(args.threads)
         if args.retain_freed_memory:
+            from voxflow.learn.train import retain_freed_memory
+
             print(f"  allocator retains freed memory: {retain_freed_memory()}", file=sys.stderr)
         run_ablations(args)
         return 0

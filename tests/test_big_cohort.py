@@ -76,7 +76,8 @@ def test_no_cohort_rule_carries_subject_ids_on_its_command_line(tmp_path):
            "split": {"n_folds": 2}, "preprocess": {"normalize": {"method": "nyul"}}}
     res = run_snakemake(tmp_path, cfg, [], "-n", "-p")
     assert res.returncode == 0, _fail_msg(res)
-    cohort_rules = ("split", "normalization_stats", "plan", "train", "postprocess_plan", "aggregate", "report")
+    cohort_rules = ("split", "normalization_stats", "fingerprint", "plan", "train", "postprocess_plan", "aggregate",
+                    "report")
     cmds = {r: [ln for ln in res.stdout.splitlines() if f"voxflow step {r} " in ln or f"-m voxflow.cli step {r} " in ln]
             for r in cohort_rules}
     assert all(cmds.values()), {r: len(c) for r, c in cmds.items()}

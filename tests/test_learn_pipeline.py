@@ -360,9 +360,9 @@ def test_plan_step_fingerprints_only_training_subjects(base_cfg, stores, tmp_pat
     assert sp["test"] == ["s2"]
     inp = {"split": str(sp_path), **{f"store_{s}": p for s, p in stores.items()}}
     out = {"fingerprint": str(tmp_path / "fp.json"), "plans": str(tmp_path / "plans.json")}
-    cfg = {"scheduler": "threads", "model": base_cfg["model"], "train": base_cfg["train"], "modalities": MODS,
-           "label_values": LABEL_VALUES}
-    steps.plan("cohort", inp, out, cfg)
+    steps.fingerprint("cohort", inp, {"fingerprint": out["fingerprint"]}, {"scheduler": "threads"})
+    cfg = {"model": base_cfg["model"], "train": base_cfg["train"], "modalities": MODS, "label_values": LABEL_VALUES}
+    steps.plan("cohort", {"fingerprint": out["fingerprint"]}, {"plans": out["plans"]}, cfg)
     fp = json.loads(Path(out["fingerprint"]).read_text())
     assert fp["subjects"] == ["s0", "s1"]
     assert json.loads(Path(out["plans"]).read_text())["patch_size"] == [32, 16, 16]

@@ -144,7 +144,7 @@ def test_workflow_completes_and_predicts_subjects_lacking_a_modality(tmp_path):
            "preprocess": {"mni": {"resolution_mm": 2}, "skullstrip": {"method": "none"}, "n4": {"enabled": False}},
            "split": {"n_folds": 1, "test_fraction": 0.2, "test_subjects": None},
            "model": {"base_features": 4, "batch_size": 2},
-           "synthesis": {"iterations": 12, "patch_size": [16, 16, 16], "base_features": 4, "checkpoint_every": 6,
+           "synthesis": {"iterations": 12, "patch_size": [32, 32, 32], "base_features": 4, "checkpoint_every": 6,
                          "threads": 1},
            "train": {"device": "cpu", "epochs": 2, "iters_per_epoch": 2, "val_patches": 2, "workers": 0,
                      "threads": 1, "memory_gb_cpu": 0.05, "augment": {"synthetic_modality_p": 0.5}},
@@ -159,7 +159,7 @@ def test_workflow_completes_and_predicts_subjects_lacking_a_modality(tmp_path):
     synth = out / "model" / "synthesis"
     assert (synth / "generator.pt").is_file() and (synth / "curve.csv").is_file()
     summary = json.loads((synth / "synthesis.json").read_text())
-    assert set(summary["training_subjects"]) | set(summary.get("validation_subjects") or []) <= trained
+    assert set(summary["train_subjects"]) | set(summary["val_subjects"]) <= trained
     for s, why in incomplete.items():
         original = zarr.open_group(str(out / "zarr" / f"{s}.zarr"), mode="r")
         completed = zarr.open_group(str(out / "completed" / f"{s}.zarr"), mode="r")

@@ -27,6 +27,7 @@ STEPS: dict[str, str] = {
     "normalization_stats": "voxflow.steps:normalization_stats",
     "qc_flags": "voxflow.qc_cohort:qc_flags",
     "split": "voxflow.learn.steps:split",
+    "fingerprint": "voxflow.learn.steps:fingerprint",
     "plan": "voxflow.learn.steps:plan",
     "train": "voxflow.learn.steps:train",
     "postprocess_plan": "voxflow.learn.steps:postprocess_plan",

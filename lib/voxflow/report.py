@@ -9,7 +9,8 @@ draws the figures.
 Sections: excluded subjects (first, when any), run summary, input warnings, cohort metrics (summary.tsv),
 box/strip plots, a sortable per-subject table (predict-only: predicted volumes instead), cohort QC (quality
 scores and outlier flags: voxflow.report_qc), prediction QC (worst subjects first), preprocessing QC, training
-curves, model choice and post-processing (voxflow.report_choice: only with a postprocessing.json or inference.json),
+curves, synthesized modalities (voxflow.report_synthesis: only with a synthesis model or a subject completed by it),
+model choice and post-processing (voxflow.report_choice: only with a postprocessing.json or inference.json),
 run time per rule (benchmarks), provenance. A missing part becomes a short note.
 
 Every file read is one the `report` rule declares (workflow/rules/report.smk), found from the rule's
@@ -34,12 +35,14 @@ import pandas as pd
 from voxflow.io import atomic_path
 from voxflow.report_choice import TITLE as CHOICE_TITLE
 from voxflow.report_choice import has_choice, model_choice
-from voxflow.report_data import (git_commit, lesion_dice, main_space, overlay_arrays, package_versions,
+from voxflow.report_data import (cell, git_commit, lesion_dice, main_space, overlay_arrays, package_versions,
                                  predicted_volumes, qc_flag_labels, read_curve, read_json, read_qc_tsv, read_tsv,
                                  runtime_table, space_name, subject_table, summary_tables, table)
 from voxflow.report_plots import (PRED_COLOR, REF_COLOR, curve_figure, metric_figures, overlay_uri, png_uri,
                                   runtime_figure)
 from voxflow.report_qc import cohort_qc, flagged_order
+from voxflow.report_synthesis import TITLE as SYNTHESIS_TITLE
+from voxflow.report_synthesis import has_synthesis, synthesis_section
 from voxflow.status import store_path, subject_lists
 
 log = logging.getLogger("voxflow")
@@ -80,6 +83,10 @@ class ReportFiles:
     qc_scores: str | None = None  # qc/scores.tsv and qc/flags.tsv (None: not inputs, e.g. an older run)
     qc_flags: str | None = None
     qc_flagged: list[tuple[str, dict[str, str]]] = field(default_factory=list)  # flagged, worst first: {step: png}
+    synthesis: str | None = None  # model/synthesis/synthesis.json and curve.csv (None: no synthesis model)
+    synthesis_curve: str | None = None
+    # the predicted subjects completed by the synthesis model: (subject, {modality: why missing}, QC png or None)
+    completed: list[tuple[str, dict, str | None]] = field(default_factory=list)
 
 
 def shown_subjects(metrics_tsv, predicted: list[str], cohort: dict | None, cap: int = MAX_QC_SUBJECTS,
@@ -131,6 +138,13 @@ def report_files(inp: dict, cfg: dict) -> ReportFiles:
                                                           inp.get("qc_flags"))
     at = lambda key, s, st="": paths[key].replace("{subject}", s).replace("{step}", st)  # noqa: E731
     models, steps = inp.get("models") or [], cfg.get("qc_steps") or QC_STEPS
+    incomplete = (cohort or {}).get("incomplete") or {}  # {subject: {modality: why}}: completed by synthesis
+    incomplete = incomplete if isinstance(incomplete, dict) else {}
+
+    def synth_qc(s: str) -> str | None:  # the completed subject's QC figure (qc_synthesis/<subject>.png), if made
+        p = at("synthesis_qc", s) if "synthesis_qc" in paths else None
+        return p if p and Path(p).is_file() else None
+
     return ReportFiles(
         metrics=inp.get("metrics"), summary=inp.get("summary"), cohort=cohort, predicted=predicted,
         prediction_qc=[(s, at("store", s), at("prediction", s)) for s in shown["prediction_qc"]],
@@ -140,7 +154,10 @@ def report_files(inp: dict, cfg: dict) -> ReportFiles:
         models=[models] if isinstance(models, str) else list(models), plans=inp.get("plans"),
         postprocessing=inp.get("postprocessing"), split=inp.get("split"), benchmarks=paths["benchmarks"],
         qc_scores=inp.get("qc_scores"), qc_flags=inp.get("qc_flags"),
-        qc_flagged=[(s, {st: at("qc", s, st) for st in steps}) for s in shown.get("flagged") or []])
+        qc_flagged=[(s, {st: at("qc", s, st) for st in steps}) for s in shown.get("flagged") or []],
+        synthesis=inp.get("synthesis"), synthesis_curve=inp.get("synthesis_curve"),
+        completed=[(s, dict(incomplete[s]), synth_qc(s)) for s in predicted
+                   if s in incomplete and isinstance(incomplete[s], dict)])
 
 
 # ---------------------------------------------------------------- sections (plain data for the template)
@@ -212,6 +229,19 @@ def _curves(models: list[str]) -> dict:
     return {"figures": figures, "missing": missing}
 
 
+def _subjects(metrics: pd.DataFrame, dice: pd.Series, qc_flags: dict[str, str] | None,
+              completed: list[tuple[str, dict, str | None]]) -> dict:
+    """subject_table, with a "synthetic" column (the subject's synthesized modalities) when some were completed."""
+    data = subject_table(metrics, dice, qc_flags)
+    synthetic = {str(s): ", ".join(map(str, mods)) for s, mods, _ in completed}
+    if synthetic:
+        t = data["table"]
+        t["columns"] = [*t["columns"], "synthetic"]
+        t["rows"] = [[*row, cell(synthetic.get(row[0]["text"], ""), warn=row[0]["text"] in synthetic)]
+                     for row in t["rows"]]
+    return data
+
+
 def _runtime(pattern: str | None) -> dict:
     t = runtime_table(pattern) if pattern else pd.DataFrame()
     if t.empty:
@@ -271,6 +301,7 @@ def collect(files: ReportFiles, config: dict, run_dir: str | Path, workflow_dir:
     cards = {"subjects": n_subjects, "excluded": len(excluded), "predicted": len(files.predicted),
              "evaluated": n_evaluated,
              "modalities": ", ".join(inp.get("modalities") or plans.get("modalities") or []) or "unknown",
+             **({"synthesized": len(files.completed)} if files.completed else {}),  # subjects completed
              "model": plans.get("dim") or (config.get("model") or {}).get("dim", "unknown"),
              "folds trained": f"{len(folds)} ({', '.join(folds)})" if folds else "0",
              "QC flagged": "not computed" if qc_flags is None else len(qc_flags),
@@ -285,7 +316,7 @@ def collect(files: ReportFiles, config: dict, run_dir: str | Path, workflow_dir:
     if evaluated:
         secs += [("summary", "Cohort summary", _guard(summary_tables, summary)),
                  ("plots", "Metric distributions", _guard(_plots, metrics)),
-                 ("subjects", "Per-subject metrics", _guard(subject_table, metrics, dice, qc_flags))]
+                 ("subjects", "Per-subject metrics", _guard(_subjects, metrics, dice, qc_flags, files.completed))]
     else:
         secs.append(("volumes", "Predicted volumes (ml)", _guard(_volumes, files, config)))
     secs += [("qc-cohort", "Cohort QC", _guard(cohort_qc, files.qc_scores, files.qc_flags, files.qc_flagged,
@@ -294,6 +325,9 @@ def collect(files: ReportFiles, config: dict, run_dir: str | Path, workflow_dir:
               _guard(_prediction_qc, files, dice, config, store_space or "store")),
              ("qc-pre", "Preprocessing QC", _guard(_preprocessing_qc, files)),
              ("curves", "Training curves", _guard(_curves, files.models))]
+    if has_synthesis(files.synthesis, files.completed):  # a synthesis model or a completed subject (else: none)
+        secs.append(("synthesis", SYNTHESIS_TITLE, _guard(synthesis_section, files.synthesis, files.synthesis_curve,
+                                                          files.completed)))
     if has_choice(files.postprocessing):  # postprocessing.json or inference.json (no file: no section)
         secs.append(("choice", CHOICE_TITLE, _guard(model_choice, files.postprocessing, plans, config)))
     secs += [("runtime", "Run time per rule", _guard(_runtime, files.benchmarks)),
@@ -331,8 +365,9 @@ def build_report(files: ReportFiles, config: dict, html_path: str | Path, run_di
 def report(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
     """The cohort report. inp: metrics, summary (evaluation), cohort, subjects (file of the predicted ones),
     shown (shown_subjects' file), models, plans, postprocessing, split, qc_scores, qc_flags (qc/scores.tsv,
-    qc/flags.tsv); cfg: config (merged), output_dir, workflow_dir, store_space, paths (patterns of the
-    per-subject files and the benchmarks), qc_steps, max_qc_subjects."""
+    qc/flags.tsv), synthesis, synthesis_curve (model/synthesis/synthesis.json, curve.csv); cfg: config (merged),
+    output_dir, workflow_dir, store_space, paths (patterns of the per-subject files and the benchmarks;
+    synthesis_qc: the completed subjects' QC figures), qc_steps, max_qc_subjects."""
     config = cfg.get("config") or {}
     files = report_files(inp, cfg)
     build_report(files, config, out["html"], cfg.get("output_dir") or config.get("output_dir", "results"),

@@ -119,26 +119,51 @@ rule split:
         step_cmd("split", subject="cohort")
 
 
-rule plan:
+FINGERPRINT = os.path.join(MODEL_DIR, "fingerprint.json")
+
+
+rule fingerprint:
+    """The training stores measured once (shapes, spacings, intensities, class voxels), whatever the number of
+    configurations planned from it."""
     input:
         split=os.path.join(MODEL_DIR, "split.json"),
         stores=STORES_JSON,
         # the stores' dataset-level normalization (their rules are known only after the checkpoint)
         **({"normalization": NORM_JSON} if NORM_JSON else {}),
     output:
-        fingerprint=os.path.join(CONF_DIR, "fingerprint.json"),
-        plans=os.path.join(CONF_DIR, "plans.json"),
+        fingerprint=FINGERPRINT,
     params:
-        **step_params(lambda w: {"scheduler": config["dask"]["scheduler"], "model": model_section(w),
-                                 "train": config["train"], "modalities": MODS, "label_values": INP["label_values"]}),
+        **step_params({"scheduler": config["dask"]["scheduler"]}),
     log:
-        os.path.join(OUT, "logs", "plan", f"{CONF_LOG}plan.log"),
+        os.path.join(OUT, "logs", "fingerprint", "fingerprint.log"),
     benchmark:
-        os.path.join(OUT, "benchmarks", "plan", f"{CONF_LOG}plan.tsv")
+        os.path.join(OUT, "benchmarks", "fingerprint", "fingerprint.tsv")
     threads: 2
     resources:
         mem_mb=mem_mb("heavy"),
         runtime=runtime_min("heavy"),
+    conda:
+        CONDA_ENV
+    shell:
+        step_cmd("fingerprint", subject="cohort")
+
+
+rule plan:
+    input:
+        fingerprint=FINGERPRINT,
+    output:
+        plans=os.path.join(CONF_DIR, "plans.json"),
+    params:
+        **step_params(lambda w: {"model": model_section(w), "train": config["train"], "modalities": MODS,
+                                 "label_values": INP["label_values"]}),
+    log:
+        os.path.join(OUT, "logs", "plan", f"{CONF_LOG}plan.log"),
+    benchmark:
+        os.path.join(OUT, "benchmarks", "plan", f"{CONF_LOG}plan.tsv")
+    threads: 1
+    resources:
+        mem_mb=mem_mb("light"),
+        runtime=runtime_min("light"),
     conda:
         CONDA_ENV
     shell:

@@ -142,7 +142,10 @@ def _predict_batch(
     for dims in flips:
         with cast:
             logits = predictor(torch.flip(x, dims) if dims else x)
-        p = torch.softmax(logits.float(), dim=1) if activation == "softmax" else torch.sigmoid(logits.float())
+        if activation == "none":  # raw outputs (regression, e.g. synthesized images)
+            p = logits.float().clone()
+        else:
+            p = torch.softmax(logits.float(), dim=1) if activation == "softmax" else torch.sigmoid(logits.float())
         del logits
         p = torch.flip(p, dims) if dims else p
         probs = p if probs is None else probs.add_(p)
@@ -167,7 +170,8 @@ def sliding_window_predict(
     activation: str = "softmax",
 ) -> Any:
     """Softmax probabilities (K, Z, Y, X) of ``predictor`` tiled over a (C, Z, Y, X) volume
-    (``activation="sigmoid"``: independent per-channel probabilities, for region outputs).
+    (``activation="sigmoid"``: independent per-channel probabilities, for region outputs;
+    ``activation="none"``: the raw outputs, blended alike, for regression such as image synthesis).
 
     The volume stays on the CPU (numpy, CPU/GPU tensor or any sliceable array such as
     zarr); each batch of ``batch_size`` windows is moved to ``device``, predicted (under
@@ -191,8 +195,8 @@ def sliding_window_predict(
     grid = [compute_steps(max(s, p), p, overlap) for s, p in zip(shape, patch)]
     if any(a not in (0, 1, 2) for a in mirror_axes):
         raise ValueError(f"mirror_axes must be spatial axes 0..2, got {mirror_axes}")
-    if activation not in ("softmax", "sigmoid"):
-        raise ValueError(f"activation must be softmax or sigmoid, got {activation!r}")
+    if activation not in ("softmax", "sigmoid", "none"):
+        raise ValueError(f"activation must be softmax, sigmoid or none, got {activation!r}")
 
     # Separable weights: sum over the window grid of w(z)w(y)w(x) = nz(z) ny(y) nx(x).
     w1d = [_axis_weights(weighting, p, sigma_scale) for p in patch]

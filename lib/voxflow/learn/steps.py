@@ -46,13 +46,22 @@ def split(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> di
     return {"test": sp["test"], "folds": [len(f["val"]) for f in sp["folds"]]}
 
 
+def fingerprint(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
+    """model/fingerprint.json: the training stores measured once (one dask task per subject)."""
+    from voxflow.learn.plan import fingerprint as measure, training_subjects
+
+    fp = measure(_stores(inp, training_subjects(json.loads(Path(inp["split"]).read_text()))), cfg["scheduler"])
+    write_json_atomic(fp, out["fingerprint"])
+    return {"subjects": len(fp["subjects"]), "median_shape": fp["median_shape"]}
+
+
 def plan(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
+    """A configuration's plans.json from the fingerprint (every automatic decision, readable)."""
     import torch
 
-    from voxflow.learn.plan import fingerprint, make_plans, training_subjects
+    from voxflow.learn.plan import make_plans
 
-    fp = fingerprint(_stores(inp, training_subjects(json.loads(Path(inp["split"]).read_text()))), cfg["scheduler"])
-    write_json_atomic(fp, out["fingerprint"])
+    fp = json.loads(Path(inp["fingerprint"]).read_text())
     device = "cuda" if (cfg["train"]["device"] in ("auto", "cuda") and torch.cuda.is_available()) else "cpu"
     plans = make_plans(fp, cfg, cfg["modalities"], cfg["label_values"], device)
     write_json_atomic(plans, out["plans"])

@@ -394,8 +394,8 @@ def check_config(config: dict, cohort: Cohort) -> None:
     ConfigError listing them all, one `config error at '<key>': ...` line each. `voxflow validate` and the
     Snakefile (workflow/rules/common.smk) both call it right after build_cohort, so they agree."""
     problems = []
-    for check in (_check_output_and_names, _check_modality_keys, _check_missing, _check_labels, _check_paths, _check_split,
-                  _check_model_dir, _check_training, _check_preprocess, _check_inputs_found):
+    for check in (_check_output_and_names, _check_modality_keys, _check_missing, _check_labels, _check_paths,
+                  _check_split, _check_model_dir, _check_training, _check_preprocess, _check_inputs_found):
         problems += check(config, cohort)
     if problems:
         raise ConfigError("\n".join(problems))
