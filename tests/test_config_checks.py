@@ -320,6 +320,15 @@ def _batch_vs_processes(tmp):
              "train.processes); use a multiple of 2"])
 
 
+def _synthesis_batch_and_unusable(tmp):
+    """The synthesis model trains on the segmentation's DDP processes; input.unusable names known subjects."""
+    return (_cfg(tmp, train={"device": "cpu", "processes": 2, "augment": {"synthetic_modality_p": 0.2}},
+                 model={"batch_size": 2}, synthesis={"batch_size": 3}, input={"unusable": {"nobody": ["t1"]}}),
+            ["config error at 'input.unusable': 'nobody' not in the cohort",
+             "config error at 'synthesis.batch_size': 3 does not split over the 2 training processes (train.gpus / "
+             "train.processes); use a multiple of 2"])
+
+
 def _open_close_bad(tmp):
     return (_cfg(tmp, postprocess={"open_close": {"labels": [1], "op": "erode"}}),
             ["config error at 'postprocess.open_close': {'labels': [1], 'op': 'erode'}; expected {labels: [..], "
@@ -415,7 +424,7 @@ CASES = {f.__name__[1:]: f for f in [
     _unknown_modality_keys, _file_names_other_layout, _label_values_without_zero, _label_values_twice,
     _label_values_background_only, _evaluate_labels_unknown, _model_dir_missing, _model_dir_incomplete,
     _model_dir_other_modalities, _model_dir_no_normalization, _context_slices_even, _processes_vs_gpus,
-    _batch_vs_processes, _open_close_bad, _regions_ambiguous,
+    _batch_vs_processes, _synthesis_batch_and_unusable, _open_close_bad, _regions_ambiguous,
     _regions_unknown_label_and_wce, _deepbet_on_ct, _template_without_files, _normalization_ranges,
     _step_granularity_with_exclude, _epochs_zero, _several_at_once]}
 

@@ -1,6 +1,8 @@
 # Missing or unusable modalities (input.missing: synthesize; voxflow.missing, voxflow.synth): the synthesis model,
 # a 3D conditional GAN trained on the complete training subjects' stores (model/synthesis/), and each subject that
 # lacks a modality completed with it in a copy of its store (completed/<subject>.zarr) that inference reads.
+from voxflow.learn.launch import train_gpus
+
 INCOMPLETE = COHORT.missing  # subject -> {modality: why}, found at parse time
 SYNTH_DIR = os.path.join(MODEL_DIR, "synthesis")
 SYNTH_MODEL = os.path.join(SYNTH_DIR, "generator.pt")
@@ -37,11 +39,12 @@ rule train_synthesis:
     resources:
         mem_mb=mem_mb("heavy"),
         runtime=runtime_min("train"),
-        gpu=1 if config["train"]["gpu"] else 0,
+        gpu=train_gpus(config["train"]),
     conda:
         CONDA_ENV
     shell:
-        step_cmd("train_synthesis", subject="cohort")
+        # the segmentation training's processes (DDP under torchrun with train.gpus / train.processes > 1)
+        step_cmd("train_synthesis", subject="cohort", nproc=SETTINGS.train_processes)
 
 
 rule complete_subject:

@@ -225,13 +225,18 @@ def _check_model_dir(config: dict, cohort: Cohort) -> list[str]:
 def _check_training(config: dict, cohort: Cohort) -> list[str]:
     from voxflow.learn.launch import global_batch, train_processes
 
-    problems = []
+    problems: list[str] = []
+    world = 1
     try:
         world = train_processes(config["train"])
         if config["model"]["batch_size"] is not None and not config["predict"]["model_dir"]:
             global_batch(config["model"]["batch_size"], world, configured=True)
     except ConfigError as exc:
         problems.append(str(exc))
+    synth_batch = config["synthesis"]["batch_size"]
+    if synth_batch % world and (cohort.missing or (config["train"]["augment"] or {}).get("synthetic_modality_p")):
+        problems.append(f"config error at 'synthesis.batch_size': {synth_batch} does not split over the {world} "
+                        f"training processes (train.gpus / train.processes); use a multiple of {world}")
     model = config["model"]
     if ("2.5d" in [model["dim"], *(model.get("configurations") or [])] and model["context_slices"] % 2 == 0
             and config["input"]["label"]
