@@ -99,6 +99,8 @@ def main() -> None:
     ap.add_argument("--synth-iters", type=int, default=None, help="synthesis iterations (default: the config's)")
     ap.add_argument("--seg-iters", type=int, default=300, help="iterations of each segmentation model")
     ap.add_argument("--keep", default=None, help="keep the trained models in this folder")
+    ap.add_argument("--figures", default=None, help="write each held-out subject's figure here: its modalities "
+                                                    "with --modality synthesized, beside the real one")
     args = ap.parse_args()
 
     import torch
@@ -107,7 +109,7 @@ def main() -> None:
 
     from voxflow.config import validate_config
     from voxflow.synth.infer import synthesize
-    from voxflow.synth.metrics import mae, psnr, ssim3d
+    from voxflow.synth.metrics import mae, psnr, ssim3d, synthesis_figure
     from voxflow.synth.train import load_generator, train_synthesis
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -149,6 +151,10 @@ def main() -> None:
             quality[m]["mae"].append(mae(image[i], out[i], brain))
             if i == t_idx:
                 synthesized[s] = out
+                if args.figures:
+                    synthesis_figure({n: out[j] * brain for j, n in enumerate(mods)}, [target],
+                                     Path(args.figures) / f"{s}_{target}.png", real={target: image[i] * brain},
+                                     title=f"{s}: {target} synthesized (held out), beside the real one", mask=brain)
 
     # segmentation: one model on every real modality, one without the target modality
     t0 = time.time()
