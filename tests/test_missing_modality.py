@@ -184,3 +184,34 @@ def test_workflow_completes_and_predicts_subjects_lacking_a_modality(tmp_path):
     assert "Synthesized modalities" in html and all(s in html for s in incomplete)
     # train.augment.synthetic_modality_p: half the training samples had a modality replaced (seeded draws)
     assert "samples had a modality synthesized" in (out / "logs" / "train" / "fold_0.log").read_text()
+
+
+def test_synthetic_modality_augmentation_replaces_one_channel_inside_the_brain(tmp_path):
+    """train.augment.synthetic_modality_p: p 0 changes nothing; p 1 replaces exactly one channel per sample (the
+    seeded draw's), leaves the others bit-identical and 0 outside the brain; the same (seed, step) draws alike."""
+    import torch
+
+    from voxflow.synth.augment import SyntheticModality
+    from voxflow.synth.model import build_generator
+
+    torch.manual_seed(0)
+    net = build_generator(3, [32, 32, 32], 4)
+    path = tmp_path / "generator.pt"
+    torch.save({"state_dict": net.state_dict(), "n_modalities": 3, "patch_size": [32, 32, 32], "base_features": 4,
+                "n_stages": None, "spacing": [2.0, 2.0, 2.0], "modalities": ["t1", "t2", "flair"]}, path)
+    img = torch.randn(4, 3, 32, 32, 32)
+    img[:, :, :4] = 0  # background
+    none = SyntheticModality(str(path), 0.0, torch.device("cpu"))
+    assert torch.equal(none(img, 0, 5), img) and none.applied == 0
+    every = SyntheticModality(str(path), 1.0, torch.device("cpu"))
+    out = every(img, 0, 5)
+    assert every.applied == 4
+    for i in range(4):
+        m = every.draws(0, 5, i, 3)
+        changed = [j for j in range(3) if not torch.equal(out[i, j], img[i, j])]
+        assert changed == [m]
+        assert not out[i, m, :4].any() and out[i, m, 4:].std() > 0
+    assert torch.equal(every(img, 0, 5), out)  # seeded by (seed, step, sample)
+    assert not torch.equal(every(img, 0, 6), out)
+    with pytest.raises(ValueError, match="needs the synthesis model"):
+        SyntheticModality(None, 0.5, torch.device("cpu"))

@@ -52,7 +52,10 @@ class SyntheticModality:
                 out = img.clone()
             available = [j != m for j in range(img.shape[1])]
             patch = img[i].detach().float().cpu().numpy()
-            filled = synthesize(patch, available, self.generator, self.meta, device=self.device)
+            # the brain: where an available channel is not 0 (the stores hold 0 outside their mask), so that the
+            # synthetic channel is 0 outside it as at inference (the generator never learned the background)
+            brain = np.any(np.delete(patch, m, axis=0) != 0, axis=0)
+            filled = synthesize(patch, available, self.generator, self.meta, device=self.device, mask=brain)
             out[i, m] = torch.from_numpy(filled[m]).to(out.device, out.dtype)
             self.applied += 1
         return out
