@@ -110,7 +110,8 @@ def main() -> None:
     from voxflow.config import validate_config
     from voxflow.synth.infer import synthesize
     from voxflow.synth.metrics import mae, psnr, ssim3d, synthesis_figure
-    from voxflow.synth.train import load_generator, train_synthesis
+    from voxflow.synth.model import load_generator
+    from voxflow.synth.train import train_synthesis
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     cfg = validate_config(yaml.safe_load(Path(args.configfile).read_text()), ROOT / "config" / "config.schema.yaml")

@@ -19,7 +19,8 @@ from voxflow.synth.infer import synthesize
 from voxflow.synth.model import (PatchDiscriminator3d, build_generator, discriminator_loss,
                                  generator_adversarial_loss, generator_input, random_availability,
                                  reconstruction_loss)
-from voxflow.synth.train import load_generator, split_stores, train_synthesis
+from voxflow.synth.model import load_generator
+from voxflow.synth.train import split_stores, train_synthesis
 
 SHAPE = (32, 32, 32)
 MODS = ["t1", "t2"]

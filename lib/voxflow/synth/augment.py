@@ -19,7 +19,7 @@ class SyntheticModality:
     and is left unchanged (a warning says so)."""
 
     def __init__(self, model_path: str | None, p: float, device: torch.device, dim: str = "3d"):
-        from voxflow.synth.train import load_generator
+        from voxflow.synth.model import load_generator
 
         if not model_path:
             raise ValueError("train.augment.synthetic_modality_p > 0 needs the synthesis model (rule train_synthesis; "

@@ -29,7 +29,7 @@ def complete_store(subject: str, store: str, generator_path: str, out_store: str
 
     from voxflow.preprocess.store import read_subject_store, write_subject_store
     from voxflow.synth.infer import synthesize
-    from voxflow.synth.train import load_generator
+    from voxflow.synth.model import load_generator
 
     data = read_subject_store(store)
     meta = data["meta"]

@@ -9,6 +9,7 @@ pix2pix-style 3D PatchGAN conditioned on the generator input.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -112,3 +113,17 @@ def reconstruction_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Te
     w = 1.0 + (missing_weight - 1.0) * (~available.bool()).to(pred.dtype)
     w = w.reshape(*w.shape, *([1] * (pred.dim() - 2))) * mask.to(pred.dtype)
     return ((pred - target).abs() * w).sum() / w.sum().clamp_min(1.0)
+
+
+def load_generator(path: str | Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict]:
+    """The trained generator (eval mode, on `device`) and its meta (config, modalities, patch_size,
+    base_features, n_modalities, n_stages, spacing); loaded with weights_only=True (no code runs)."""
+    device = torch.device(device)
+    state = torch.load(path, map_location=device, weights_only=True)
+    meta = {k: v for k, v in state.items() if k != "state_dict"}
+    net = build_generator(int(meta["n_modalities"]), meta["patch_size"], int(meta["base_features"]),
+                          meta.get("n_stages"), meta.get("spacing"))
+    net.load_state_dict(state["state_dict"])
+    net = net.to(device, memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
+    net.eval()
+    return net, meta

@@ -311,17 +311,3 @@ def _write_curve(rows: list[dict], mods: list[str], path: Path) -> None:
         w = csv.DictWriter(fh, fieldnames=fields, restval="")
         w.writeheader()
         w.writerows(rows)
-
-
-def load_generator(path: str | Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict]:
-    """The trained generator (eval mode, on `device`) and its meta (config, modalities, patch_size,
-    base_features, n_modalities, n_stages, spacing); loaded with weights_only=True (no code runs)."""
-    device = torch.device(device)
-    state = torch.load(path, map_location=device, weights_only=True)
-    meta = {k: v for k, v in state.items() if k != "state_dict"}
-    net = build_generator(int(meta["n_modalities"]), meta["patch_size"], int(meta["base_features"]),
-                          meta.get("n_stages"), meta.get("spacing"))
-    net.load_state_dict(state["state_dict"])
-    net = net.to(device, memory_format=CL)  # type: ignore[call-overload]
-    net.eval()
-    return net, meta
