@@ -175,6 +175,8 @@ def test_workflow_completes_and_predicts_subjects_lacking_a_modality(tmp_path):
         assert sidecar["synthetic_modalities"]["flair"]["why"] == why
         assert (out / "predictions" / s / f"{s}_seg.nii.gz").is_file()
         assert (out / "qc_synthesis" / f"{s}.png").stat().st_size > 1000
+        scores = json.loads((out / "qc" / s / "scores.json").read_text())  # the stand-in is not scored
+        assert "flair" not in scores["scores"] and "t1" in scores["scores"] and scores["not_scored"] == ["flair"]
     complete_test = [s for s in split["test"] if s not in incomplete]
     for s in complete_test:
         assert json.loads((out / "predictions" / s / f"{s}_seg.json").read_text())["synthetic_modalities"] == {}

@@ -171,8 +171,10 @@ def build_chain(cs: ChainSettings, root: str, normalization: str | None = None) 
                       subject_config=lambda raw: {"native_reference": raw.images[ref],
                                                   **({"missing": dict(raw.missing)} if raw.missing else {})}))
     # the subject's quality scores, one file from the steps' (voxflow.qc_subject); the cohort rule qc_flags reads it
+    # a missing modality's stand-in (the reference image, voxflow.missing) is not that modality: no scores of it
     steps.append(Step("qc_scores", weight="light", outputs={"scores": qc_scores_path(root)}, config={},
-                      inputs={st.name: st.outputs["scores"] for st in steps if "scores" in st.outputs}))
+                      inputs={st.name: st.outputs["scores"] for st in steps if "scores" in st.outputs},
+                      subject_config=lambda raw: {"missing": dict(raw.missing)} if raw.missing else {}))
     return order_by_files(steps)
 
 

@@ -160,12 +160,16 @@ class Timer:
         self.seconds += time.perf_counter() - self._t0
 
 
-def merge_subject_scores(subject: str, step_files: Mapping[str, str], out: str) -> dict:
-    """qc/<subject>/scores.json: every step's scores, by modality (and the steps they came from)."""
+def merge_subject_scores(subject: str, step_files: Mapping[str, str], out: str, skip: Iterable[str] = ()) -> dict:
+    """qc/<subject>/scores.json: every step's scores, by modality (and the steps they came from). `skip`: modalities
+    without scores (a missing modality's stand-in, input.missing: synthesize: scoring it would flag the subject)."""
     merged: Scores = {}
+    left_out = set(skip)
     for path in step_files.values():
         for mod, values in json.loads(Path(path).read_text())["scores"].items():
-            merged.setdefault(mod, {}).update(values)
-    result = {"subject": subject, "scores": merged, "steps": sorted(step_files)}
+            if mod not in left_out:
+                merged.setdefault(mod, {}).update(values)
+    result = {"subject": subject, "scores": merged, "steps": sorted(step_files),
+              **({"not_scored": sorted(left_out)} if left_out else {})}
     write_json_atomic(result, out)
     return result

@@ -227,7 +227,7 @@ def qc_scores(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -
     """qc/<subject>/scores.json: the scores the steps wrote, merged (voxflow.qc_subject)."""
     from voxflow.qc_subject import merge_subject_scores
 
-    return {"steps": merge_subject_scores(subject, inp, out["scores"])["steps"]}
+    return {"steps": merge_subject_scores(subject, inp, out["scores"], skip=cfg.get("missing") or ())["steps"]}
 
 
 def normalization_stats(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
