@@ -190,7 +190,7 @@ def setup_voxflow(args, stores: dict[str, str]) -> tuple:
         t.append(time.perf_counter())
         loss = T.train_step(net, opt, scaler, loss_fn, img, lab, plans, aug_cfg, device=device, seed=seed,
                             step=i, first=first, lr=T.poly_lr(tcfg["lr"], i, total_steps), fmt=fmt, amp=amp)
-        float(loss)
+        float(loss.detach())
         t.append(time.perf_counter())
         return [b - a for a, b in zip(t, t[1:])]
 
