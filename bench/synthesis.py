@@ -77,17 +77,10 @@ def _seg_dice(model: Path, store: str, cfg: dict, image: np.ndarray | None = Non
 
 
 def _store_with(store: str, image: np.ndarray, out: Path, modalities: list[str] | None = None) -> str:
-    """A copy of the store with another image (e.g. a channel synthesized, zero-filled or dropped)."""
-    from voxflow.preprocess.store import read_subject_store, write_subject_store
+    """A copy of the store with another image (a channel synthesized, zero-filled or dropped), float32."""
+    from voxflow.preprocess.store import read_subject_store, write_store_like
 
-    data = read_subject_store(store)
-    meta = data["meta"]
-    std = {"modalities", "shape_zyx", "spacing_zyx", "origin_xyz", "direction", "dtype", "chunks", "transforms",
-           "has_label", "label_classes", "brain_voxels"}
-    write_subject_store(out, image, data["mask"], data["label"], modalities or meta["modalities"],
-                        meta["spacing_zyx"], meta["origin_xyz"], np.reshape(meta["direction"], (3, 3)),
-                        meta["transforms"], dtype="float32",
-                        extra_attrs={k: v for k, v in meta.items() if k not in std})
+    write_store_like(read_subject_store(store), image, out, modalities, dtype="float32")
     return str(out)
 
 
@@ -142,9 +135,11 @@ def main() -> None:
 
     quality: dict[str, dict[str, list[float]]] = {m: {"psnr": [], "ssim": [], "mae": []} for m in mods}
     synthesized: dict[str, np.ndarray] = {}
+    images: dict[str, np.ndarray] = {}  # each held-out store's image, read once
     for s in held:
         root = zarr.open_group(stores[s], mode="r")
         image, brain = root["0"][:].astype(np.float32), root["labels/brain/0"][:] > 0
+        images[s] = image
         for i, m in enumerate(mods):
             out = synthesize(image, [j != i for j in range(len(mods))], gen, gmeta, mask=brain)
             quality[m]["psnr"].append(psnr(image[i], out[i], brain))
@@ -163,8 +158,11 @@ def main() -> None:
                             work / "seg_all", args.seg_iters)
     dropped_dir = work / "stores_without"
     rest = [m for m in mods if m != target]
-    without = {s: _store_with(stores[s], np.delete(zarr.open_group(stores[s], mode="r")["0"][:].astype(np.float32),
-                                                   t_idx, axis=0), dropped_dir / f"{s}.zarr", rest)
+
+    def image_of(s: str) -> np.ndarray:
+        return images[s] if s in images else zarr.open_group(stores[s], mode="r")["0"][:].astype(np.float32)
+
+    without = {s: _store_with(stores[s], np.delete(image_of(s), t_idx, axis=0), dropped_dir / f"{s}.zarr", rest)
                for s in train + held}
     drop_cfg = copy.deepcopy(cfg)
     drop_cfg["input"]["modalities"] = rest
@@ -173,8 +171,7 @@ def main() -> None:
     seg_s = time.time() - t0
     dice: dict[str, list[float]] = {"real": [], "synth": [], "zero": [], "dropped": []}
     for s in held:
-        image = zarr.open_group(stores[s], mode="r")["0"][:].astype(np.float32)
-        zero = image.copy()
+        zero = images[s].copy()
         zero[t_idx] = 0.0
         dice["real"].append(_seg_dice(real_model, stores[s], cfg))
         dice["synth"].append(_seg_dice(real_model, stores[s], cfg, synthesized[s]))

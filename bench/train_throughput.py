@@ -147,7 +147,6 @@ def setup_voxflow(args, stores: dict[str, str]) -> tuple:
 
     from voxflow.learn import train as T
     from voxflow.learn.augment import AugmentConfig
-    from voxflow.learn.losses import deep_supervision_weights, inverse_frequency_weights, make_loss
     from voxflow.learn.plan import fingerprint, make_plans
     from voxflow.learn.sampler import PatchBatches, make_loader
 
@@ -160,22 +159,7 @@ def setup_voxflow(args, stores: dict[str, str]) -> tuple:
     device = torch.device("cpu")
     seed, batch, first = int(tcfg["seed"]), int(plans["batch_size"]), 0
     torch.manual_seed(seed)
-    fmt = T.memory_format(plans)
-    net = T.network_from_plans(plans, tcfg["deep_supervision"]).to(device, memory_format=fmt)
-    ds_weights = deep_supervision_weights(plans["n_stages"] - 1) if tcfg["deep_supervision"] else None
-    class_weights = None
-    if tcfg["loss"] == "wce":
-        class_weights = inverse_frequency_weights([plans["class_voxels"][str(v)] for v in plans["label_values"]])
-    extra = {"regions": T.region_index_groups_of(plans)} if hasattr(T, "region_index_groups_of") else {}
-    loss_fn = make_loss(tcfg["loss"], plans["n_classes"], class_weights, ds_weights, None, 1, **extra)
-    opt: torch.optim.Optimizer
-    if tcfg["optimizer"] == "sgd":
-        opt = torch.optim.SGD(net.parameters(), lr=tcfg["lr"], momentum=0.99, nesterov=True,
-                              weight_decay=tcfg["weight_decay"])
-    else:
-        opt = torch.optim.AdamW(net.parameters(), lr=tcfg["lr"], weight_decay=tcfg["weight_decay"])
-    amp = bool(tcfg.get("amp", True)) and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    net, loss_fn, opt, scaler, amp, fmt = T.training_objects(plans, tcfg, device)
     aug_cfg = AugmentConfig.from_dict(tcfg.get("augment") or {})
     ds = PatchBatches(list(stores.values()), T.sampler_patch(plans), batch, tcfg["fg_fraction"],
                       plans["label_values"], seed=seed, centre_z=plans["dim"] != "3d")

@@ -196,21 +196,17 @@ def make_split(subjects: Sequence[str], n_folds: int, test_fraction: float, seed
     to the test subjects (predicted and evaluated, never trained on) and recorded with their flags. `incomplete`
     (subject -> {modality: why}; input.missing: synthesize) likewise: they are predicted once the synthesis model
     completed them, never trained on, and recorded as `incomplete`."""
-    if incomplete:
-        absent = sorted(set(incomplete) & set(subjects))
-        sp = make_split([s for s in subjects if s not in incomplete], n_folds, test_fraction, seed,
-                        [s for s in test_subjects or [] if s not in incomplete] or None,
-                        {s: f for s, f in (qc_excluded or {}).items() if s not in incomplete}, holdout_fraction)
-        sp["test"] = sorted(set(sp["test"]) | set(absent))
-        sp["incomplete"] = [{"subject": s, "missing": dict(incomplete[s])} for s in absent]
-        return sp
-    if qc_excluded:
-        left_out = sorted(set(qc_excluded) & set(subjects))
-        sp = make_split([s for s in subjects if s not in qc_excluded], n_folds, test_fraction, seed,
-                        [s for s in test_subjects or [] if s not in qc_excluded] or None,
-                        holdout_fraction=holdout_fraction)
-        sp["test"] = sorted(set(sp["test"]) | set(left_out))
-        sp["qc_excluded"] = [{"subject": s, "flags": list(qc_excluded[s])} for s in left_out]
+    flagged, lacking = dict(qc_excluded or {}), dict(incomplete or {})
+    if flagged or lacking:  # split the others as if these were absent, then predict them with the test subjects
+        never = flagged.keys() | lacking.keys()
+        sp = make_split([s for s in subjects if s not in never], n_folds, test_fraction, seed,
+                        [s for s in test_subjects or [] if s not in never] or None, holdout_fraction=holdout_fraction)
+        kept = set(subjects)
+        sp["test"] = sorted(set(sp["test"]) | (never & kept))
+        if flagged:
+            sp["qc_excluded"] = [{"subject": s, "flags": list(flagged[s])} for s in sorted(flagged.keys() & kept)]
+        if lacking:
+            sp["incomplete"] = [{"subject": s, "missing": dict(lacking[s])} for s in sorted(lacking.keys() & kept)]
         return sp
     subjects = sorted(subjects)
     rng = np.random.default_rng(seed)

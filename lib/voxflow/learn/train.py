@@ -260,6 +260,31 @@ def train_fold(train_paths: list[str], val_paths: list[str], plans: dict, cfg: d
     return info
 
 
+def training_objects(plans: dict, cfg: dict, device: torch.device, d: ddp.Dist | None = None) -> tuple:
+    """What one step needs, from the plans and train settings: the network (in its memory format, on `device`), the
+    loss (summed over DDP processes `d`), the optimizer, the AMP scaler, whether AMP is on, and the memory format.
+    The one setup of training and of bench/train_throughput.py."""
+    fmt = memory_format(plans)
+    # torch's stubs for Module.to lack memory_format, which it takes (and passes to every tensor)
+    net = network_from_plans(plans, cfg["deep_supervision"]).to(device, memory_format=fmt)  # type: ignore[call-overload]
+    ds_weights = deep_supervision_weights(plans["n_stages"] - 1) if cfg["deep_supervision"] else None
+    class_weights = None
+    if cfg["loss"] == "wce":
+        class_weights = inverse_frequency_weights([plans["class_voxels"][str(v)] for v in plans["label_values"]])
+    distributed = d is not None and d.enabled
+    loss_fn = make_loss(cfg["loss"], plans["n_classes"], class_weights, ds_weights,
+                        ddp.sum_over_processes if distributed else None, d.world if d is not None else 1,
+                        regions=region_index_groups_of(plans))
+    opt: torch.optim.Optimizer
+    if cfg["optimizer"] == "sgd":
+        opt = torch.optim.SGD(net.parameters(), lr=cfg["lr"], momentum=0.99, nesterov=True,
+                              weight_decay=cfg["weight_decay"])
+    else:
+        opt = torch.optim.AdamW(net.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    amp = bool(cfg.get("amp", True)) and device.type == "cuda"
+    return net, loss_fn, opt, torch.amp.GradScaler("cuda", enabled=amp), amp, fmt
+
+
 def train_step(net: torch.nn.Module, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler, loss_fn,
                img: torch.Tensor, lab: torch.Tensor, plans: dict, aug_cfg: AugmentConfig, *, device: torch.device,
                seed: int, step: int, first: int, lr: float, fmt: torch.memory_format, amp: bool,
@@ -329,24 +354,7 @@ def _train(train_paths, val_paths, plans, cfg, out_dir: Path, d: ddp.Dist, progr
     torch.manual_seed(seed)
     if device.type == "cpu":
         retain_freed_memory()
-    n_classes = plans["n_classes"]
-    fmt = memory_format(plans)
-    # torch's stubs for Module.to lack memory_format, which it takes (and passes to every tensor)
-    net = network_from_plans(plans, cfg["deep_supervision"]).to(device, memory_format=fmt)  # type: ignore[call-overload]
-    ds_weights = deep_supervision_weights(plans["n_stages"] - 1) if cfg["deep_supervision"] else None
-    class_weights = None
-    if cfg["loss"] == "wce":
-        class_weights = inverse_frequency_weights([plans["class_voxels"][str(v)] for v in plans["label_values"]])
-    loss_fn = make_loss(cfg["loss"], n_classes, class_weights, ds_weights,
-                        ddp.sum_over_processes if d.enabled else None, d.world, regions=region_index_groups_of(plans))
-    opt: torch.optim.Optimizer
-    if cfg["optimizer"] == "sgd":
-        opt = torch.optim.SGD(net.parameters(), lr=cfg["lr"], momentum=0.99, nesterov=True,
-                              weight_decay=cfg["weight_decay"])
-    else:
-        opt = torch.optim.AdamW(net.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
-    amp = bool(cfg.get("amp", True)) and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    net, loss_fn, opt, scaler, amp, fmt = training_objects(plans, cfg, device, d)
     epochs, iters = int(cfg["epochs"]), int(cfg["iters_per_epoch"])
     budget = cfg.get("budget_minutes")
     elapsed = 0.0  # training seconds of this fold, over resumes (the budget's clock)

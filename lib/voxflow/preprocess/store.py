@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -149,6 +150,24 @@ def read_subject_store(path: str | Path) -> dict:
     out = {"image": root["0"][:], "meta": meta, "mask": root["labels/brain/0"][:]}
     out["label"] = root["labels/lesion/0"][:] if meta["has_label"] else None
     return out
+
+
+# the attrs write_subject_store sets itself; a store's other attrs are its extra_attrs
+_OWN_ATTRS = frozenset({"modalities", "shape_zyx", "spacing_zyx", "origin_xyz", "direction", "dtype", "chunks",
+                        "transforms", "has_label", "label_classes", "brain_voxels"})
+
+
+def write_store_like(data: dict, image: np.ndarray, path: str | Path, modalities: list[str] | None = None,
+                     extra_attrs: dict | None = None, drop_attrs: tuple[str, ...] = (), **write: Any) -> None:
+    """A store like the one read into `data` (read_subject_store: same grid, masks, transforms and attrs) with
+    another image (a channel synthesized, zeroed or dropped); `write`: write_subject_store's storage settings
+    (by default the source's dtype and chunk)."""
+    meta = data["meta"]
+    extra = {k: v for k, v in meta.items() if k not in _OWN_ATTRS and k not in drop_attrs} | (extra_attrs or {})
+    settings = {"dtype": meta["dtype"], "chunk": max(meta["chunks"])} | write
+    write_subject_store(path, image, data["mask"], data["label"], modalities or list(meta["modalities"]),
+                        meta["spacing_zyx"], meta["origin_xyz"], np.reshape(meta["direction"], (3, 3)),
+                        meta["transforms"], extra_attrs=extra, **settings)
 
 
 def write_json_atomic(obj, path: str | Path) -> None:

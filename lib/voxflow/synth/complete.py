@@ -16,10 +16,6 @@ import numpy as np
 
 from voxflow.io import InputError
 
-_STANDARD = {"modalities", "shape_zyx", "spacing_zyx", "origin_xyz", "direction", "dtype", "chunks", "transforms",
-             "has_label", "label_classes", "brain_voxels", "missing_modalities"}
-
-
 def complete_store(subject: str, store: str, generator_path: str, out_store: str, out_png: str | None = None,
                    missing: Mapping[str, str] | None = None, zarr_cfg: Mapping | None = None,
                    device=None) -> dict:
@@ -27,7 +23,7 @@ def complete_store(subject: str, store: str, generator_path: str, out_store: str
     figure: every modality, the synthetic ones marked). Returns the synthetic modalities and their marks."""
     import torch
 
-    from voxflow.preprocess.store import read_subject_store, write_subject_store
+    from voxflow.preprocess.store import read_subject_store, write_store_like
     from voxflow.synth.infer import synthesize
     from voxflow.synth.model import load_generator
 
@@ -46,13 +42,9 @@ def complete_store(subject: str, store: str, generator_path: str, out_store: str
     image = data["image"].astype(np.float32)
     filled = synthesize(image, [m not in gone for m in mods], generator, gmeta, device=device, mask=mask)
     marks = {m: {"why": why, "model": str(Path(generator_path))} for m, why in gone.items()}
-    extra = {k: v for k, v in meta.items() if k not in _STANDARD}
-    extra["synthetic_modalities"] = marks
-    z = dict(zarr_cfg or {})
-    write_subject_store(out_store, filled, data["mask"], data["label"], mods, meta["spacing_zyx"], meta["origin_xyz"],
-                        np.reshape(meta["direction"], (3, 3)), meta["transforms"], dtype=meta["dtype"],
-                        chunk=int(z.get("chunk", max(meta["chunks"]))), compressor=z.get("compressor", "lz4"),
-                        clevel=int(z.get("clevel", 3)), fg_samples=int(z.get("fg_samples", 10000)), extra_attrs=extra)
+    storage = {k: v for k, v in (zarr_cfg or {}).items() if k in ("chunk", "compressor", "clevel", "fg_samples")}
+    write_store_like(data, filled, out_store, extra_attrs={"synthetic_modalities": marks},
+                     drop_attrs=("missing_modalities",), **storage)
     if out_png:
         from voxflow.synth.metrics import synthesis_figure
 
@@ -94,5 +86,4 @@ def train_synthesis(subject: str, inp: dict, out: dict, cfg: dict, threads: int 
     if not stores:
         raise InputError("cohort", inp["stores"], "no complete training subject to train the synthesis model on")
     settings = {k: v for k, v in cfg.items() if k not in ("modalities", "threads")}
-    info = train([stores[s] for s in sorted(stores)], settings, Path(out["generator"]).parent, progress=True)
-    return info if isinstance(info, dict) else {}
+    return train([stores[s] for s in sorted(stores)], settings, Path(out["generator"]).parent, progress=True)
