@@ -31,7 +31,19 @@ def _dice(pred: np.ndarray, ref: np.ndarray) -> float:
     return float("nan") if denom == 0 else 2.0 * int((pred & ref).sum()) / denom
 
 
-def train_and_score(cfg: dict, fp: dict, split: dict, stores: dict, regions, out: Path, iters: int) -> dict:
+def with_regions(cfg: dict, regions) -> dict:
+    cfg = copy.deepcopy(cfg)
+    cfg["train"]["regions"] = regions
+    if not regions:
+        cfg["train"]["region_labels"] = None
+    return cfg
+
+
+def train_and_score(cfg: dict, fp: dict, split: dict, stores: dict, out: Path, iters: int,
+                    budget_minutes: float | None = None) -> dict:
+    """Train fold 0 of `split` on CPU (`iters` iterations, or as many as fit `budget_minutes`), then score each
+    region of evaluate.regions by Dice on the fold's validation and the test subjects (store grid, brain mask,
+    no mirroring). {"train_s", "plans", "dice": {region: [per subject]}}."""
     import torch
     import zarr
 
@@ -39,12 +51,9 @@ def train_and_score(cfg: dict, fp: dict, split: dict, stores: dict, regions, out
     from voxflow.learn.plan import make_plans
     from voxflow.learn.train import pick_device, train_fold
 
-    cfg = copy.deepcopy(cfg)
-    cfg["train"]["regions"] = regions
-    if not regions:
-        cfg["train"]["region_labels"] = None
     plans = make_plans(fp, cfg, cfg["input"]["modalities"], cfg["input"]["label_values"], "cpu")
-    tcfg = dict(cfg["train"], device="cpu", epochs=max(1, iters // 10), iters_per_epoch=10, workers=0)
+    tcfg = dict(cfg["train"], device="cpu", epochs=max(1, iters // 10), iters_per_epoch=10, workers=0,
+                budget_minutes=budget_minutes)
     fold = split["folds"][0]
     device = pick_device("cpu")
     t0 = time.time()
@@ -64,7 +73,7 @@ def train_and_score(cfg: dict, fp: dict, split: dict, stores: dict, regions, out
         ref = root["labels/lesion/0"][:]
         for name, ids in cfg["evaluate"]["regions"].items():
             scores[name].append(_dice(np.isin(seg, ids), np.isin(ref, ids)))
-    return {"train_s": train_s, "dice": {k: v for k, v in scores.items()}}
+    return {"train_s": train_s, "plans": plans, "dice": {k: v for k, v in scores.items()}}
 
 
 def main() -> None:
@@ -87,11 +96,13 @@ def main() -> None:
     fp = json.loads((model_dir / "fingerprint.json").read_text())
     split = json.loads((model_dir / "split.json").read_text())
     stores = json.loads((model_dir / "stores.json").read_text())
-    stores.update({s: str(Path(cfg["output_dir"]) / "zarr" / f"{s}.zarr") for s in split["test"]})
+    incomplete = {row["subject"] for row in split.get("incomplete") or []}
+    stores.update({s: str(Path(cfg["output_dir"]) / "zarr" / f"{s}.zarr") for s in split["test"]
+                   if s not in incomplete})  # an incomplete subject's store lacks a modality: not a fair test
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for mode, reg in (("softmax", None), ("regions", regions)):
-            results[mode] = train_and_score(cfg, fp, split, stores, reg, Path(tmp) / mode, args.iters)
+            results[mode] = train_and_score(with_regions(cfg, reg), fp, split, stores, Path(tmp) / mode, args.iters)
     names = list(cfg["evaluate"]["regions"])
     n = len(results["softmax"]["dice"][names[0]])
     print(f"{'region':<14}{'softmax':>10}{'regions':>10}   (mean Dice over {n} held-out subjects, "

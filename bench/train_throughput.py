@@ -26,9 +26,10 @@ for the ratio than the clean state of `--isolate` (each side in its own subproce
 time is the median over the timed iterations, and voxels/s = batch * prod(patch) / step time. The voxflow side
 also reports per-phase medians (data wait, augmentation, forward + loss, backward, clip, optimizer step) and
 both report their convolutions' FLOPs per step (forward + backward, counted once after the timing by
-torch.utils.flop_counter): at equal voxels the two are not equal work, since voxflow's nnU-Net topology
-convolves at full resolution (2 convolutions of base_features channels in the encoder, 2 in the decoder)
-where MONAI's UNet strides its first convolution.
+torch.utils.flop_counter). The plan on CPU picks the strided stem (model.stem auto; `--stem full_resolution`
+for nnU-Net's topology, which convolves at full resolution: 2 convolutions of base_features channels in the
+encoder, 2 in the decoder, about 8x the FLOPs per voxel of MONAI's UNet, whose first convolution is strided
+as the strided stem's is).
 
 glibc keeps freed memory in the voxflow process as in training (`voxflow.learn.train.retain_freed_memory`;
 `--no-retain-freed-memory` to compare; in the default interleaved mode it then holds for the MONAI loop too,
@@ -104,7 +105,7 @@ def write_stores(out: Path, n: int, shape, seed: int = 0) -> dict[str, str]:
 
 
 def load_config(patch: list[int], batch: int, base_features: int | None, deep_supervision: bool | None,
-                workers: int | None) -> dict:
+                workers: int | None, stem: str | None = None) -> dict:
     """config/config.yaml over the schema's defaults, as the workflow sees it, with the bench's overrides."""
     from voxflow.config import validate_config
     from voxflow.validate import load_config as read
@@ -115,6 +116,8 @@ def load_config(patch: list[int], batch: int, base_features: int | None, deep_su
     model["patch_size"], model["batch_size"] = list(patch), batch
     if base_features is not None:
         model["base_features"] = base_features
+    if stem is not None:
+        model["stem"] = stem
     if deep_supervision is not None:
         train["deep_supervision"] = deep_supervision
     if workers is not None:
@@ -153,7 +156,7 @@ def setup_voxflow(args, stores: dict[str, str]) -> tuple:
     allocator = "default"
     if args.retain_freed_memory is not False:  # None: as train.py does
         allocator = "retained (train.py)" if T.retain_freed_memory() else "default"
-    cfg = load_config(args.patch, args.batch, args.base_features, args.deep_supervision, args.workers)
+    cfg = load_config(args.patch, args.batch, args.base_features, args.deep_supervision, args.workers, args.stem)
     plans = make_plans(fingerprint(stores, "synchronous"), cfg, MODALITIES, LABEL_VALUES, "cpu")
     tcfg = cfg["train"]
     device = torch.device("cpu")
@@ -184,7 +187,7 @@ def setup_voxflow(args, stores: dict[str, str]) -> tuple:
         return flops_per_step(net, x, loss_fn, y)
 
     info = {"side": "voxflow", "phase_names": phases, "params": sum(p.numel() for p in net.parameters()),
-            "plan": {k: plans[k] for k in ("patch_size", "batch_size", "n_stages", "base_features")},
+            "plan": {k: plans[k] for k in ("patch_size", "batch_size", "n_stages", "base_features", "stem")},
             "config": {k: tcfg[k] for k in ("optimizer", "loss", "deep_supervision", "workers")},
             "threads": torch.get_num_threads(), "allocator": allocator}
     return step, info, flops
@@ -310,17 +313,18 @@ def run_ablations(args) -> None:
                 swap_norms(c, batch_norm)
         return m
 
-    def variant(name: str, base=16, norm="default", cl=True, mkldnn=True, ds=False, threads=args.threads):
+    def variant(name: str, base=16, norm="default", cl=True, mkldnn=True, ds=False, threads=args.threads,
+                stem="full_resolution"):
         if name.startswith("monai"):
             net = monai_unet("batch" if "batch" in name else "instance")
             from monai.losses import DiceCELoss
             loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
         else:
             net = build_network("3d", len(MODALITIES), len(LABEL_VALUES), patch, base_features=base,
-                                deep_supervision=ds)
+                                deep_supervision=ds, stem=stem)
             if norm in ("instance", "batch"):
                 net = swap_norms(net, norm == "batch")
-            n_stages = len(net.filters) if hasattr(net, "filters") else 4
+            n_stages = len(getattr(net, "unet", net).filters)
             loss_fn = make_loss("dice_ce", len(LABEL_VALUES), None,
                                 deep_supervision_weights(n_stages - 1) if ds else None)
         fmt = torch.channels_last_3d if cl else torch.contiguous_format
@@ -347,6 +351,8 @@ def run_ablations(args) -> None:
         f"voxflow b{b} deep supervision": variant("v", base=b, ds=True),
         f"voxflow b{b} 1 thread": variant("v", base=b, threads=1),
         "voxflow b8": variant("v", base=8),
+        f"voxflow b{b} strided stem": variant("v", base=b, stem="strided"),
+        "voxflow b32 strided stem": variant("v", base=32, stem="strided"),
         "voxflow b32": variant("v", base=32),
         "monai UNet instance norm (tutorial: channels-first)": variant("monai", cl=False),
         "monai UNet instance norm channels-last": variant("monai"),
@@ -385,6 +391,8 @@ def run_side(args, side: str, data: Path) -> dict:
         cmd += ["--workers", str(args.workers)]
     if args.deep_supervision is not None:
         cmd += ["--deep-supervision" if args.deep_supervision else "--no-deep-supervision"]
+    if args.stem is not None:
+        cmd += ["--stem", args.stem]
     if args.retain_freed_memory is not None:
         cmd += ["--retain-freed-memory" if args.retain_freed_memory else "--no-retain-freed-memory"]
     proc = subprocess.run(cmd, check=False, capture_output=True, text=True,
@@ -411,6 +419,8 @@ def main() -> int:
                     help="override train.deep_supervision")
     ap.add_argument("--retain-freed-memory", action=argparse.BooleanOptionalAction, default=None,
                     help="voxflow side: glibc keeps freed memory (default: as train.py does)")
+    ap.add_argument("--stem", choices=["auto", "full_resolution", "strided"], default=None,
+                    help="override model.stem (default: the config's, auto: strided on CPU at this patch)")
     ap.add_argument("--monai-norm", choices=["instance", "batch"], default="instance")
     ap.add_argument("--subjects", type=int, default=4)
     ap.add_argument("--shape", type=int, nargs=3, default=[96, 112, 96], help="synthetic volume shape (z y x)")

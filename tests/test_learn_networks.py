@@ -189,3 +189,81 @@ def test_channels_last_instance_norm_matches_torch(dim):
     torch.testing.assert_close(fast.bias.grad.double(), ref64.bias.grad, rtol=1e-4, atol=1e-4)
     # a LeakyReLU in place after it (DynUNet's blocks) must not break autograd
     torch.nn.functional.leaky_relu_(fast(x.clone().requires_grad_())).sum().backward()
+
+
+def _conv_output_sizes(net, x):
+    """Spatial sizes of every Conv3d/Conv2d output in one forward pass."""
+    sizes = []
+    hooks = [m.register_forward_hook(lambda _m, _i, o: sizes.append(tuple(o.shape[2:])))
+             for m in net.modules() if isinstance(m, (torch.nn.Conv3d, torch.nn.Conv2d))]
+    with torch.no_grad():
+        net(x)
+    for h in hooks:
+        h.remove()
+    return sizes
+
+
+@pytest.mark.parametrize("dim,patch", [("3d", (16, 64, 64)), ("2d", (64, 64))])
+def test_strided_stem_never_convolves_at_full_resolution(dim, patch):
+    """The strided stem is nnU-Net's topology without its full-resolution stage: no convolution sees the
+    patch's grid, the first one has the first pooling stride, and the logits come back at the patch's size."""
+    x = torch.randn(1, 2, *patch)
+    full = build_network(dim, 2, 3, patch, base_features=4).eval()
+    strided = build_network(dim, 2, 3, patch, base_features=4, stem="strided").eval()
+    assert patch in _conv_output_sizes(full, x)
+    sizes = _conv_output_sizes(strided, x)
+    half = tuple(s // st for s, st in zip(patch, unet_topology(patch)[1][1]))  # after nnU-Net's first pool
+    assert patch not in sizes and sizes[0] == half
+    with torch.no_grad():
+        out = strided(x)
+    assert out.shape == (1, 3, *patch)
+    # one stage fewer: the coarsest stage is as deep as the full network's (the stem takes the first pool)
+    _, strides = unet_topology(patch)
+    assert len(strided.unet.filters) == len(strides) - 1
+    assert n_parameters(strided) < n_parameters(full)
+    # the output is the coarse logits interpolated linearly: smooth, equal to interpolating the U-Net's output
+    with torch.no_grad():
+        coarse = strided.unet(x)
+    assert coarse.shape[2:] == half
+    mode = "trilinear" if dim == "3d" else "bilinear"
+    assert torch.allclose(out, torch.nn.functional.interpolate(coarse, size=patch, mode=mode), atol=1e-6)
+
+
+def test_strided_stem_deep_supervision_and_n_stages():
+    net = build_network("3d", 1, 3, (64, 64, 64), base_features=4, deep_supervision=True, stem="strided")
+    net.train()
+    out = net(torch.randn(2, 1, 64, 64, 64))
+    assert out.shape == (2, 2, 3, 64, 64, 64)  # 3 stages (32 -> 16 -> 8): the final output and one head
+    loss = make_loss("dice_ce", 3, deep_supervision_weights=deep_supervision_weights(out.shape[1]))
+    value = loss(out, torch.randint(0, 3, (2, 1, 64, 64, 64)))
+    value.backward()
+    assert torch.isfinite(value)
+    # n_stages counts the network's stages either way
+    assert len(build_network("3d", 1, 3, (64, 64, 64), n_stages=3, stem="strided").unet.filters) == 3
+    with pytest.raises(ValueError, match="stages"):
+        build_network("3d", 1, 3, (32, 32, 32), stem="strided")  # 16 -> 8: two stages, too few
+    with pytest.raises(ValueError, match="stem"):
+        build_network("3d", 1, 3, (64, 64, 64), stem="pooled")
+
+
+def test_strided_stem_learns_a_segmentation():
+    """A strided-stem network fits a blob segmentation whose boundary lies between coarse voxels."""
+    torch.manual_seed(0)
+    zz, yy, xx = torch.meshgrid(torch.arange(16.0), torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    masks = [((zz - 7.5) ** 2 + (yy - c) ** 2 + (xx - 31) ** 2 < 6.5 ** 2).long() for c in (25, 32, 39)]
+    y = torch.stack(masks)[:, None]
+    x = y.float() + 0.3 * torch.randn(y.shape)
+    net = build_network("3d", 1, 2, (16, 64, 64), base_features=8, stem="strided")
+    loss_fn = make_loss("dice_ce", 2)
+    opt = torch.optim.Adam(net.parameters(), 3e-3)
+    net.train()
+    for _ in range(60):
+        opt.zero_grad()
+        loss = loss_fn(net(x), y)
+        loss.backward()
+        opt.step()
+    net.eval()
+    with torch.no_grad():
+        pred = net(x).argmax(1, keepdim=True)
+    dice = 2 * ((pred == 1) & (y == 1)).sum() / ((pred == 1).sum() + (y == 1).sum())
+    assert float(dice) > 0.9, float(dice)

@@ -317,6 +317,44 @@ def _fake_fp(median_shape, spacing=(1.0, 1.0, 1.0)):
             "class_voxels": {"0": 100, "1": 1}, "intensity": {}}
 
 
+def test_plan_chooses_the_stem_and_records_why(base_cfg):
+    """auto: the strided stem for 3D on CPU when the patch leaves 3 stages without the full-resolution one;
+    nnU-Net's full-resolution stage on a GPU, for small patches, 2D, or a set n_stages. The recorded strides
+    and kernels are the network's, and the network built from the plans matches them."""
+    from voxflow.learn.train import network_from_plans
+
+    cfg = copy.deepcopy(base_cfg)
+    cfg["model"].update(patch_size=[64, 64, 64], base_features=4)
+    fp = _fake_fp([96, 96, 96])
+    cpu = make_plans(fp, cfg, MODS, [0, 1], "cpu")
+    assert cpu["stem"] == "strided" and "CPU" in cpu["stem_why"]
+    assert cpu["n_stages"] == 3 and cpu["strides"] == [[2, 2, 2], [2, 2, 2], [2, 2, 2]]
+    assert len(cpu["kernels"]) == cpu["n_stages"]
+    net = network_from_plans(cpu).eval()
+    assert [list(s) for s in net.unet.strides] == cpu["strides"]
+    with torch.no_grad():
+        assert net(torch.zeros(1, 2, 64, 64, 64)).shape == (1, 2, 64, 64, 64)
+    gpu = make_plans(fp, cfg, MODS, [0, 1], "cuda")
+    assert gpu["stem"] == "full_resolution" and "GPU" in gpu["stem_why"] and gpu["n_stages"] == 4
+    assert gpu["strides"][0] == [1, 1, 1]
+    small = copy.deepcopy(cfg)
+    small["model"]["patch_size"] = [32, 32, 32]
+    p = make_plans(fp, small, MODS, [0, 1], "cpu")
+    assert p["stem"] == "full_resolution" and "stages" in p["stem_why"]
+    for key, value, why in (("stem", "full_resolution", "configured"), ("n_stages", 3, "n_stages"),
+                            ("dim", "2d", "2d")):
+        c = copy.deepcopy(cfg)
+        c["model"][key] = value
+        if key == "dim":
+            c["model"]["patch_size"] = [64, 64]
+        p = make_plans(fp, c, MODS, [0, 1], "cpu")
+        assert p["stem"] == "full_resolution" and why in p["stem_why"], p["stem_why"]
+    forced = copy.deepcopy(small)
+    forced["model"]["stem"] = "strided"
+    with pytest.raises(ValueError, match=r"model\.stem: strided"):
+        make_plans(fp, forced, MODS, [0, 1], "cpu")
+
+
 @pytest.mark.parametrize("dim", ["3d", "2d", "2.5d"])
 def test_automatic_patch_shrinks_with_the_memory_budget(base_cfg, dim):
     cfg = copy.deepcopy(base_cfg)
@@ -443,6 +481,24 @@ def test_predict_probabilities_3d(trained, base_cfg, stores):
     assert probs.min() >= 0 and plans == trained["plans"]
     seg = labels_from_probabilities(probs, plans["label_values"])
     assert seg.shape == SHAPE and set(np.unique(seg)) <= {0, 1, 2, 4}
+
+
+def test_strided_stem_trains_saves_and_predicts(base_cfg, stores, tmp_path):
+    """The strided stem through the whole learning path: plans -> train_fold -> model_final.pt (weights only)
+    -> sliding-window prediction with mirroring, on a patch larger than the image (padded)."""
+    from voxflow.learn.infer import predict_probabilities
+    from voxflow.learn.train import load_trained, train_fold
+
+    plans = plans_for(base_cfg, stores, patch_size=[16, 64, 64], stem="strided")
+    assert plans["stem"] == "strided" and plans["strides"][0] == [2, 2, 2] and plans["n_stages"] == 3
+    info = train_fold([stores["s0"], stores["s1"]], [stores["s2"]], plans, _train_cfg(base_cfg), tmp_path,
+                      device=CPU, progress=False)
+    net, back = load_trained(Path(info["final"]), CPU)
+    assert back == plans and type(net).__name__ == "UpsampledLogits"
+    cfg = dict(base_cfg["infer"], tta=True, mirror_axes=[0, 1, 2])
+    probs, _ = predict_probabilities(stores["s2"], [info["final"]], cfg, CPU)
+    assert probs.shape == (4, *SHAPE) and np.isfinite(probs).all()
+    np.testing.assert_allclose(probs.sum(0), 1.0, atol=1e-4)
 
 
 _KILLABLE = """

@@ -18,6 +18,7 @@ from monai.networks.nets import DynUNet
 from torch import nn
 
 DIMS = ("3d", "2.5d", "2d")
+STEMS = ("full_resolution", "strided")
 
 
 def unet_topology(
@@ -85,6 +86,7 @@ def build_network(
     deep_supervision: bool = False,
     context_slices: int = 1,
     spacing: Sequence[float] | None = None,
+    stem: str = "full_resolution",
 ) -> nn.Module:
     """Build an nnU-Net-like ``DynUNet`` (instance norm, leaky ReLU, strided convs).
 
@@ -106,7 +108,16 @@ def build_network(
     stage above the bottleneck, as in nnU-Net), each upsampled by MONAI to full
     resolution with nearest interpolation. Pass it to a loss made with
     ``deep_supervision_weights`` (see :mod:`voxflow.learn.losses`).
+
+    ``stem``: ``"full_resolution"`` (nnU-Net: the first stage convolves the patch at full resolution) or
+    ``"strided"``: the same topology without its full-resolution stage, so the first convolution has the
+    first pooling stride (as MONAI's ``UNet``) and the logits are interpolated (linearly) back to the patch
+    (:class:`UpsampledLogits`). ``n_stages`` counts the network's stages either way. On CPU the full-resolution
+    stage is most of the cost (its feature maps are 8x larger than the next stage's; about 6x slower per step
+    at 64^3, bench/train_throughput.py), which is why the planner picks the strided stem there.
     """
+    if stem not in STEMS:
+        raise ValueError(f"stem must be one of {STEMS}, got {stem!r}")
     if dim not in DIMS:
         raise ValueError(f"dim must be one of {DIMS}, got {dim!r}")
     n_spatial = 3 if dim == "3d" else 2
@@ -118,7 +129,11 @@ def build_network(
         in_channels = in_channels * context_slices
     elif context_slices != 1:
         raise ValueError(f"context_slices={context_slices} only applies to dim='2.5d', not {dim!r}")
-    kernels, strides = unet_topology(patch_size, spacing=spacing, n_stages=n_stages)
+    strided = stem == "strided"
+    kernels, strides = unet_topology(patch_size, spacing=spacing,
+                                     n_stages=None if n_stages is None else n_stages + strided)
+    if strided:  # drop the full-resolution stage: the input block gets the first pooling stride
+        kernels, strides = kernels[1:], strides[1:]
     if len(strides) < 3:
         raise ValueError(
             f"patch {tuple(patch_size)} gives only {len(strides)} U-Net stages; DynUNet needs >= 3, "
@@ -131,7 +146,7 @@ def build_network(
         if s % total:
             raise ValueError(f"patch_size {tuple(patch_size)}: axis {axis} must be divisible by {total}")
     filters = [min(base_features * 2**i, max_features) for i in range(len(strides))]
-    net = DynUNet(
+    unet = DynUNet(
         spatial_dims=n_spatial,
         in_channels=in_channels,
         out_channels=n_classes,
@@ -144,7 +159,29 @@ def build_network(
         deep_supervision=deep_supervision,
         deep_supr_num=len(strides) - 2,
     )
-    return channels_last_instance_norms(net)
+    net = channels_last_instance_norms(unet)
+    return UpsampledLogits(net) if strided else net
+
+
+class UpsampledLogits(nn.Module):
+    """A U-Net whose output is coarser than its input (a strided stem), its logits interpolated (linear) to the
+    input's size; deep-supervision outputs ``(B, S, K, *spatial)`` likewise, each head."""
+
+    def __init__(self, unet: nn.Module):
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.unet(x)
+        size = tuple(x.shape[2:])
+        mode = "trilinear" if len(size) == 3 else "bilinear"
+        if tuple(out.shape[-len(size):]) == size:
+            return out
+        if out.dim() == x.dim():
+            return F.interpolate(out, size=size, mode=mode, align_corners=False)
+        b, s = out.shape[:2]  # deep supervision: (B, S, K, *spatial)
+        up = F.interpolate(out.reshape(b * s, *out.shape[2:]), size=size, mode=mode, align_corners=False)
+        return up.reshape(b, s, *up.shape[1:])
 
 
 class _InstanceNormChannelsLast(torch.autograd.Function):

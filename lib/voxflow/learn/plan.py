@@ -153,7 +153,12 @@ def make_plans(fp: dict, cfg: dict, modalities: list[str], label_values: list[in
         global_batch(overrides["batch_size"], world, configured=True)
     chosen = {**auto, **overrides}
     sp = spacing if dim == "3d" else spacing[1:]
-    kernels, strides = unet_topology(chosen["patch_size"], sp, mcfg.get("n_stages"))
+    stem, stem_why = choose_stem(mcfg.get("stem", "auto"), dim, device, chosen["patch_size"], sp,
+                                 mcfg.get("n_stages"))
+    strided = stem == "strided"
+    kernels, strides = unet_topology(chosen["patch_size"], sp,
+                                     None if mcfg.get("n_stages") is None else mcfg["n_stages"] + strided)
+    kernels, strides = (kernels[1:], strides[1:]) if strided else (kernels, strides)  # the network's stages
     auto["n_stages"] = len(strides)
     if mcfg.get("n_stages") is not None:
         overrides["n_stages"] = mcfg["n_stages"]
@@ -172,6 +177,7 @@ def make_plans(fp: dict, cfg: dict, modalities: list[str], label_values: list[in
         "context_slices": mcfg["context_slices"] if dim == "2.5d" else 1,
         "patch_size": chosen["patch_size"], "batch_size": chosen["batch_size"], "n_stages": chosen["n_stages"],
         "kernels": kernels, "strides": strides, "base_features": base, "spacing": spacing,
+        "stem": stem, "stem_why": stem_why,
         "memory_budget_gb": budget, "device": device, "processes": world,
         "estimated_memory_gb": round(estimate_memory_gb(  # per process (per GPU)
             chosen["patch_size"] if dim == "3d" else [1] + list(chosen["patch_size"]),
@@ -180,6 +186,40 @@ def make_plans(fp: dict, cfg: dict, modalities: list[str], label_values: list[in
         "intensity": fp["intensity"],
         "automatic": auto, "overridden_by_config": overrides,
     }
+
+
+def choose_stem(requested: str, dim: str, device: str, patch: Sequence[int], spacing: Sequence[float],
+                n_stages: int | None) -> tuple[str, str]:
+    """The network's first stage and why: "full_resolution" (nnU-Net) or "strided" (no full-resolution stage; the
+    logits are interpolated back, voxflow.learn.networks.build_network).
+
+    "auto": strided for a 3D network trained on CPU whose patch leaves at least 3 stages without the
+    full-resolution one, since there the full-resolution stage is most of a step's time (64^3, batch 2, 16
+    features: 6x slower per step with it; bench/train_throughput.py) and at equal training time the strided
+    network segments as well (bench/stem.py); full resolution on a GPU (nnU-Net's choice, where it is cheap),
+    for 2D/2.5D networks, and when model.n_stages is set."""
+    from voxflow.learn.networks import unet_topology
+
+    full_stages = len(unet_topology(patch, spacing)[1])
+    if requested == "full_resolution":
+        return requested, "model.stem: full_resolution (configured)"
+    if requested == "strided":
+        need = 4 if n_stages is None else n_stages + 1
+        if full_stages < need:
+            raise ValueError(f"model.stem: strided needs a patch with {need} U-Net stages (the full-resolution one "
+                             f"dropped); patch {tuple(patch)} has {full_stages}: raise model.patch_size")
+        return requested, "model.stem: strided (configured)"
+    if device == "cuda":
+        return "full_resolution", "auto: training on a GPU, where the full-resolution stage is cheap (nnU-Net)"
+    if dim != "3d":
+        return "full_resolution", f"auto: a {dim} network (the strided stem is chosen for 3D only)"
+    if n_stages is not None:
+        return "full_resolution", "auto: model.n_stages is set"
+    if full_stages < 4:
+        return "full_resolution", (f"auto: patch {tuple(patch)} has {full_stages} stages; without the "
+                                   "full-resolution one fewer than the 3 a U-Net needs")
+    return "strided", ("auto: 3D training on CPU, where the full-resolution stage is most of a step's time; "
+                       "the first convolution is strided and the logits are interpolated back")
 
 
 def make_split(subjects: Sequence[str], n_folds: int, test_fraction: float, seed: int,

@@ -65,7 +65,7 @@ def plan(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dic
     device = "cuda" if (cfg["train"]["device"] in ("auto", "cuda") and torch.cuda.is_available()) else "cpu"
     plans = make_plans(fp, cfg, cfg["modalities"], cfg["label_values"], device)
     write_json_atomic(plans, out["plans"])
-    return {k: plans[k] for k in ("dim", "patch_size", "batch_size", "n_stages", "overridden_by_config")}
+    return {k: plans[k] for k in ("dim", "patch_size", "batch_size", "n_stages", "stem", "overridden_by_config")}
 
 
 def train(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:

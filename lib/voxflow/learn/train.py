@@ -45,7 +45,8 @@ def network_from_plans(plans: dict, deep_supervision: bool = False) -> torch.nn.
     return build_network(dim, n_inputs(plans), n_outputs(plans), plans["patch_size"],
                          n_stages=plans["n_stages"], base_features=plans["base_features"],
                          deep_supervision=deep_supervision, context_slices=plans["context_slices"],
-                         spacing=plans["spacing"] if dim == "3d" else plans["spacing"][1:])
+                         spacing=plans["spacing"] if dim == "3d" else plans["spacing"][1:],
+                         stem=plans.get("stem", "full_resolution"))
 
 
 def cascade_stage(plans: dict) -> str | None:
