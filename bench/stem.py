@@ -60,9 +60,14 @@ def main() -> None:
         else str(ROOT / "config" / "config.yaml")
     cfg = validate_config(load_config(args.configfile, base=base), ROOT / "config" / "config.schema.yaml")
     model_dir = Path(cfg["output_dir"]) / "model"
-    fp = json.loads((model_dir / "fingerprint.json").read_text())
     split = json.loads((model_dir / "split.json").read_text())
     stores = json.loads((model_dir / "stores.json").read_text())
+    if (model_dir / "fingerprint.json").is_file():
+        fp = json.loads((model_dir / "fingerprint.json").read_text())
+    else:  # a run stopped before its fingerprint rule: measure the training subjects as that rule does
+        from voxflow.learn.plan import fingerprint
+
+        fp = fingerprint({s: stores[s] for s in split["folds"][0]["train"] + split["folds"][0]["val"]}, "threads")
     incomplete = {row["subject"] for row in split.get("incomplete") or []}
     stores.update({s: str(Path(cfg["output_dir"]) / "zarr" / f"{s}.zarr") for s in split["test"]
                    if s not in incomplete})  # an incomplete subject's store lacks a modality: not a fair test

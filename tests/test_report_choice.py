@@ -235,3 +235,20 @@ def test_group_names():
     regions = {"whole_tumor": [1, 2, 3, 4], "enhancing": [4]}
     assert group_names([[4, 3, 2, 1], [4], [1, 4]], regions) == ["whole_tumor (4,3,2,1)", "enhancing (4)", "1,4"]
     assert group_names([[1], [2]]) == ["1", "2"]
+
+
+def test_curve_labels_come_from_the_configurations_plans(tmp_path):
+    """A fold's curve is labelled with the configuration its plans.json names (the plan rule records
+    model.configuration), whatever the folder is called; a single-configuration model: the fold alone."""
+    from voxflow.report import _fold_label
+
+    for conf, folder in (("3d_cascade/lowres", "model/3d_cascade/lowres"), ("2d", "model/elsewhere")):
+        d = tmp_path / folder
+        (d / "fold_1").mkdir(parents=True)
+        (d / "plans.json").write_text(json.dumps({"dim": "3d", "configuration": conf}))
+        assert _fold_label(d / "fold_1" / "model_final.pt") == f"{conf} fold_1"
+    single = tmp_path / "single"
+    (single / "fold_0").mkdir(parents=True)
+    (single / "plans.json").write_text(json.dumps({"dim": "3d", "configuration": None}))
+    assert _fold_label(single / "fold_0" / "model_final.pt") == "fold_0"
+    assert _fold_label(tmp_path / "nowhere" / "fold_2" / "model_final.pt") == "fold_2"

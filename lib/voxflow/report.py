@@ -212,15 +212,21 @@ def _preprocessing_qc(files: ReportFiles) -> dict:
                                  "alt": f"{s} {st}"} for st in steps]} for s, pngs in rows]}
 
 
+def _fold_label(model: Path) -> str:
+    """"fold_0", or "<configuration> fold_0" when the fold's plans.json (model/<configuration>/plans.json, the plan
+    rule's) names its configuration (model.configurations)."""
+    plans = model.parent.parent / "plans.json"
+    try:
+        conf = json.loads(plans.read_text()).get("configuration") if plans.is_file() else None
+    except (OSError, ValueError):
+        conf = None
+    return f"{conf} {model.parent.name}" if conf else model.parent.name
+
+
 def _curves(models: list[str]) -> dict:
     figures, missing = [], []
     for path in models:
-        fold = Path(path).parent.name
-        conf = Path(path).parent.parent
-        if conf.name in ("2d", "2.5d", "3d", "3d_cascade"):  # model.configurations: model/<configuration>/
-            fold = f"{conf.name} {fold}"
-        elif conf.name == "lowres" and conf.parent.name == "3d_cascade":  # the cascade's first stage
-            fold = f"3d_cascade/lowres {fold}"
+        fold = _fold_label(Path(path))
         curve = read_curve(path)
         if curve is None:
             missing.append(fold)

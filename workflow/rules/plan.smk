@@ -25,12 +25,12 @@ def conf_dir(configuration):
 
 def model_section(wildcards):
     """The model settings of the job's configuration (model.dim set to it; a cascade's stages are 3D, with
-    model.cascade_stage)."""
+    model.cascade_stage; model.configuration names it, recorded in plans.json)."""
     if not MULTI_CONFIG:
         return config["model"]
     c = wildcards.configuration
     stage = {"3d_cascade": "fullres", "3d_cascade/lowres": "lowres"}.get(c)
-    return config["model"] | {"dim": "3d" if stage else c, "cascade_stage": stage}
+    return config["model"] | {"dim": "3d" if stage else c, "cascade_stage": stage, "configuration": c}
 
 
 SPLIT_CFG = config["split"]

@@ -177,7 +177,7 @@ def make_plans(fp: dict, cfg: dict, modalities: list[str], label_values: list[in
         "context_slices": mcfg["context_slices"] if dim == "2.5d" else 1,
         "patch_size": chosen["patch_size"], "batch_size": chosen["batch_size"], "n_stages": chosen["n_stages"],
         "kernels": kernels, "strides": strides, "base_features": base, "spacing": spacing,
-        "stem": stem, "stem_why": stem_why,
+        "stem": stem, "stem_why": stem_why, "configuration": mcfg.get("configuration"),
         "memory_budget_gb": budget, "device": device, "processes": world,
         "estimated_memory_gb": round(estimate_memory_gb(  # per process (per GPU)
             chosen["patch_size"] if dim == "3d" else [1] + list(chosen["patch_size"]),
