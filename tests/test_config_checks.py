@@ -398,6 +398,13 @@ def _output_dir_empty(tmp):
         "config error at 'output_dir': empty; give the folder the results go to (e.g. results)"]
 
 
+def _patch_size_vs_configurations(tmp):
+    """One model.patch_size for a 2D and a 3D configuration cannot fit both (it applies to every configuration)."""
+    return (_cfg(tmp, model={"configurations": ["2d", "3d"], "patch_size": [32, 32, 32]}),
+            ["config error at 'model.patch_size': [32, 32, 32] has 3 values but configuration 2d needs 2 (2D/2.5D: "
+             "[y, x], 3D: [z, y, x]); with several configurations leave it null (each plans its own)"])
+
+
 def _extension_without_dot(tmp):
     return (_cfg(tmp, input={"modalities": ["t1"], "label": None, "extension": "nii.gz"}),
             ["config error at 'input.extension': 'nii.gz' does not start with '.': the files would be named like "
@@ -424,7 +431,8 @@ CASES = {f.__name__[1:]: f for f in [
     _unknown_modality_keys, _file_names_other_layout, _label_values_without_zero, _label_values_twice,
     _label_values_background_only, _evaluate_labels_unknown, _model_dir_missing, _model_dir_incomplete,
     _model_dir_other_modalities, _model_dir_no_normalization, _context_slices_even, _processes_vs_gpus,
-    _batch_vs_processes, _synthesis_batch_and_unusable, _open_close_bad, _regions_ambiguous,
+    _batch_vs_processes, _patch_size_vs_configurations, _synthesis_batch_and_unusable, _open_close_bad,
+    _regions_ambiguous,
     _regions_unknown_label_and_wce, _deepbet_on_ct, _template_without_files, _normalization_ranges,
     _step_granularity_with_exclude, _epochs_zero, _several_at_once]}
 

@@ -243,6 +243,15 @@ def _check_training(config: dict, cohort: Cohort) -> list[str]:
             and not config["predict"]["model_dir"]):
         problems.append(f"config error at 'model.context_slices': {model['context_slices']} with model.dim 2.5d; "
                         "use an odd number (the network predicts the centre slice)")
+    confs = list(model.get("configurations") or []) or [model["dim"]]
+    patch = model.get("patch_size")
+    if patch is not None and not config["predict"]["model_dir"]:
+        wrong = [c for c in confs if len(patch) != (2 if c in ("2d", "2.5d") else 3)]
+        if wrong:
+            problems.append(f"config error at 'model.patch_size': {list(patch)} has {len(patch)} values but "
+                            f"configuration {', '.join(wrong)} needs {2 if wrong[0] in ('2d', '2.5d') else 3} "
+                            "(2D/2.5D: [y, x], 3D: [z, y, x]); with several configurations leave it null (each plans "
+                            "its own)")
     sp = config["split"]
     if (model["cascade"] or "3d_cascade" in (model.get("configurations") or [])) and not config["predict"]["model_dir"]:
         if sp["n_folds"] < 2 or (sp["folds_to_train"] is not None and sorted(set(sp["folds_to_train"]))
