@@ -132,3 +132,30 @@ def test_workflow_trains_two_configurations_chooses_and_predicts(tmp_path):
     assert res.returncode == 0, _fail_msg(res)
     for s in split["test"]:
         assert (again / "results" / "predictions" / s / f"{s}_seg.nii.gz").is_file()
+
+    # one archive (voxflow export-model) predicts as the folder does; a cascade packs the low-resolution folds
+    # it chains (inference.json rewritten to choose the cascade, whatever won here)
+    import shutil
+
+    import torch
+
+    from voxflow.learn.infer import predict_probabilities
+    from voxflow.model_archive import export_model, open_model
+
+    chosen = tmp_path / "cascade_model"
+    shutil.copytree(model, chosen)
+    models = [f"3d_cascade/fold_{k}/model_final.pt" for k in (0, 1)]
+    (chosen / "inference.json").write_text(json.dumps(dict(inference, configurations=["3d_cascade"], models=models)))
+    manifest = export_model(chosen, tmp_path / "model.zip")
+    assert {"3d_cascade/plans.json", "3d_cascade/lowres/plans.json", "3d_cascade/lowres/fold_1/model_final.pt",
+            "inference.json", *models} <= set(manifest["files"])
+    assert not [n for n in manifest["files"] if n.startswith(("2d/", "3d/"))]
+    assert manifest["configurations"] == ["3d_cascade"]
+    opened = open_model(tmp_path / "model.zip", work_dir=tmp_path / "unpacked")
+    assert opened.model_paths == [str(opened.dir / m) for m in models]
+    assert opened.postprocessing == inference["postprocessing"]
+    store = str(out / "zarr" / f"{split['test'][0]}.zarr")
+    infer_cfg = opened.settings["infer"]
+    from_archive, _ = predict_probabilities(store, opened.model_paths, infer_cfg, torch.device("cpu"))
+    from_folder, _ = predict_probabilities(store, [str(chosen / m) for m in models], infer_cfg, torch.device("cpu"))
+    np.testing.assert_array_equal(from_archive, from_folder)

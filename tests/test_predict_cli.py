@@ -113,6 +113,39 @@ def test_export_packs_exactly_what_prediction_needs(tmp_path, capsys):
     assert os.listdir(archive.parent) == ["model.zip"]  # written under a temporary name, renamed
 
 
+def test_export_packs_the_chosen_configurations_of_a_multi_configuration_model(tmp_path, capsys):
+    """model.configurations: inference.json names the chosen models; only those, each configuration's plans.json
+    and a chosen cascade's low-resolution folds are packed; the opened model predicts with them and with
+    inference.json's post-processing; a chosen model missing is one line."""
+    rng = np.random.default_rng(1)
+    d = fake_model(tmp_path / "model", folds=())
+    (d / "postprocessing.json").unlink()  # a multi-configuration model has inference.json instead
+    for name in ("2d/fold_0/model_final.pt", "2d/fold_1/model_final.pt", "3d_cascade/fold_0/model_final.pt",
+                 "3d_cascade/fold_1/model_final.pt", "3d_cascade/lowres/fold_0/model_final.pt",
+                 "3d_cascade/lowres/fold_1/model_final.pt", "3d/fold_0/model_final.pt"):
+        (d / name).parent.mkdir(parents=True, exist_ok=True)
+        (d / name).write_bytes(rng.bytes(20_000))
+    for conf in ("2d", "3d", "3d_cascade", "3d_cascade/lowres"):
+        (d / conf / "plans.json").write_text(json.dumps({"dim": conf[:2], "configuration": conf}))
+    chosen = ["2d/fold_0/model_final.pt", "2d/fold_1/model_final.pt", "3d_cascade/fold_0/model_final.pt",
+              "3d_cascade/fold_1/model_final.pt"]
+    post = {"groups": [[1, 2, 4]], "enabled": [False]}
+    (d / "inference.json").write_text(json.dumps({"configurations": ["2d", "3d_cascade"], "models": chosen,
+                                                  "postprocessing": post}))
+    manifest = export_model(d, tmp_path / "multi.zip")
+    assert sorted(manifest["files"]) == sorted([
+        "fingerprint.json", "inference.json", "plans.json", "settings.json", *chosen, "2d/plans.json",
+        "3d_cascade/plans.json", "3d_cascade/lowres/fold_0/model_final.pt",
+        "3d_cascade/lowres/fold_1/model_final.pt", "3d_cascade/lowres/plans.json"])  # not 3d/: not chosen
+    assert manifest["configurations"] == ["2d", "3d_cascade"] and manifest["folds"] == [0, 1]
+    m = open_model(tmp_path / "multi.zip", work_dir=tmp_path / "w")
+    assert m.model_paths == [str(m.dir / n) for n in chosen] and m.postprocessing == post
+    assert sha256_file(Path(m.model_paths[2])) == sha256_file(d / chosen[2])
+    (d / "3d_cascade" / "fold_1" / "model_final.pt").unlink()
+    assert main(["export-model", str(d), str(tmp_path / "again.zip")]) != 0
+    assert "lacks 3d_cascade/fold_1/model_final.pt" in _one_error_line(capsys.readouterr().err)
+
+
 def test_export_packs_normalization_when_the_model_has_one(tmp_path):
     model = fake_model(tmp_path / "model", normalize="nyul")
     with pytest.raises(ModelArchiveError, match=r"lacks normalization.json \(normalization \['nyul'\]\)"):

@@ -3,7 +3,10 @@
 
 The archive holds exactly what prediction needs: plans.json, settings.json (the input, preprocess and
 infer settings of the training run: the preprocessing chain is rebuilt from them), postprocessing.json,
-every fold_<k>/model_final.pt, and fingerprint.json / normalization.json where the folder has them;
+every fold_<k>/model_final.pt, and fingerprint.json / normalization.json where the folder has them. A model of
+several configurations (model.configurations) holds inference.json instead of postprocessing.json (the chosen
+configurations, their post-processing) and only the chosen models, `<configuration>/fold_<k>/model_final.pt`
+with each configuration's plans.json (and a chosen cascade's `3d_cascade/lowres/` folds, which it chains);
 `manifest.json` lists each file's sha256 and size, the voxflow version, the modalities, the label values
 and the creation time. Opening an archive checks every file against the manifest (no file missing, none
 unlisted, every checksum equal) before anything is used; a problem is one `ModelArchiveError` line that
@@ -30,8 +33,11 @@ MANIFEST = "manifest.json"
 FORMAT = "voxflow-model"
 FORMAT_VERSION = 1
 REQUIRED = ("plans.json", "settings.json", "postprocessing.json")
+INFERENCE = "inference.json"  # a model of several configurations: in place of postprocessing.json
 OPTIONAL = ("fingerprint.json", "normalization.json")
-FOLD_MODEL = re.compile(r"fold_(\d+)/model_final\.pt")
+_CONFIGURATION = r"(?:2d|2\.5d|3d|3d_cascade)(?:/lowres)?"  # model.configurations' folders
+FOLD_MODEL = re.compile(rf"(?:{_CONFIGURATION}/)?fold_(\d+)/model_final\.pt")
+CONFIGURATION_PLANS = re.compile(rf"{_CONFIGURATION}/plans\.json")
 # the first voxflow whose workflow writes model/settings.json (the model_settings rule)
 SETTINGS_SINCE = "0.1.0"
 _CHUNK = 1 << 20
@@ -105,6 +111,25 @@ def _check_settings(settings: dict, plans: dict, source) -> None:
                                         "not the settings of this model")
 
 
+def _chosen_models(d: Path, source) -> list[str]:
+    """A model of several configurations: the chosen models inference.json names (relative, '/'-separated),
+    each configuration's plans.json, and the low-resolution folds a chosen cascade chains."""
+    doc = _read_json(d / INFERENCE, source, INFERENCE)
+    models = doc.get("models")
+    if not isinstance(models, list) or not models or not all(isinstance(m, str) and FOLD_MODEL.fullmatch(m)
+                                                             for m in models):
+        raise ModelArchiveError(source, f"{INFERENCE} names no models of the form <configuration>/fold_<k>/"
+                                        f"model_final.pt (models: {models!r})")
+    names = list(dict.fromkeys(models))
+    for conf in dict.fromkeys(m.rsplit("/", 2)[0] for m in models):
+        low = d / conf / "lowres"
+        names += sorted(f"{conf}/lowres/{p.parent.name}/model_final.pt" for p in low.glob("fold_*/model_final.pt")
+                        if re.fullmatch(r"fold_\d+", p.parent.name))
+    for conf in dict.fromkeys(n.rsplit("/", 2)[0] for n in list(names)):
+        names.append(f"{conf}/plans.json")
+    return names
+
+
 def model_files(model_dir: str | os.PathLike) -> dict[str, Path]:
     """Archive name -> file of a model folder: what `export_model` packs. Raises a one-line
     ModelArchiveError naming what is missing."""
@@ -117,19 +142,26 @@ def model_files(model_dir: str | os.PathLike) -> dict[str, Path]:
                                            f"{SETTINGS_SINCE}? rerun the workflow's model_settings rule "
                                            "(snakemake --configfile <the run's config> "
                                            "<output_dir>/model/settings.json)")
-    missing = [n for n in REQUIRED if not (d / n).is_file()]
-    folds = sorted((e.name for e in os.scandir(d) if e.is_dir() and re.fullmatch(r"fold_\d+", e.name)
-                    and (d / e.name / "model_final.pt").is_file()), key=lambda n: int(n[5:]))
-    if not folds:
-        missing.append("fold_<k>/model_final.pt")
+    several = (d / INFERENCE).is_file()
+    required = [n for n in REQUIRED if not (several and n == "postprocessing.json")] + ([INFERENCE] * several)
+    missing = [n for n in required if not (d / n).is_file()]
+    if several:
+        members = _chosen_models(d, model_dir)
+        missing += [n for n in members if not (d / n).is_file()]
+    else:
+        members = [f"{e.name}/model_final.pt" for e in sorted(
+            (e for e in os.scandir(d) if e.is_dir() and re.fullmatch(r"fold_\d+", e.name)
+             and (d / e.name / "model_final.pt").is_file()), key=lambda e: int(e.name[5:]))]
+        if not members:
+            missing.append("fold_<k>/model_final.pt")
     if missing:
         raise ModelArchiveError(model_dir, f"lacks {', '.join(missing)}: not the model folder of a finished "
                                            "training run (<output_dir>/model)")
-    for n in REQUIRED + OPTIONAL:
+    for n in [*required, *OPTIONAL]:
         if (d / n).is_file():
             files[n] = d / n
-    for f in folds:
-        files[f"{f}/model_final.pt"] = d / f / "model_final.pt"
+    for n in members:
+        files[n] = d / n
     settings = _read_json(d / "settings.json", model_dir, "settings.json")
     plans = _read_json(d / "plans.json", model_dir, "plans.json")
     _check_settings(settings, plans, model_dir)
@@ -155,7 +187,9 @@ def export_model(model_dir: str | os.PathLike, archive: str | os.PathLike) -> di
         "modality_types": inp.get("modality_types") or {},
         "label_values": list(inp.get("label_values") or plans.get("label_values") or []),
         "space": (settings.get("preprocess") or {}).get("space", "mni"),
-        "folds": sorted(_fold_key(n) for n in files if FOLD_MODEL.fullmatch(n)),
+        "folds": sorted({_fold_key(n) for n in files if FOLD_MODEL.fullmatch(n)}),
+        "configurations": (_read_json(d / INFERENCE, model_dir, INFERENCE).get("configurations")
+                           if INFERENCE in files else None),
         "files": {n: {"sha256": sha256_file(p), "size": p.stat().st_size} for n, p in files.items()},
     }
     out = Path(archive)
@@ -232,7 +266,9 @@ def load_model_dir(d: str | os.PathLike, source: str | os.PathLike | None = None
         raise ModelArchiveError(source, exc.problem) from None
     settings = _read_json(d / "settings.json", source, "settings.json")
     plans = _read_json(d / "plans.json", source, "plans.json")
-    post = _read_json(d / "postprocessing.json", source, "postprocessing.json")
+    inference = _read_json(d / INFERENCE, source, INFERENCE) if (d / INFERENCE).is_file() else None
+    post = (inference.get("postprocessing") or {} if inference is not None
+            else _read_json(d / "postprocessing.json", source, "postprocessing.json"))
     if manifest is None and (d / MANIFEST).is_file():  # an unpacked archive: still checked
         manifest = _read_json(d / MANIFEST, source, MANIFEST)
         _check_manifest(manifest, source)
@@ -241,11 +277,15 @@ def load_model_dir(d: str | os.PathLike, source: str | os.PathLike | None = None
             and list(manifest["modalities"]) != list(settings["input"]["modalities"])):
         raise ModelArchiveError(source, f"manifest.json gives modalities {manifest['modalities']}, settings.json "
                                         f"{settings['input']['modalities']}")
-    folds = sorted((p for p in d.glob("fold_*/model_final.pt") if re.fullmatch(r"fold_\d+", p.parent.name)),
-                   key=lambda p: int(p.parent.name[5:]))
+    if inference is not None:  # the chosen models, in inference.json's order (the workflow's)
+        paths = [str(d / m) for m in inference["models"]]
+    else:
+        paths = [str(p) for p in sorted((p for p in d.glob("fold_*/model_final.pt")
+                                         if re.fullmatch(r"fold_\d+", p.parent.name)),
+                                        key=lambda p: int(p.parent.name[5:]))]
     norm = d / "normalization.json"
     return Model(dir=d, source=source, settings=settings, plans=plans, postprocessing=post,
-                 model_paths=[str(p) for p in folds], normalization=str(norm) if norm.is_file() else None,
+                 model_paths=paths, normalization=str(norm) if norm.is_file() else None,
                  manifest=manifest, sha256=sha256)
 
 
@@ -263,7 +303,7 @@ def _check_manifest(manifest, source) -> None:
                 or not isinstance(entry.get("size"), int)):
             raise ModelArchiveError(source, f"{MANIFEST} has no sha256/size for {name}")
     names = set(manifest["files"])
-    missing = [n for n in REQUIRED if n not in names]
+    missing = [n for n in REQUIRED if n not in names and not (n == "postprocessing.json" and INFERENCE in names)]
     if not any(FOLD_MODEL.fullmatch(n) for n in names):
         missing.append("fold_<k>/model_final.pt")
     if missing:
@@ -272,7 +312,8 @@ def _check_manifest(manifest, source) -> None:
 
 def _safe_name(name: str) -> bool:
     """Only the names export_model writes: relative, '/'-separated, no '..', no drive, no backslash."""
-    return (name in REQUIRED or name in OPTIONAL or name == MANIFEST or bool(FOLD_MODEL.fullmatch(name)))
+    return (name in REQUIRED or name in OPTIONAL or name in (MANIFEST, INFERENCE) or bool(FOLD_MODEL.fullmatch(name))
+            or bool(CONFIGURATION_PLANS.fullmatch(name)))
 
 
 def _verify_folder(d: Path, manifest: dict, source) -> None:

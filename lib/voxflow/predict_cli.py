@@ -274,7 +274,8 @@ def add_parsers(sub) -> None:
     e = sub.add_parser("export-model", help="pack a trained model folder into one archive",
                        description="Pack plans.json, settings.json, postprocessing.json, fold_<k>/model_final.pt "
                                    "(and fingerprint.json, normalization.json) with a manifest of their sha256 "
-                                   "into one zip, for `voxflow predict -m`.")
+                                   "into one zip, for `voxflow predict -m`. A model of several configurations: "
+                                   "inference.json and the models it chose.")
     e.add_argument("model_dir", help="the model folder of a training run (<output_dir>/model)")
     e.add_argument("archive", help="the archive to write (e.g. model.zip)")
     e.set_defaults(func=run_export)
