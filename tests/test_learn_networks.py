@@ -205,28 +205,36 @@ def _conv_output_sizes(net, x):
 
 @pytest.mark.parametrize("dim,patch", [("3d", (16, 64, 64)), ("2d", (64, 64))])
 def test_strided_stem_never_convolves_at_full_resolution(dim, patch):
-    """The strided stem is nnU-Net's topology without its full-resolution stage: no convolution sees the
-    patch's grid, the first one has the first pooling stride, and the logits come back at the patch's size."""
+    """The strided stem is nnU-Net's topology without its full-resolution stage: no convolution of the U-Net sees
+    the patch's grid (the first one has the first pooling stride); only the light head does, with
+    max(4, base // 4) features; the logits come back at the patch's size."""
     x = torch.randn(1, 2, *patch)
-    full = build_network(dim, 2, 3, patch, base_features=4).eval()
-    strided = build_network(dim, 2, 3, patch, base_features=4, stem="strided").eval()
+    full = build_network(dim, 2, 3, patch, base_features=16).eval()
+    strided = build_network(dim, 2, 3, patch, base_features=16, stem="strided").eval()
     assert patch in _conv_output_sizes(full, x)
-    sizes = _conv_output_sizes(strided, x)
+    sizes = _conv_output_sizes(strided.unet, x)
     half = tuple(s // st for s, st in zip(patch, unet_topology(patch)[1][1]))  # after nnU-Net's first pool
     assert patch not in sizes and sizes[0] == half
+    convs = (torch.nn.Conv3d, torch.nn.Conv2d, torch.nn.ConvTranspose3d, torch.nn.ConvTranspose2d)
+    head = [m for m in [*strided.up.modules(), *strided.head.modules()] if isinstance(m, convs)]
+    assert [m.out_channels for m in head] == [4, 4, 3] and head[1].in_channels == 4 + 2  # features + the image
     with torch.no_grad():
         out = strided(x)
     assert out.shape == (1, 3, *patch)
     # one stage fewer: the coarsest stage is as deep as the full network's (the stem takes the first pool)
     _, strides = unet_topology(patch)
     assert len(strided.unet.filters) == len(strides) - 1
-    assert n_parameters(strided) < n_parameters(full)
-    # the output is the coarse logits interpolated linearly: smooth, equal to interpolating the U-Net's output
+    assert n_parameters(strided) < n_parameters(full) / 2
+    # the head adds a correction: without it (its last convolution zeroed) the output is the U-Net's logits
+    # repeated to the patch
+    torch.nn.init.zeros_(head[-1].weight)
+    torch.nn.init.zeros_(head[-1].bias)
     with torch.no_grad():
         coarse = strided.unet(x)
+        plain = strided(x)
     assert coarse.shape[2:] == half
-    mode = "trilinear" if dim == "3d" else "bilinear"
-    assert torch.allclose(out, torch.nn.functional.interpolate(coarse, size=patch, mode=mode), atol=1e-6)
+    assert torch.allclose(plain, torch.nn.functional.interpolate(coarse, size=patch, mode="nearest"), atol=1e-6)
+    assert not torch.allclose(plain, out, atol=1e-4)
 
 
 def test_strided_stem_deep_supervision_and_n_stages():

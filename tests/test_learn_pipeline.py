@@ -494,7 +494,7 @@ def test_strided_stem_trains_saves_and_predicts(base_cfg, stores, tmp_path):
     info = train_fold([stores["s0"], stores["s1"]], [stores["s2"]], plans, _train_cfg(base_cfg), tmp_path,
                       device=CPU, progress=False)
     net, back = load_trained(Path(info["final"]), CPU)
-    assert back == plans and type(net).__name__ == "UpsampledLogits"
+    assert back == plans and type(net).__name__ == "StridedStemUNet"
     cfg = dict(base_cfg["infer"], tta=True, mirror_axes=[0, 1, 2])
     probs, _ = predict_probabilities(stores["s2"], [info["final"]], cfg, CPU)
     assert probs.shape == (4, *SHAPE) and np.isfinite(probs).all()
