@@ -186,8 +186,8 @@ class StridedStemUNet(nn.Module):
         n = len(stem_stride)
         conv = nn.Conv3d if n == 3 else nn.Conv2d
         up = nn.ConvTranspose3d if n == 3 else nn.ConvTranspose2d
-        base = int(unet.filters[0])
-        self.up = up(base, head_features, kernel_size=tuple(stem_stride), stride=tuple(stem_stride))
+        base, stride = int(unet.filters[0]), tuple(int(s) for s in stem_stride)
+        self.up: nn.Module = up(base, head_features, kernel_size=stride, stride=stride)  # type: ignore[arg-type]
         self.head = nn.Sequential(conv(head_features + in_channels, head_features, 3, padding=1),
                                   nn.LeakyReLU(0.01, inplace=True), conv(head_features, n_classes, 1))
 

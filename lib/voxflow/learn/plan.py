@@ -195,9 +195,9 @@ def choose_stem(requested: str, dim: str, device: str, patch: Sequence[int], spa
 
     "auto": strided for a 3D network trained on CPU whose patch leaves at least 3 stages without the
     full-resolution one, since there the full-resolution stage is most of a step's time (64^3, batch 2, 16
-    features: 6x slower per step with it; bench/train_throughput.py) and at equal training time the strided
-    network segments as well (bench/stem.py); full resolution on a GPU (nnU-Net's choice, where it is cheap),
-    for 2D/2.5D networks, and when model.n_stages is set."""
+    features: about 4x slower to train with it) and at equal training time the strided network segments about
+    as well (bench/stem.py: demo 0.861 vs 0.838, BraTS 2018 sample 0.518 vs 0.526); full resolution on a GPU
+    (nnU-Net's choice, where it is cheap), for 2D/2.5D networks, and when model.n_stages is set."""
     from voxflow.learn.networks import unet_topology
 
     full_stages = len(unet_topology(patch, spacing)[1])
