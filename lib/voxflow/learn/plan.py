@@ -190,8 +190,8 @@ def make_plans(fp: dict, cfg: dict, modalities: list[str], label_values: list[in
 
 def choose_stem(requested: str, dim: str, device: str, patch: Sequence[int], spacing: Sequence[float],
                 n_stages: int | None) -> tuple[str, str]:
-    """The network's first stage and why: "full_resolution" (nnU-Net) or "strided" (no full-resolution stage; the
-    logits are interpolated back, voxflow.learn.networks.build_network).
+    """The network's first stage and why: "full_resolution" (nnU-Net) or "strided" (no full-resolution stage; a
+    light full-resolution head corrects the repeated logits, voxflow.learn.networks.StridedStemUNet).
 
     "auto": strided for a 3D network trained on CPU whose patch leaves at least 3 stages without the
     full-resolution one, since there the full-resolution stage is most of a step's time (64^3, batch 2, 16
@@ -219,7 +219,7 @@ def choose_stem(requested: str, dim: str, device: str, patch: Sequence[int], spa
         return "full_resolution", (f"auto: patch {tuple(patch)} has {full_stages} stages; without the "
                                    "full-resolution one fewer than the 3 a U-Net needs")
     return "strided", ("auto: 3D training on CPU, where the full-resolution stage is most of a step's time; "
-                       "the first convolution is strided and the logits are interpolated back")
+                       "the first convolution is strided, a light full-resolution head restores the detail")
 
 
 def make_split(subjects: Sequence[str], n_folds: int, test_fraction: float, seed: int,
