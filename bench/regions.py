@@ -1,10 +1,11 @@
 """Benchmark: region-based training against per-label softmax training, same data, same budget.
 
 Reads a finished run (its zarr stores, split.json and fingerprint.json, as `snakemake` left them for
---configfile), trains fold 0 twice from the same seed for the same number of iterations: once with one softmax
-class per label (the config's train.regions removed), once with one sigmoid output per region (train.regions,
-or --regions). Both models predict the fold's validation subjects and the held-out test subjects (no test-time
-mirroring), and each region of evaluate.regions is scored by Dice on the store's grid, inside its brain mask.
+--configfile, read over config/config.yaml as the Snakefile does), trains fold 0 twice from the same seed for
+the same number of iterations: once with one softmax class per label (the config's train.regions removed), once
+with one sigmoid output per region (train.regions, or --regions). Both models predict the fold's validation
+subjects and the held-out test subjects (no test-time mirroring), and each region of evaluate.regions is scored
+by Dice on the store's grid, inside its brain mask.
 
 Prints a table and one final line:
   regions subjects=<n> iters=<n> dice_<region>_softmax=<x> dice_<region>_regions=<x> ... mean_gain=<x>
@@ -76,6 +77,31 @@ def train_and_score(cfg: dict, fp: dict, split: dict, stores: dict, out: Path, i
     return {"train_s": train_s, "plans": plans, "dice": {k: v for k, v in scores.items()}}
 
 
+def finished_run(configfile: str) -> tuple[dict, dict, dict, dict]:
+    """(config, fingerprint, split, stores) of a run `snakemake --configfile` finished: the config read over
+    config/config.yaml as the Snakefile reads it, the stores of the training subjects and of the complete test
+    subjects (an incomplete subject's store lacks a modality: not a fair test). A run stopped before its
+    fingerprint rule: the fold's subjects measured as that rule does."""
+    from voxflow.config import validate_config
+    from voxflow.learn.plan import fingerprint
+    from voxflow.validate import load_config
+
+    default = ROOT / "config" / "config.yaml"
+    base = None if Path(configfile).resolve() == default.resolve() else str(default)
+    cfg = validate_config(load_config(configfile, base=base), ROOT / "config" / "config.schema.yaml")
+    model_dir = Path(cfg["output_dir"]) / "model"
+    split = json.loads((model_dir / "split.json").read_text())
+    stores = json.loads((model_dir / "stores.json").read_text())
+    if (model_dir / "fingerprint.json").is_file():
+        fp = json.loads((model_dir / "fingerprint.json").read_text())
+    else:
+        fp = fingerprint({s: stores[s] for s in split["folds"][0]["train"] + split["folds"][0]["val"]}, "threads")
+    incomplete = {row["subject"] for row in split.get("incomplete") or []}
+    stores.update({s: str(Path(cfg["output_dir"]) / "zarr" / f"{s}.zarr") for s in split["test"]
+                   if s not in incomplete})
+    return cfg, fp, split, stores
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--configfile", default=str(ROOT / "config" / "config.yaml"))
@@ -85,20 +111,10 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
-    import yaml
-
-    from voxflow.config import validate_config
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    cfg = validate_config(yaml.safe_load(Path(args.configfile).read_text()), ROOT / "config" / "config.schema.yaml")
+    cfg, fp, split, stores = finished_run(args.configfile)
     regions = json.loads(args.regions) if args.regions else (cfg["train"]["regions"] or [[1, 2, 4], [1, 4], [4]])
-    model_dir = Path(cfg["output_dir"]) / "model"
-    fp = json.loads((model_dir / "fingerprint.json").read_text())
-    split = json.loads((model_dir / "split.json").read_text())
-    stores = json.loads((model_dir / "stores.json").read_text())
-    incomplete = {row["subject"] for row in split.get("incomplete") or []}
-    stores.update({s: str(Path(cfg["output_dir"]) / "zarr" / f"{s}.zarr") for s in split["test"]
-                   if s not in incomplete})  # an incomplete subject's store lacks a modality: not a fair test
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for mode, reg in (("softmax", None), ("regions", regions)):

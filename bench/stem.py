@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "lib"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from regions import train_and_score  # noqa: E402
+from regions import finished_run, train_and_score  # noqa: E402
 
 
 def with_stem(cfg: dict, stem: str, patch: list[int]) -> dict:
@@ -52,25 +52,8 @@ def main() -> None:
 
     import torch
 
-    from voxflow.config import validate_config
-    from voxflow.validate import load_config
-
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    base = None if Path(args.configfile).resolve() == (ROOT / "config" / "config.yaml").resolve() \
-        else str(ROOT / "config" / "config.yaml")
-    cfg = validate_config(load_config(args.configfile, base=base), ROOT / "config" / "config.schema.yaml")
-    model_dir = Path(cfg["output_dir"]) / "model"
-    split = json.loads((model_dir / "split.json").read_text())
-    stores = json.loads((model_dir / "stores.json").read_text())
-    if (model_dir / "fingerprint.json").is_file():
-        fp = json.loads((model_dir / "fingerprint.json").read_text())
-    else:  # a run stopped before its fingerprint rule: measure the training subjects as that rule does
-        from voxflow.learn.plan import fingerprint
-
-        fp = fingerprint({s: stores[s] for s in split["folds"][0]["train"] + split["folds"][0]["val"]}, "threads")
-    incomplete = {row["subject"] for row in split.get("incomplete") or []}
-    stores.update({s: str(Path(cfg["output_dir"]) / "zarr" / f"{s}.zarr") for s in split["test"]
-                   if s not in incomplete})  # an incomplete subject's store lacks a modality: not a fair test
+    cfg, fp, split, stores = finished_run(args.configfile)
     res = {}
     with tempfile.TemporaryDirectory() as tmp:
         res["full"] = train_and_score(with_stem(cfg, "full_resolution", patch), fp, split, stores,
