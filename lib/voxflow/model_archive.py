@@ -38,6 +38,12 @@ OPTIONAL = ("fingerprint.json", "normalization.json")
 _CONFIGURATION = r"(?:2d|2\.5d|3d|3d_cascade)(?:/lowres)?"  # model.configurations' folders
 FOLD_MODEL = re.compile(rf"(?:{_CONFIGURATION}/)?fold_(\d+)/model_final\.pt")
 CONFIGURATION_PLANS = re.compile(rf"{_CONFIGURATION}/plans\.json")
+
+
+def required_files(several: bool) -> list[str]:
+    """The JSON files a model must hold: a model of several configurations has inference.json (the choice and its
+    post-processing) in place of postprocessing.json. The one rule of export, opening and the manifest check."""
+    return [INFERENCE if several and n == "postprocessing.json" else n for n in REQUIRED]
 # the first voxflow whose workflow writes model/settings.json (the model_settings rule)
 SETTINGS_SINCE = "0.1.0"
 _CHUNK = 1 << 20
@@ -143,7 +149,7 @@ def model_files(model_dir: str | os.PathLike) -> dict[str, Path]:
                                            "(snakemake --configfile <the run's config> "
                                            "<output_dir>/model/settings.json)")
     several = (d / INFERENCE).is_file()
-    required = [n for n in REQUIRED if not (several and n == "postprocessing.json")] + ([INFERENCE] * several)
+    required = required_files(several)
     missing = [n for n in required if not (d / n).is_file()]
     if several:
         members = _chosen_models(d, model_dir)
@@ -303,7 +309,7 @@ def _check_manifest(manifest, source) -> None:
                 or not isinstance(entry.get("size"), int)):
             raise ModelArchiveError(source, f"{MANIFEST} has no sha256/size for {name}")
     names = set(manifest["files"])
-    missing = [n for n in REQUIRED if n not in names and not (n == "postprocessing.json" and INFERENCE in names)]
+    missing = [n for n in required_files(INFERENCE in names) if n not in names]
     if not any(FOLD_MODEL.fullmatch(n) for n in names):
         missing.append("fold_<k>/model_final.pt")
     if missing:

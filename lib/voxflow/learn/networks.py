@@ -75,6 +75,19 @@ def unet_topology(
     return kernels, strides
 
 
+def network_topology(patch_size: Sequence[int], spacing: Sequence[float] | None = None, n_stages: int | None = None,
+                     stem: str = "full_resolution") -> tuple[list[list[int]], list[list[int]]]:
+    """The network's (kernels, strides): :func:`unet_topology`, without its full-resolution stage for the strided
+    stem (the first stride is then the first pooling's). ``n_stages`` counts the network's stages either way.
+    The one rule of build_network and of the planner's plans.json."""
+    if stem not in STEMS:
+        raise ValueError(f"stem must be one of {STEMS}, got {stem!r}")
+    strided = stem == "strided"
+    kernels, strides = unet_topology(patch_size, spacing=spacing,
+                                     n_stages=None if n_stages is None else n_stages + strided)
+    return (kernels[1:], strides[1:]) if strided else (kernels, strides)
+
+
 def build_network(
     dim: str,
     in_channels: int,
@@ -117,8 +130,6 @@ def build_network(
     stage is most of the cost (its feature maps are 8x larger than the next stage's; about 6x slower per step
     at 64^3, bench/train_throughput.py), which is why the planner picks the strided stem there.
     """
-    if stem not in STEMS:
-        raise ValueError(f"stem must be one of {STEMS}, got {stem!r}")
     if dim not in DIMS:
         raise ValueError(f"dim must be one of {DIMS}, got {dim!r}")
     n_spatial = 3 if dim == "3d" else 2
@@ -130,11 +141,7 @@ def build_network(
         in_channels = in_channels * context_slices
     elif context_slices != 1:
         raise ValueError(f"context_slices={context_slices} only applies to dim='2.5d', not {dim!r}")
-    strided = stem == "strided"
-    kernels, strides = unet_topology(patch_size, spacing=spacing,
-                                     n_stages=None if n_stages is None else n_stages + strided)
-    if strided:  # drop the full-resolution stage: the input block gets the first pooling stride
-        kernels, strides = kernels[1:], strides[1:]
+    kernels, strides = network_topology(patch_size, spacing, n_stages, stem)
     if len(strides) < 3:
         raise ValueError(
             f"patch {tuple(patch_size)} gives only {len(strides)} U-Net stages; DynUNet needs >= 3, "
@@ -160,7 +167,7 @@ def build_network(
         deep_supervision=deep_supervision,
         deep_supr_num=len(strides) - 2,
     )
-    if not strided:
+    if stem != "strided":
         return channels_last_instance_norms(unet)
     return channels_last_instance_norms(StridedStemUNet(unet, in_channels, n_classes, strides[0],  # the stem's
                                                         max(4, base_features // 4)))

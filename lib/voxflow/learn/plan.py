@@ -126,7 +126,7 @@ def make_plans(fp: dict, cfg: dict, modalities: list[str], label_values: list[in
             plans["cascade"] = {"stage": "fullres", "prev_channels": len(label_values) - 1, **decision}
         return plans
     from voxflow.learn.launch import global_batch, train_processes
-    from voxflow.learn.networks import unet_topology
+    from voxflow.learn.networks import network_topology
 
     mcfg, tcfg = cfg["model"], cfg["train"]
     dim = mcfg["dim"]
@@ -155,10 +155,7 @@ def make_plans(fp: dict, cfg: dict, modalities: list[str], label_values: list[in
     sp = spacing if dim == "3d" else spacing[1:]
     stem, stem_why = choose_stem(mcfg.get("stem", "auto"), dim, device, chosen["patch_size"], sp,
                                  mcfg.get("n_stages"))
-    strided = stem == "strided"
-    kernels, strides = unet_topology(chosen["patch_size"], sp,
-                                     None if mcfg.get("n_stages") is None else mcfg["n_stages"] + strided)
-    kernels, strides = (kernels[1:], strides[1:]) if strided else (kernels, strides)  # the network's stages
+    kernels, strides = network_topology(chosen["patch_size"], sp, mcfg.get("n_stages"), stem)
     auto["n_stages"] = len(strides)
     if mcfg.get("n_stages") is not None:
         overrides["n_stages"] = mcfg["n_stages"]

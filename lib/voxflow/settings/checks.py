@@ -246,10 +246,11 @@ def _check_training(config: dict, cohort: Cohort) -> list[str]:
     confs = list(model.get("configurations") or []) or [model["dim"]]
     patch = model.get("patch_size")
     if patch is not None and not config["predict"]["model_dir"]:
-        wrong = [c for c in confs if len(patch) != (2 if c in ("2d", "2.5d") else 3)]
+        axes = {c: 2 if c in ("2d", "2.5d") else 3 for c in confs}  # a 2D/2.5D patch is [y, x]
+        wrong = [c for c in confs if len(patch) != axes[c]]
         if wrong:
             problems.append(f"config error at 'model.patch_size': {list(patch)} has {len(patch)} values but "
-                            f"configuration {', '.join(wrong)} needs {2 if wrong[0] in ('2d', '2.5d') else 3} "
+                            f"configuration {', '.join(wrong)} needs {axes[wrong[0]]} "
                             "(2D/2.5D: [y, x], 3D: [z, y, x]); with several configurations leave it null (each plans "
                             "its own)")
     sp = config["split"]
