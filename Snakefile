@@ -1,5 +1,5 @@
 # voxflow: raw scans -> preprocessed zarr stores (-> training, inference, report).
-# The per-subject chain is defined once in voxflow.chain; workflow/rules/preprocess.smk makes its rules.
+# The per-subject chain is defined once in voxflow.pipeline.chain; workflow/rules/preprocess.smk makes its rules.
 # Thin by design: load and validate the config, include the rules, name the targets.
 from snakemake.utils import min_version
 

@@ -93,7 +93,7 @@ def dry_run(cmd: list[str], tmp: Path, env: dict) -> tuple[int, float]:
 def preprocessed(out: Path, subjects: list[str]) -> None:
     """The preprocessing as done, in placeholders written in the workflow's order of time: the MNI template,
     every subject's status file, status/cohort.json (the checkpoint's output)."""
-    from voxflow.status import merge_status, write_status
+    from voxflow.pipeline.status import merge_status, write_status
 
     (out / "template").mkdir(parents=True, exist_ok=True)
     for name in (f"mni152_{r}mm{m}.nii.gz" for r in (1, 2, 3) for m in ("", "_mask")):

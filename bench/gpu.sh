@@ -13,11 +13,11 @@ if ! python3 -c "import voxflow" 2>/dev/null; then
 fi
 python3 - <<'PY'
 import tempfile, time, numpy as np, torch
-from voxflow.learn.augment import AugmentConfig, augment_batch
-from voxflow.learn.losses import make_loss
-from voxflow.learn.networks import build_network
-from voxflow.learn.sampler import PatchBatches, make_loader
-from voxflow.learn.sliding_window import sliding_window_predict
+from voxflow.training.augment import AugmentConfig, augment_batch
+from voxflow.training.losses import make_loss
+from voxflow.nn.networks import build_network
+from voxflow.nn.sampler import PatchBatches, make_loader
+from voxflow.nn.sliding_window import sliding_window_predict
 from voxflow.preprocess.store import write_subject_store
 assert torch.cuda.is_available(), "no CUDA device"
 dev = torch.device("cuda"); fmt = torch.channels_last_3d

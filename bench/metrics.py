@@ -100,7 +100,7 @@ def main() -> None:
     import torch
     from monai.metrics import compute_hausdorff_distance
 
-    from voxflow.metrics import BRATS_REGIONS, evaluate_case, region_masks
+    from voxflow.core.metrics import BRATS_REGIONS, evaluate_case, region_masks
 
     torch.set_num_threads(1)
     real = None if a.synthetic else real_reference()

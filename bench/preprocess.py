@@ -4,7 +4,7 @@ Times each step in-process (the same functions the rules call), then, in the sam
 same input, antspyx's defaults back-to-back: `n4_bias_field_correction` with its defaults on every
 MR modality and `registration(type_of_transform="Affine")` with its defaults to the 1 mm template.
 
-The chain's quality scores (voxflow.qc_subject, issue 13) are computed as the steps compute them, inside coreg and
+The chain's quality scores (voxflow.qc.subject, issue 13) are computed as the steps compute them, inside coreg and
 N4 and after skull stripping and MNI, and timed on their own: scoring_pct is their share of the chain without them.
 
 Prints one final line:
@@ -34,12 +34,12 @@ def main() -> int:
 
     import ants
 
-    from voxflow.demo import generate_subject
+    from voxflow.demo.mri import generate_subject
     from voxflow.preprocess import coreg, ingest, mni, n4, skullstrip
     from voxflow.preprocess.mni import mask_dice
     from voxflow.preprocess.normalize import zscore
-    from voxflow.qc_subject import Timer, mask_quality
-    from voxflow.steps import write_mni_scores
+    from voxflow.qc.subject import Timer, mask_quality
+    from voxflow.preprocess.steps import write_mni_scores
 
     mods = ["t1", "t2", "flair"]
     tmp = Path(tempfile.mkdtemp(prefix="voxflow-bench-"))

@@ -48,9 +48,9 @@ def train_and_score(cfg: dict, fp: dict, split: dict, stores: dict, out: Path, i
     import torch
     import zarr
 
-    from voxflow.learn.infer import predict_probabilities, segmentation
-    from voxflow.learn.plan import make_plans
-    from voxflow.learn.train import pick_device, train_fold
+    from voxflow.inference.predict import predict_probabilities, segmentation
+    from voxflow.planning.plans import make_plans
+    from voxflow.training.train import pick_device, train_fold
 
     plans = make_plans(fp, cfg, cfg["input"]["modalities"], cfg["input"]["label_values"], "cpu")
     tcfg = dict(cfg["train"], device="cpu", epochs=max(1, iters // 10), iters_per_epoch=10, workers=0,
@@ -82,9 +82,9 @@ def finished_run(configfile: str) -> tuple[dict, dict, dict, dict]:
     config/config.yaml as the Snakefile reads it, the stores of the training subjects and of the complete test
     subjects (an incomplete subject's store lacks a modality: not a fair test). A run stopped before its
     fingerprint rule: the fold's subjects measured as that rule does."""
-    from voxflow.config import validate_config
-    from voxflow.learn.plan import fingerprint
-    from voxflow.validate import load_config
+    from voxflow.settings.load import validate_config
+    from voxflow.planning.plans import fingerprint
+    from voxflow.inputs.validate import load_config
 
     default = ROOT / "config" / "config.yaml"
     base = None if Path(configfile).resolve() == default.resolve() else str(default)

@@ -42,7 +42,7 @@ def _worker(impl: str, shape: Sequence[int], patch: Sequence[int], overlap: floa
     ).eval()
 
     if impl == "voxflow":
-        from voxflow.learn.sliding_window import sliding_window_predict
+        from voxflow.nn.sliding_window import sliding_window_predict
 
         def run(vol: np.ndarray) -> np.ndarray:
             return sliding_window_predict(

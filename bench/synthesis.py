@@ -43,8 +43,8 @@ def _train_seg(cfg: dict, modalities: list[str], train: list[str], val: list[str
     """A segmentation model planned from its own training stores' fingerprint, as the workflow's plan rule would."""
     import torch
 
-    from voxflow.learn.plan import fingerprint, make_plans
-    from voxflow.learn.train import train_fold
+    from voxflow.planning.plans import fingerprint, make_plans
+    from voxflow.training.train import train_fold
 
     cfg = copy.deepcopy(cfg)
     fp = fingerprint({Path(p).name: p for p in train})
@@ -60,7 +60,7 @@ def _seg_dice(model: Path, store: str, cfg: dict, image: np.ndarray | None = Non
     import torch
     import zarr
 
-    from voxflow.learn.infer import predict_probabilities, segmentation
+    from voxflow.inference.predict import predict_probabilities, segmentation
 
     path = store
     tmp = None
@@ -100,7 +100,7 @@ def main() -> None:
     import yaml
     import zarr
 
-    from voxflow.config import validate_config
+    from voxflow.settings.load import validate_config
     from voxflow.synth.infer import synthesize
     from voxflow.synth.metrics import mae, psnr, ssim3d, synthesis_figure
     from voxflow.synth.model import load_generator

@@ -66,9 +66,9 @@ def train_it_s(n_iters: int = 6, patch=(48, 48, 48), base_features: int = 16, ba
     """Iterations/s of a training step as the trainer runs it (augment + forward + backward + SGD)."""
     import torch
 
-    from voxflow.learn.augment import AugmentConfig, augment_batch
-    from voxflow.learn.losses import make_loss
-    from voxflow.learn.networks import build_network
+    from voxflow.training.augment import AugmentConfig, augment_batch
+    from voxflow.training.losses import make_loss
+    from voxflow.nn.networks import build_network
 
     fmt = torch.channels_last_3d
     net = build_network("3d", 3, 4, patch, base_features=base_features).to(memory_format=fmt)

@@ -4,13 +4,13 @@ Both loops train on the same data (synthetic BraTS-like subjects: 4 channels, la
 classes, written as voxflow zarr stores in a temporary directory) with the same patch size, batch size,
 channels, output classes, torch.set_num_threads (= the cores this process may use) and DataLoader workers.
 
-- voxflow: the plan (`voxflow.learn.plan.make_plans` on the stores' fingerprint, with config/config.yaml over
+- voxflow: the plan (`voxflow.planning.plans.make_plans` on the stores' fingerprint, with config/config.yaml over
   the schema defaults, as the workflow reads them; `--patch`/`--batch` are passed as the config's
-  model.patch_size/model.batch_size overrides), the network `voxflow.learn.train.network_from_plans` (deep
-  supervision as configured), and one step as `voxflow.learn.train._train` runs it: PatchBatches/make_loader
+  model.patch_size/model.batch_size overrides), the network `voxflow.training.train.network_from_plans` (deep
+  supervision as configured), and one step as `voxflow.training.train._train` runs it: PatchBatches/make_loader
   reading the zarr stores, to_network_input, augment_samples (the configured AugmentConfig, a generator per
   sample), channels-last, autocast off on CPU, the configured loss, backward, gradient clipping at 12, the
-  configured optimizer with the poly learning rate: `voxflow.learn.train.train_step`, the loop body itself.
+  configured optimizer with the poly learning rate: `voxflow.training.train.train_step`, the loop body itself.
   `--base-features N`
   overrides model.base_features (the schema's default is 32, config/config.yaml's 16).
 - MONAI: the tutorial loop (spleen_segmentation_3d style): in-memory volumes in a CacheDataset, Compose of
@@ -31,7 +31,7 @@ for nnU-Net's topology, which convolves at full resolution: 2 convolutions of ba
 encoder, 2 in the decoder, about 8x the FLOPs per voxel of MONAI's UNet, whose first convolution is strided
 as the strided stem's is).
 
-glibc keeps freed memory in the voxflow process as in training (`voxflow.learn.train.retain_freed_memory`;
+glibc keeps freed memory in the voxflow process as in training (`voxflow.training.train.retain_freed_memory`;
 `--no-retain-freed-memory` to compare; in the default interleaved mode it then holds for the MONAI loop too,
 which allocates far less). `--ablate` instead times network-only
 steps (fixed input, no data or augmentation) of variants, interleaved: channels-last instance norm vs torch's,
@@ -107,8 +107,8 @@ def write_stores(out: Path, n: int, shape, seed: int = 0) -> dict[str, str]:
 def load_config(patch: list[int], batch: int, base_features: int | None, deep_supervision: bool | None,
                 workers: int | None, stem: str | None = None) -> dict:
     """config/config.yaml over the schema's defaults, as the workflow sees it, with the bench's overrides."""
-    from voxflow.config import validate_config
-    from voxflow.validate import load_config as read
+    from voxflow.settings.load import validate_config
+    from voxflow.inputs.validate import load_config as read
 
     config = validate_config(read(str(ROOT / "config" / "config.yaml"), base=None),
                              ROOT / "config" / "config.schema.yaml")
@@ -148,10 +148,10 @@ def setup_voxflow(args, stores: dict[str, str]) -> tuple:
     """The planned network and `_train`'s loop body: (step(i) -> [phase seconds], info, flops())."""
     import torch
 
-    from voxflow.learn import train as T
-    from voxflow.learn.augment import AugmentConfig
-    from voxflow.learn.plan import fingerprint, make_plans
-    from voxflow.learn.sampler import PatchBatches, make_loader
+    from voxflow.training import train as T
+    from voxflow.training.augment import AugmentConfig
+    from voxflow.planning.plans import fingerprint, make_plans
+    from voxflow.nn.sampler import PatchBatches, make_loader
 
     allocator = "default"
     if args.retain_freed_memory is not False:  # None: as train.py does
@@ -295,8 +295,8 @@ def run_ablations(args) -> None:
     import torch
     from torch import nn
 
-    from voxflow.learn.losses import deep_supervision_weights, make_loss
-    from voxflow.learn.networks import build_network
+    from voxflow.training.losses import deep_supervision_weights, make_loss
+    from voxflow.nn.networks import build_network
 
     patch, batch = list(args.patch), args.batch
     x = torch.randn(batch, len(MODALITIES), *patch)
@@ -440,7 +440,7 @@ def main() -> int:
     if args.ablate:
         set_threads(args.threads)
         if args.retain_freed_memory:
-            from voxflow.learn.train import retain_freed_memory
+            from voxflow.training.train import retain_freed_memory
 
             print(f"  allocator retains freed memory: {retain_freed_memory()}", file=sys.stderr)
         run_ablations(args)

@@ -49,7 +49,7 @@ def demo_subject(tmp_path_factory):
 
     Returns generate_subject's dict ({"paths": {t1, t2, flair, seg, brainmask, truth}, "truth": {...}}).
     """
-    from voxflow.demo import generate_subject
+    from voxflow.demo.mri import generate_subject
 
     cache: dict[float, dict] = {}
 
@@ -85,7 +85,7 @@ def preprocessed_placeholders(out: Path, subjects: list[str], raw_files: list[Pa
     run plans nothing past an unfinished checkpoint)."""
     import time
 
-    from voxflow.status import merge_status, write_status
+    from voxflow.pipeline.status import merge_status, write_status
 
     for p in raw_files:
         Path(p).parent.mkdir(parents=True, exist_ok=True)

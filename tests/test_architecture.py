@@ -70,21 +70,21 @@ def test_no_import_cycles_between_voxflow_modules():
 
 
 def test_every_rule_step_is_in_the_one_table_and_resolves():
-    from voxflow.registry import STEPS, step_function
+    from voxflow.pipeline.registry import STEPS, step_function
 
     rules_text = "\n".join(p.read_text() for p in (ROOT / "workflow" / "rules").glob("*.smk"))
     named = set(re.findall(r'step_cmd\(\s*"([a-z_]+)"', rules_text))
     assert named, "no step_cmd(...) found in the rules"
-    assert named <= set(STEPS), f"rules run steps missing from voxflow.registry.STEPS: {sorted(named - set(STEPS))}"
+    assert named <= set(STEPS), f"rules run steps missing from voxflow.pipeline.registry.STEPS: {sorted(named - set(STEPS))}"
     for name in STEPS:
         assert callable(step_function(name)), name
     # the generated per-step rules are named after the chain's steps, which must all be in the table
-    from voxflow.chain import build_chain
+    from voxflow.pipeline.chain import build_chain
     from voxflow.settings import ChainSettings
 
     import yaml
 
-    from voxflow.config import validate_config
+    from voxflow.settings.load import validate_config
 
     cfg = validate_config(yaml.safe_load((ROOT / "config" / "config.yaml").read_text()),
                           ROOT / "config" / "config.schema.yaml")
@@ -103,7 +103,7 @@ def test_no_registration_by_import_side_effect():
 
 def test_the_chain_is_ordered_by_its_files():
     """Each step comes after every step that writes one of its inputs, whatever order they were listed in."""
-    from voxflow.chain import Step, order_by_files
+    from voxflow.pipeline.chain import Step, order_by_files
 
     a = Step("a", inputs={}, outputs={"x": "x"}, config={})
     b = Step("b", inputs={"x": "x"}, outputs={"y": "y"}, config={})

@@ -183,7 +183,7 @@ HEADER_KINDS = {"missing_file", "missing_label", "empty_file", "not_an_image", "
 def cohort(tmp_path_factory):
     """data/<subject>/{t1,t2,seg}.nii.gz for two good subjects (4-6 mm demo scans) and one broken subject
     per kind, a sample sheet data/cohort.tsv, and a good scan outside the data root."""
-    from voxflow.demo import generate_subject
+    from voxflow.demo.mri import generate_subject
 
     work = tmp_path_factory.mktemp("bad_inputs")
     data = work / "data"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from conftest import preprocessed_placeholders
 from test_preprocess_workflow import _fail_msg, run_snakemake
-from voxflow.config import shorten_subject_lists
+from voxflow.settings.load import shorten_subject_lists
 
 ARG_MAX_ONE = 128 * 1024  # MAX_ARG_STRLEN
 
@@ -88,7 +88,7 @@ def test_no_cohort_rule_carries_subject_ids_on_its_command_line(tmp_path):
 def test_merged_validation_table_is_rewritten_only_after_new_subject_tables(tmp_path):
     import os
 
-    from voxflow.validate import merge_tables, tables_changed, write_table
+    from voxflow.inputs.validate import merge_tables, tables_changed, write_table
 
     tables = [str(tmp_path / f"s{i}.tsv") for i in range(3)]
     merged = str(tmp_path / "problems.tsv")

@@ -68,7 +68,7 @@ def _config(out: Path, root: Path, subjects: list[str] | None = None, on_error: 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    from voxflow.demo import generate_subject
+    from voxflow.demo.mri import generate_subject
 
     work = tmp_path_factory.mktemp("exclusion")
     root = work / "data"
@@ -137,7 +137,7 @@ def test_good_subjects_get_what_a_run_without_the_broken_ones_gets(runs):
             np.testing.assert_array_equal(x[key], y[key], err_msg=f"{s}/{key}")
     wa = torch.load(out / "model" / "fold_0" / "model_final.pt", map_location="cpu", weights_only=True)
     wb = torch.load(ref / "model" / "fold_0" / "model_final.pt", map_location="cpu", weights_only=True)
-    sa, sb = wa["model"], wb["model"]  # the state dict (voxflow.learn.train.save_checkpoint)
+    sa, sb = wa["model"], wb["model"]  # the state dict (voxflow.training.train.save_checkpoint)
     assert sa.keys() == sb.keys() and len(sa) > 4
     for k in sa:
         if torch.is_tensor(sa[k]):
@@ -167,8 +167,8 @@ def test_chain_excludes_a_subject_at_the_failing_step(tmp_path):
     job after the cohort's statistics; with on_error: stop the same error stops the job."""
     import SimpleITK as sitk
 
-    from voxflow.io import InputError
-    from voxflow.chain import run_chain
+    from voxflow.inputs.images import InputError
+    from voxflow.pipeline.chain import run_chain
 
     mask = tmp_path / "brain_mask.nii.gz"
     sitk.WriteImage(sitk.Image(8, 8, 8, sitk.sitkUInt8), str(mask))

@@ -1,4 +1,4 @@
-"""Config mistakes found at load time (voxflow.config: check_subject_ids, check_config; voxflow.validate.load_config):
+"""Config mistakes found at load time (voxflow.settings.load: check_subject_ids, check_config; voxflow.inputs.validate.load_config):
 one case per mistake, each with its exact one-line message and `voxflow validate`'s exit code (2), and for a
 representative subset the same line from `snakemake -n` (the Snakefile runs the same checks, common.smk), without
 a traceback. Subject IDs with unicode letters, `+` and `.` are accepted by both.
@@ -469,7 +469,7 @@ ACCEPTED = ["sujet-é01", "pat+1.v2", "_x", "P_007-b", "sujet-e\u030102"]
 
 
 def test_unicode_plus_and_dot_ids_are_accepted(tmp_path, capsys):
-    from voxflow.cohort import subject_id_ok
+    from voxflow.inputs.cohort import subject_id_ok
 
     assert all(subject_id_ok(s) for s in ACCEPTED)
     _folders(tmp_path / "data", ACCEPTED + GOOD[:3])

@@ -15,14 +15,14 @@ from voxflow.preprocess.native import body_mask, native_subject, resample, resam
 
 @pytest.fixture(scope="module")
 def ct_subject(tmp_path_factory):
-    from voxflow.demo_ct import generate_ct_subject
+    from voxflow.demo.ct import generate_ct_subject
 
     root = tmp_path_factory.mktemp("ct")
     return generate_ct_subject("ct000", 0, root, spacing=(1.0, 1.0, 5.0), fov_mm=(360.0, 280.0, 80.0))
 
 
 def test_generated_ct_is_a_torso_in_hounsfield_units(ct_subject, tmp_path):
-    from voxflow.demo_ct import generate_ct_subject
+    from voxflow.demo.ct import generate_ct_subject
 
     img = nib.load(ct_subject["paths"]["ct"])
     hu, lab = np.asarray(img.dataobj), np.asarray(nib.load(ct_subject["paths"]["seg"]).dataobj)
@@ -139,7 +139,7 @@ def test_nlm_denoise_lowers_noise_and_keeps_the_edge(model, levels):
 def test_denoise_step_filters_the_chosen_modalities_only(tmp_path):
     """The step as the rule calls it (preprocess.denoise plus the modality types): CT denoised with the
     Gaussian model (auto), the MR modality left out of `modalities` is copied unchanged."""
-    from voxflow.registry import step_function
+    from voxflow.pipeline.registry import step_function
 
     rng = np.random.default_rng(1)
     vols = {"ct": np.where(np.arange(32)[:, None, None] < 16, -100.0, 60.0) + rng.normal(0, 15, (32, 32, 10)),
@@ -161,7 +161,7 @@ def test_denoise_step_filters_the_chosen_modalities_only(tmp_path):
 
 
 def test_native_subject_names_subject_file_and_problem(tmp_path):
-    from voxflow.io import InputError
+    from voxflow.inputs.images import InputError
 
     arr = np.full((6, 40, 40), -1000.0, np.float32)
     arr[:, 10:30, 10:30] = 40.0

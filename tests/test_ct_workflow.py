@@ -19,7 +19,7 @@ SUBJECTS = ["ct000", "ct001", "ct002"]
 
 @pytest.fixture(scope="module")
 def ct_run(tmp_path_factory):
-    from voxflow.demo_ct import generate_ct_cohort
+    from voxflow.demo.ct import generate_ct_cohort
 
     work = tmp_path_factory.mktemp("ct_wf")
     truth = generate_ct_cohort(work / "data", len(SUBJECTS), spacing=(1.25, 1.25, 5.0), fov_mm=(340.0, 300.0, 60.0))
@@ -35,7 +35,7 @@ def ct_run(tmp_path_factory):
 
 @pytest.mark.slow
 def test_liver_ct_example_through_the_zarr_stores(ct_run):
-    from voxflow.learn.infer import store_geometry, to_native
+    from voxflow.inference.predict import store_geometry, to_native
     from voxflow.preprocess.native import body_mask
     from voxflow.preprocess.store import read_subject_store
 
@@ -97,7 +97,7 @@ def test_liver_ct_predictions_and_metrics_never_say_mni(ct_run):
 
     import pandas as pd
 
-    from voxflow.learn.infer import store_geometry
+    from voxflow.inference.predict import store_geometry
 
     assert ct_run["res"].returncode == 0, _fail_msg(ct_run["res"])
     work, out = ct_run["work"], ct_run["out"]
@@ -161,7 +161,7 @@ def test_nyul_dag_learns_from_training_subjects_and_denoises_before_n4(tmp_path)
     ({"skullstrip": {"method": "none"}, "space": "native", "normalize": {"method": "ct_dataset"}}, None),
 ])
 def test_ct_config_mistakes_are_named(pre, key):
-    from voxflow.config import validate_config
+    from voxflow.settings.load import validate_config
     from voxflow.settings.checks import ct_problems
 
     cfg = validate_config({"input": {"layout": "folders", "root": "x", "modalities": ["ct"],

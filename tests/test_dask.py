@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from test_learn_pipeline import synthetic_label, write_store
-from voxflow.learn.plan import compute, fingerprint
+from voxflow.planning.plans import compute, fingerprint
 
 distributed = pytest.importorskip("distributed")
 
@@ -46,8 +46,8 @@ def test_fingerprint_through_the_scheduler_address_equals_threads(cluster, tmp_p
 
 
 def test_metric_aggregation_through_the_scheduler_address(cluster, tmp_path):
-    from voxflow.evaluate import aggregate, chunk_id, write_tsv
-    from voxflow.metrics import evaluate_case
+    from voxflow.evaluation.evaluate import aggregate, chunk_id, write_tsv
+    from voxflow.core.metrics import evaluate_case
 
     pattern = str(tmp_path / "chunk_{chunk}.tsv")  # the chunk tables as the evaluate rule names them
     for i in range(3):

@@ -1,4 +1,4 @@
-"""Tests of the synthetic demo cohort (voxflow.demo): determinism, layout, lesions, head model, bias, realism."""
+"""Tests of the synthetic demo cohort (voxflow.demo.mri): determinism, layout, lesions, head model, bias, realism."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from voxflow import demo
+from voxflow.demo import mri as demo
 
 MODS = ["t1", "t2", "flair"]
 

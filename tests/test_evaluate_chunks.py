@@ -15,8 +15,8 @@ import SimpleITK as sitk
 from conftest import preprocessed_placeholders
 from test_learn_pipeline import synthetic_label, write_store
 from test_preprocess_workflow import _fail_msg, run_snakemake
-from voxflow.evaluate import aggregate, chunk_id, evaluate
-from voxflow.io import InputError
+from voxflow.evaluation.evaluate import aggregate, chunk_id, evaluate
+from voxflow.inputs.images import InputError
 
 # store_space: the rule passes its STORE_SPACE ("mni", or "resampled" in native space); the store-grid
 # prediction is the input <store_space>_<subject> and its rows' space

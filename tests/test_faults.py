@@ -403,7 +403,7 @@ def test_resumed_sampler_continues_the_stream(tmp_path):
     kill trained on other batches and ended with other weights)."""
     from test_learn_pipeline import synthetic_label, write_store
 
-    from voxflow.learn.sampler import PatchBatches, make_loader
+    from voxflow.nn.sampler import PatchBatches, make_loader
 
     stores = [str(write_store(tmp_path / f"s{i}.zarr", synthetic_label(seed=i), seed=i)) for i in range(2)]
 

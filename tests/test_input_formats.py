@@ -1,7 +1,7 @@
-"""Input formats and odd-but-valid inputs: every format that `voxflow.io.read_header`/`read_image` accept is
+"""Input formats and odd-but-valid inputs: every format that `voxflow.inputs.images.read_header`/`read_image` accept is
 checked against its own header, whatever the extension says (ITK alone zero-fills or half-reads some of them:
 `test_itk_alone_misreads` shows it), odd data types and NIfTI-2 are read with the right voxels, and valid but
-suspicious scans come out of `voxflow.validate.check_subject` as warnings that do not stop ingest.
+suspicious scans come out of `voxflow.inputs.validate.check_subject` as warnings that do not stop ingest.
 
 Small synthetic 20x24x16 images written by SimpleITK or nibabel, then cut with truncate.
 """
@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from voxflow.io import InputError, read_header, read_image
-from voxflow.validate import check_subject
+from voxflow.inputs.images import InputError, read_header, read_image
+from voxflow.inputs.validate import check_subject
 
 SIZE = (20, 24, 16)  # x, y, z
 N = 20 * 24 * 16
@@ -492,7 +492,7 @@ def test_empty_label_is_a_warning(tmp_path):
 
 
 def _ingest_step(tmp_path: Path, s: dict, table: Path):
-    from voxflow.steps import ingest
+    from voxflow.preprocess.steps import ingest
 
     out = tmp_path / "ingest"
     cfg = {"expected": {"images": s["images"], "label": s["label"]}, "modalities": list(s["images"]),
@@ -503,7 +503,7 @@ def _ingest_step(tmp_path: Path, s: dict, table: Path):
 
 
 def test_warning_only_subject_passes_ingest(tmp_path):
-    from voxflow.validate import read_table, summary, write_table
+    from voxflow.inputs.validate import read_table, summary, write_table
 
     t2 = _image(_array()[:4])
     s = _subject(tmp_path, t2, label=np.zeros(SIZE[::-1]))
@@ -518,7 +518,7 @@ def test_warning_only_subject_passes_ingest(tmp_path):
 
 
 def test_ingest_step_fails_with_the_first_error_not_a_warning(tmp_path):
-    from voxflow.validate import Row, write_table
+    from voxflow.inputs.validate import Row, write_table
 
     s = _subject(tmp_path)
     table = tmp_path / "s1.tsv"
@@ -532,7 +532,7 @@ def test_ingest_step_fails_with_the_first_error_not_a_warning(tmp_path):
 # --- the table ------------------------------------------------------------------------------------------------------
 
 def test_table_columns_old_tables_and_summary(tmp_path):
-    from voxflow.validate import COLUMNS, Row, format_table, read_table, summary, write_table
+    from voxflow.inputs.validate import COLUMNS, Row, format_table, read_table, summary, write_table
 
     assert COLUMNS == ("subject", "file", "problem", "severity")
     rows = [Row("s1", "t1.nii.gz", "t1 image file is empty"), Row("s2", "t2.nii.gz", "thin\tslab", "warning"),

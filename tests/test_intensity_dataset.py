@@ -44,7 +44,7 @@ def _write(arr, path, dtype=np.float32):
 def cohort(tmp_path_factory):
     """Space-step outputs (mr, ct, mask, label per subject), split.json, learned JSON and zarr stores."""
     from voxflow.preprocess.native import write_identity_transforms
-    from voxflow.registry import step_function
+    from voxflow.pipeline.registry import step_function
 
     root = tmp_path_factory.mktemp("norm")
     raw = {}

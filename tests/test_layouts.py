@@ -1,4 +1,4 @@
-"""Input layouts (voxflow.layouts): each one on a small cohort written in that layout, its error
+"""Input layouts (voxflow.inputs.layouts): each one on a small cohort written in that layout, its error
 cases, DICOM series / NRRD / MHA inputs, and real workflow runs through ingest (and through the
 zarr stores for a sheet cohort with a DICOM subject, whose patient name must appear in no output)."""
 
@@ -22,7 +22,7 @@ PATIENT_NAME, PATIENT_ID = "Doe^Janeprivacy", "PID4711XQ"
 
 
 def _cohort(inp: dict, **top):
-    from voxflow.config import build_cohort, validate_config
+    from voxflow.settings.load import build_cohort, validate_config
 
     cfg = validate_config(copy.deepcopy({"input": inp, **top}), SCHEMA)
     return build_cohort(cfg), cfg
@@ -162,7 +162,7 @@ def _oblique_image(seed=1) -> sitk.Image:
 
 
 def test_read_image_dicom_series_nrrd_mha(tmp_path):
-    from voxflow.io import InputError, read_image
+    from voxflow.inputs.images import InputError, read_image
 
     img = _oblique_image()
     write_dicom_series(img, tmp_path / "series", "1.2.826.0.1.3680043.2.1125.8")
@@ -212,7 +212,7 @@ def test_read_image_dicom_series_nrrd_mha(tmp_path):
 
 def test_folders_layout_with_dicom_series_folders(tmp_path):
     """extension "" makes <root>/<subject>/<modality> a folder, which read_image takes as one DICOM series."""
-    from voxflow.io import read_image
+    from voxflow.inputs.images import read_image
 
     img = _oblique_image(seed=2)
     write_dicom_series(img, tmp_path / "data" / "p1" / "t1", "1.2.826.0.1.3680043.2.1125.12")
@@ -233,7 +233,7 @@ def test_native_outputs_on_a_dicom_reference_grid(tmp_path):
     """Predictions go back onto the raw reference grid: for a DICOM reference, that of the series."""
     import ants
 
-    from voxflow.learn.infer import write_like
+    from voxflow.inference.predict import write_like
 
     img = _oblique_image(seed=3)
     write_dicom_series(img, tmp_path / "series", "1.2.826.0.1.3680043.2.1125.11")
@@ -246,7 +246,7 @@ def test_native_outputs_on_a_dicom_reference_grid(tmp_path):
     assert np.allclose(pred.GetOrigin(), img.GetOrigin(), atol=1e-4)
     assert np.allclose(pred.GetDirection(), img.GetDirection(), atol=1e-5)
     # the grid infer.to_native resamples onto equals ANTs' reading of the same volume as NIfTI
-    from voxflow.io import read_raw
+    from voxflow.inputs.images import read_raw
 
     via_dicom, via_nifti = ants.from_sitk(read_raw(tmp_path / "series")), ants.image_read(str(tmp_path / "same.nii.gz"))
     assert via_dicom.shape == via_nifti.shape and np.allclose(via_dicom.origin, via_nifti.origin, atol=1e-4)
@@ -258,7 +258,7 @@ def test_native_outputs_on_a_dicom_reference_grid(tmp_path):
 
 @pytest.mark.slow
 def test_sheet_run_through_zarr_with_dicom_keeps_patient_name_out(tmp_path):
-    from voxflow.demo import generate_subject
+    from voxflow.demo.mri import generate_subject
     from voxflow.preprocess.store import read_subject_store
 
     data = tmp_path / "data"
@@ -459,7 +459,7 @@ def test_example_configs_are_valid():
     """The layout examples validate against the schema (their data paths are placeholders)."""
     import yaml
 
-    from voxflow.config import validate_config
+    from voxflow.settings.load import validate_config
 
     for name, layout in [("sheet", "sheet"), ("brats", "brats"), ("msd", "msd"), ("bids", "bids"),
                          ("dicom_folders", "folders"), ("demo_qc_faults", "demo"),

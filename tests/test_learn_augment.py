@@ -9,7 +9,7 @@ import torch
 
 torch.set_num_threads(1)
 
-from voxflow.learn.augment import AugmentConfig, augment_batch  # noqa: E402
+from voxflow.training.augment import AugmentConfig, augment_batch  # noqa: E402
 
 # the MRI artefacts (tests/test_learn_augment_mri.py) are intensity transforms too: off with the others
 NO_ARTEFACTS = dict(p_inverted_gamma=0, p_bias_field=0, p_motion=0, p_ghosting=0, p_spike=0, p_low_res=0)

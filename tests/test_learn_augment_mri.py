@@ -12,8 +12,8 @@ import torch
 
 torch.set_num_threads(1)
 
-from voxflow.learn import augment_mri  # noqa: E402
-from voxflow.learn.augment import AugmentConfig, _intensity, _rotation, _spatial, augment_batch  # noqa: E402
+from voxflow.training import augment_mri  # noqa: E402
+from voxflow.training.augment import AugmentConfig, _intensity, _rotation, _spatial, augment_batch  # noqa: E402
 
 OLD = ("p_rotation", "p_scaling", "p_elastic", "p_mirror", "p_gamma", "p_noise", "p_brightness", "p_contrast")
 NEW = ("p_inverted_gamma", "p_bias_field", "p_motion", "p_ghosting", "p_spike", "p_low_res")

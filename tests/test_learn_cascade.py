@@ -13,7 +13,7 @@ import zarr
 
 from test_learn_pipeline import CPU, LABEL_VALUES, SHAPE, plans_for, synthetic_label
 from test_learn_pipeline import base_cfg, stores  # noqa: F401  (module-scoped fixtures)
-from voxflow.learn.cascade import (
+from voxflow.planning.cascade import (
     cascade_decision,
     decode_pair,
     downsample_image,
@@ -70,8 +70,8 @@ def _previous(tmp, name, lab_idx):
 
 
 def test_full_resolution_stage_trains_on_and_predicts_with_the_previous_stage(base_cfg, stores, tmp_path):  # noqa: F811
-    from voxflow.learn.infer import class_indices, predict_probabilities
-    from voxflow.learn.train import load_trained, train_fold
+    from voxflow.inference.predict import class_indices, predict_probabilities
+    from voxflow.training.train import load_trained, train_fold
 
     cfg = copy.deepcopy(base_cfg)
     low_plans = plans_for(cfg, stores, cascade_stage="lowres")

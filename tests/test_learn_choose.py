@@ -1,4 +1,4 @@
-"""Automatic choice of configuration and ensemble on out-of-fold predictions (voxflow.learn.choose), and one
+"""Automatic choice of configuration and ensemble on out-of-fold predictions (voxflow.inference.choose), and one
 workflow run that trains two configurations, chooses, predicts with the choice, and predicts again from the
 model folder alone."""
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import zarr
 
-from voxflow.learn.choose import choose, ensembles, score_ensembles
+from voxflow.inference.choose import choose, ensembles, score_ensembles
 
 GROUPS = [[1], [2]]
 
@@ -75,8 +75,8 @@ def test_workflow_trains_two_configurations_chooses_and_predicts(tmp_path):
     """2d, 3d and the cascade on 2 folds; the cascade's full-resolution folds train on out-of-fold low-resolution
     predictions only; the choice is the best of 7 candidates; predict-only follows inference.json."""
     from test_preprocess_workflow import _fail_msg, run_snakemake
-    from voxflow.demo import generate_subject
-    from voxflow.learn.infer import class_indices
+    from voxflow.demo.mri import generate_subject
+    from voxflow.inference.predict import class_indices
 
     root = tmp_path / "data"
     for i, s in enumerate(SUBJECTS):
@@ -139,8 +139,8 @@ def test_workflow_trains_two_configurations_chooses_and_predicts(tmp_path):
 
     import torch
 
-    from voxflow.learn.infer import predict_probabilities
-    from voxflow.model_archive import export_model, open_model
+    from voxflow.inference.predict import predict_probabilities
+    from voxflow.model_sharing.archive import export_model, open_model
 
     chosen = tmp_path / "cascade_model"
     shutil.copytree(model, chosen)

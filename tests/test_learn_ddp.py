@@ -53,7 +53,7 @@ def stores(tmp_path_factory) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def cfg(tmp_path_factory) -> dict:
-    from voxflow.config import validate_config
+    from voxflow.settings.load import validate_config
 
     c = validate_config({"output_dir": str(tmp_path_factory.mktemp("cfg")),
                          "input": {"layout": "demo", "modalities": MODS}}, SCHEMA)
@@ -68,7 +68,7 @@ def cfg(tmp_path_factory) -> dict:
 
 
 def plans_for(cfg: dict, stores: dict[str, str]) -> dict:
-    from voxflow.learn.plan import fingerprint, make_plans
+    from voxflow.planning.plans import fingerprint, make_plans
 
     return make_plans(fingerprint(stores, "threads"), cfg, MODS, LABEL_VALUES, "cpu")
 
@@ -78,7 +78,7 @@ def plans_for(cfg: dict, stores: dict[str, str]) -> dict:
 
 def test_launch_plan_from_config():
     from voxflow.errors import ConfigError
-    from voxflow.learn.launch import launcher, train_gpus, train_processes
+    from voxflow.settings.launch import launcher, train_gpus, train_processes
 
     base = {"device": "auto", "gpu": False, "gpus": 1, "processes": None, "ddp_backend": "auto"}
     assert train_processes(base) == 1 and train_gpus(base) == 0 and launcher(1) == "voxflow"
@@ -100,7 +100,7 @@ def test_plan_splits_the_global_batch_over_the_processes(stores, cfg):
     """The automatic batch (2 for 3D) is rounded up to a multiple of the process count, the memory
     estimate is per process; a configured batch that does not split is a config error, at parse time too."""
     from voxflow.errors import ConfigError
-    from voxflow.learn.launch import global_batch
+    from voxflow.settings.launch import global_batch
 
     assert [global_batch(2, w, configured=False) for w in (1, 2, 3, 4)] == [2, 2, 3, 4]
     assert global_batch(6, 3, configured=True) == 6
@@ -121,7 +121,7 @@ def test_plan_splits_the_global_batch_over_the_processes(stores, cfg):
 
 def test_sampler_slices_the_global_batch(stores):
     """Each rank gets its disjoint slice of the very batch one process draws (same patches, same order)."""
-    from voxflow.learn.sampler import PatchBatches
+    from voxflow.nn.sampler import PatchBatches
 
     paths = [stores["s0"], stores["s1"]]
     whole = iter(PatchBatches(paths, [16, 16, 16], 4, 0.5, LABEL_VALUES, seed=5))
@@ -141,13 +141,13 @@ _WORKER = """
 import json, sys, torch
 torch.set_num_threads(1)
 import torch.distributed as dist
-from voxflow.learn.train import train_fold
+from voxflow.training.train import train_fold
 a = json.loads(open(sys.argv[1]).read())
 # 1. the loss alone: each rank's slice of a fixed global batch
 dist.init_process_group("gloo")
 rank, world = dist.get_rank(), dist.get_world_size()
-from voxflow.learn import ddp
-from voxflow.learn.losses import make_loss
+from voxflow.nn import ddp
+from voxflow.training.losses import make_loss
 data = torch.load(a["loss_data"], weights_only=True)
 n = data["target"].shape[0] // world
 got = {}
@@ -184,8 +184,8 @@ def _loss_data(path: Path) -> dict:
 
 
 def test_two_processes_match_one_process(stores, cfg, tmp_path):
-    from voxflow.learn.losses import make_loss
-    from voxflow.learn.train import train_fold
+    from voxflow.training.losses import make_loss
+    from voxflow.training.train import train_fold
 
     plans = plans_for(cfg, stores)
     assert plans["batch_size"] == BATCH
@@ -257,8 +257,8 @@ def test_two_processes_match_one_process(stores, cfg, tmp_path):
 
 def test_train_batch_must_split_evenly(stores, cfg, tmp_path):
     """A global batch that the processes cannot share evenly is refused before any collective."""
-    from voxflow.learn import ddp
-    from voxflow.learn.train import _train
+    from voxflow.nn import ddp
+    from voxflow.training.train import _train
 
     plans = dict(plans_for(cfg, stores), batch_size=3)
     with pytest.raises(ValueError,
@@ -288,9 +288,9 @@ def test_train_rule_runs_under_torchrun_resumes_and_writes_once(tmp_path):
     """The rule's own command (from a dry run) on tiny stores with 2 CPU processes: it resumes a fold
     checkpointed after epoch 1 (by one process: the global batch makes them the same run), and rank 0
     alone logs and writes."""
-    from voxflow.config import validate_config
-    from voxflow.learn.plan import fingerprint, make_plans, make_split
-    from voxflow.learn.train import train_fold
+    from voxflow.settings.load import validate_config
+    from voxflow.planning.plans import fingerprint, make_plans, make_split
+    from voxflow.training.train import train_fold
 
     out = tmp_path / "results"
     user = {"output_dir": str(out), "input": {"layout": "demo", "modalities": MODS},

@@ -10,7 +10,7 @@ import torch
 
 torch.set_num_threads(1)
 
-from voxflow.learn.losses import (  # noqa: E402
+from voxflow.training.losses import (  # noqa: E402
     deep_supervision_weights,
     inverse_frequency_weights,
     make_loss,

@@ -11,8 +11,8 @@ import torch
 
 torch.set_num_threads(1)
 
-from voxflow.learn.losses import deep_supervision_weights, make_loss  # noqa: E402
-from voxflow.learn.networks import (  # noqa: E402
+from voxflow.training.losses import deep_supervision_weights, make_loss  # noqa: E402
+from voxflow.nn.networks import (  # noqa: E402
     SliceWise,
     build_network,
     n_parameters,
@@ -163,7 +163,7 @@ def test_channels_last_instance_norm_matches_torch(dim):
     """The channels-last instance norm (hand-written forward and backward, for CPU speed) computes what torch's
     does: same output and same gradients for input, weight and bias, on a channels-last input with a large
     mean against its spread (where a one-pass variance would lose precision)."""
-    from voxflow.learn.networks import ChannelsLastInstanceNorm2d, ChannelsLastInstanceNorm3d
+    from voxflow.nn.networks import ChannelsLastInstanceNorm2d, ChannelsLastInstanceNorm3d
 
     gen = torch.Generator().manual_seed(0)
     shape = (2, 5, 6, 7, 8) if dim == 3 else (2, 5, 9, 11)

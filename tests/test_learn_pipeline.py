@@ -25,14 +25,14 @@ import torch  # noqa: E402
 
 torch.set_num_threads(1)
 
-from voxflow.learn.plan import (  # noqa: E402
+from voxflow.planning.plans import (  # noqa: E402
     auto_patch,
     estimate_memory_gb,
     fingerprint,
     make_plans,
     make_split,
 )
-from voxflow.learn.sampler import PatchBatches, Store, make_loader, read_patch  # noqa: E402
+from voxflow.nn.sampler import PatchBatches, Store, make_loader, read_patch  # noqa: E402
 from voxflow.preprocess.store import write_subject_store  # noqa: E402
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -95,7 +95,7 @@ def padded_crop(arr: np.ndarray, start, size) -> np.ndarray:
 @pytest.fixture(scope="module")
 def base_cfg(tmp_path_factory):
     """A full config with the schema's defaults (as the Snakefile sees it), small training settings."""
-    from voxflow.config import validate_config
+    from voxflow.settings.load import validate_config
 
     cfg = validate_config({"output_dir": str(tmp_path_factory.mktemp("cfg")),
                            "input": {"layout": "demo", "modalities": MODS}}, SCHEMA)
@@ -291,7 +291,7 @@ def test_fingerprint_counts_and_shapes(tmp_path):
 
 
 def test_make_plans_overrides_and_json_round_trip(base_cfg, stores, tmp_path):
-    from voxflow.learn.train import network_from_plans
+    from voxflow.training.train import network_from_plans
     from voxflow.preprocess.store import write_json_atomic
 
     p = plans_for(base_cfg, stores, patch_size=[32, 16, 16], batch_size=3)
@@ -321,7 +321,7 @@ def test_plan_chooses_the_stem_and_records_why(base_cfg):
     """auto: the strided stem for 3D on CPU when the patch leaves 3 stages without the full-resolution one;
     nnU-Net's full-resolution stage on a GPU, for small patches, 2D, or a set n_stages. The recorded strides
     and kernels are the network's, and the network built from the plans matches them."""
-    from voxflow.learn.train import network_from_plans
+    from voxflow.training.train import network_from_plans
 
     cfg = copy.deepcopy(base_cfg)
     cfg["model"].update(patch_size=[64, 64, 64], base_features=4)
@@ -389,7 +389,7 @@ def test_2d_automatic_patch_uses_the_budget_for_one_slice():
 
 
 def test_plan_step_fingerprints_only_training_subjects(base_cfg, stores, tmp_path):
-    from voxflow.learn import steps
+    from voxflow.training import steps
 
     sp_path = tmp_path / "split.json"
     steps.split("cohort", {}, {"split": str(sp_path)},
@@ -426,7 +426,7 @@ def _tmp_names(d: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def trained(base_cfg, stores, tmp_path_factory):
-    from voxflow.learn.train import train_fold
+    from voxflow.training.train import train_fold
 
     out = tmp_path_factory.mktemp("fold0")
     plans = plans_for(base_cfg, stores)
@@ -451,7 +451,7 @@ def test_train_fold_writes_model_checkpoint_and_curve(trained):
 
 
 def test_load_trained_is_weights_only(trained, tmp_path):
-    from voxflow.learn.train import load_trained
+    from voxflow.training.train import load_trained
 
     final = trained["out"] / "model_final.pt"
     state = torch.load(final, weights_only=True)  # plain tensors and strings only
@@ -472,7 +472,7 @@ def test_load_trained_is_weights_only(trained, tmp_path):
 
 
 def test_predict_probabilities_3d(trained, base_cfg, stores):
-    from voxflow.learn.infer import labels_from_probabilities, predict_probabilities
+    from voxflow.inference.predict import labels_from_probabilities, predict_probabilities
 
     cfg = dict(base_cfg["infer"], tta=True, mirror_axes=[0, 1, 2])
     probs, plans = predict_probabilities(stores["s2"], [str(trained["out"] / "model_final.pt")] * 2, cfg, CPU)
@@ -486,8 +486,8 @@ def test_predict_probabilities_3d(trained, base_cfg, stores):
 def test_strided_stem_trains_saves_and_predicts(base_cfg, stores, tmp_path):
     """The strided stem through the whole learning path: plans -> train_fold -> model_final.pt (weights only)
     -> sliding-window prediction with mirroring, on a patch larger than the image (padded)."""
-    from voxflow.learn.infer import predict_probabilities
-    from voxflow.learn.train import load_trained, train_fold
+    from voxflow.inference.predict import predict_probabilities
+    from voxflow.training.train import load_trained, train_fold
 
     plans = plans_for(base_cfg, stores, patch_size=[16, 64, 64], stem="strided")
     assert plans["stem"] == "strided" and plans["strides"][0] == [2, 2, 2] and plans["n_stages"] == 3
@@ -504,14 +504,14 @@ def test_strided_stem_trains_saves_and_predicts(base_cfg, stores, tmp_path):
 _KILLABLE = """
 import json, sys, torch
 torch.set_num_threads(1)
-from voxflow.learn.train import train_fold
+from voxflow.training.train import train_fold
 a = json.loads(open(sys.argv[1]).read())
 train_fold(a["train"], a["val"], a["plans"], a["cfg"], a["out"], device=torch.device("cpu"), progress=False)
 """
 
 
 def test_resume_after_sigkill(base_cfg, stores, tmp_path, caplog):
-    from voxflow.learn.train import train_fold
+    from voxflow.training.train import train_fold
 
     out = tmp_path / "fold"
     plans = plans_for(base_cfg, stores)
@@ -558,7 +558,7 @@ def test_resume_after_sigkill(base_cfg, stores, tmp_path, caplog):
 
 
 def test_same_seed_same_weights(base_cfg, stores, tmp_path):
-    from voxflow.learn.train import train_fold
+    from voxflow.training.train import train_fold
 
     plans = plans_for(base_cfg, stores)
     cfg = _train_cfg(base_cfg, epochs=1, iters_per_epoch=2, workers=0)
@@ -578,8 +578,8 @@ def test_same_seed_same_weights(base_cfg, stores, tmp_path):
 
 @pytest.mark.parametrize("dim", ["2d", "2.5d"])
 def test_2d_and_2_5d_train_and_predict(base_cfg, stores, tmp_path, dim):
-    from voxflow.learn.infer import predict_probabilities
-    from voxflow.learn.train import _fixed_val_batches, sampler_patch, to_network_input, train_fold
+    from voxflow.inference.predict import predict_probabilities
+    from voxflow.training.train import _fixed_val_batches, sampler_patch, to_network_input, train_fold
 
     plans = plans_for(base_cfg, stores, dim=dim, context_slices=3, patch_size=[32, 32], batch_size=2)
     assert plans["dim"] == dim and plans["patch_size"] == [32, 32]
@@ -612,7 +612,7 @@ def registered(tmp_path_factory):
     """A demo subject registered to MNI (2 mm), its label in a store whose transforms point at the kept files."""
     import ants
 
-    from voxflow.demo import generate_subject
+    from voxflow.demo.mri import generate_subject
     from voxflow.preprocess.mni import keep_transforms, register_to_template, write_template
 
     d = tmp_path_factory.mktemp("native")
@@ -655,7 +655,7 @@ def _assert_same_geometry(out_path: Path, ref_path: Path):
 def test_label_to_native_and_back_keeps_geometry_and_lesion(registered, tmp_path):
     import nibabel as nib
 
-    from voxflow.learn.infer import store_geometry, to_native, write_like
+    from voxflow.inference.predict import store_geometry, to_native, write_like
 
     meta = store_geometry(str(registered["store"]))
     assert meta["transforms"]["native_reference"] == str(registered["raw_t1"].resolve())
@@ -676,7 +676,7 @@ def test_label_to_native_and_back_keeps_geometry_and_lesion(registered, tmp_path
 def test_predict_subject_writes_native_and_store_grid(registered, trained, base_cfg, tmp_path):
     import nibabel as nib
 
-    from voxflow.learn.infer import predict_subject, store_geometry
+    from voxflow.inference.predict import predict_subject, store_geometry
 
     cfg = dict(base_cfg["infer"], overlap=0.0)
     # `registered` is an MNI152 store: its grid's prediction is the workflow's <subject>_seg_mni.nii.gz
@@ -708,7 +708,7 @@ def _brain(registered) -> np.ndarray:
 
 
 def test_epochs_within_budget_fits_the_measured_pace():
-    from voxflow.learn.train import epochs_within_budget, over_budget
+    from voxflow.training.train import epochs_within_budget, over_budget
 
     assert epochs_within_budget(10, 1000, elapsed_s=30.0, done_epochs=1) == 20  # 10 min at 30 s an epoch
     assert epochs_within_budget(10, 12, elapsed_s=30.0, done_epochs=1) == 12  # never more than train.epochs
@@ -718,7 +718,7 @@ def test_epochs_within_budget_fits_the_measured_pace():
 
 
 def test_budget_stops_training_and_a_rerun_keeps_the_fitted_schedule(base_cfg, stores, tmp_path, caplog):
-    from voxflow.learn.train import train_fold
+    from voxflow.training.train import train_fold
 
     plans = plans_for(base_cfg, stores)
     cfg = _train_cfg(base_cfg, epochs=6, iters_per_epoch=2, checkpoint_every=10, budget_minutes=1e-4)

@@ -10,7 +10,7 @@ import torch
 
 torch.set_num_threads(1)
 
-from voxflow.learn.postprocess import (  # noqa: E402
+from voxflow.postprocessing.postprocess import (  # noqa: E402
     apply_postprocessing,
     binary_open_close,
     decide_largest_component,

@@ -11,8 +11,8 @@ import torch
 
 from test_learn_pipeline import CPU, LABEL_VALUES, SHAPE, _read_curve, plans_for, synthetic_label
 from test_learn_pipeline import base_cfg, stores  # noqa: F401  (module-scoped fixtures)
-from voxflow.learn.losses import make_loss
-from voxflow.learn.regions import (
+from voxflow.training.losses import make_loss
+from voxflow.core.labels import (
     labels_from_region_probabilities,
     region_index_groups,
     region_labels,
@@ -67,8 +67,8 @@ def test_region_loss_matches_monai_dice_plus_bce():
 
 
 def test_train_and_predict_with_regions(base_cfg, stores, tmp_path):  # noqa: F811
-    from voxflow.learn.infer import predict_probabilities, segmentation
-    from voxflow.learn.train import train_fold
+    from voxflow.inference.predict import predict_probabilities, segmentation
+    from voxflow.training.train import train_fold
 
     cfg = copy.deepcopy(base_cfg)
     cfg["train"]["regions"] = BRATS18

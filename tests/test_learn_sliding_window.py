@@ -8,7 +8,7 @@ import torch
 
 torch.set_num_threads(1)
 
-from voxflow.learn.sliding_window import (  # noqa: E402
+from voxflow.nn.sliding_window import (  # noqa: E402
     compute_steps,
     fold_ensemble,
     gaussian_importance_map,

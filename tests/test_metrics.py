@@ -1,4 +1,4 @@
-"""voxflow.metrics against monai.metrics on random 3D blobs, plus the empty-mask policy."""
+"""voxflow.core.metrics against monai.metrics on random 3D blobs, plus the empty-mask policy."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from monai.metrics import (
 from monai.metrics.utils import get_edge_surface_distance
 from scipy.ndimage import binary_dilation, binary_erosion
 
-from voxflow.metrics import (
+from voxflow.core.metrics import (
     BRATS_REGIONS,
     EMPTY_POLICY,
     METRICS,
@@ -147,7 +147,7 @@ def test_surface_and_directed_distances_match_monai(i: int) -> None:
 
 def test_auto_method_far_false_positive() -> None:
     """A far-away false positive makes the box mostly empty: auto switches, values do not change."""
-    from voxflow import metrics
+    from voxflow.core import metrics
 
     ref = np.zeros((60, 120, 120), bool)
     ref[20:30, 20:32, 20:34] = True

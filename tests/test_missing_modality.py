@@ -1,4 +1,4 @@
-"""Missing or unusable modalities (input.missing, input.unusable; voxflow.missing, voxflow.synth.complete): what the
+"""Missing or unusable modalities (input.missing, input.unusable; voxflow.inputs.missing, voxflow.synth.complete): what the
 parse time finds per subject, the split that never trains on them, ingest's stand-in, and one workflow run where
 a subject with an empty sheet cell, one with an absent file and one with an unusable modality are completed by the
 synthesis model and predicted."""
@@ -17,7 +17,7 @@ from conftest import SCHEMA
 
 
 def _cohort(inp: dict, **top):
-    from voxflow.config import build_cohort, validate_config
+    from voxflow.settings.load import build_cohort, validate_config
 
     cfg = validate_config(copy.deepcopy({"input": inp, **top}), SCHEMA)
     return build_cohort(cfg), cfg
@@ -89,7 +89,7 @@ def test_config_errors_for_missing_and_unusable(tmp_path):
 
 
 def test_split_never_trains_on_incomplete_subjects():
-    from voxflow.learn.plan import make_split
+    from voxflow.planning.plans import make_split
 
     subjects = [f"s{i:02d}" for i in range(12)]
     incomplete = {"s03": {"flair": "no file"}, "s07": {"t2": "unusable (input.unusable)"}}
@@ -112,7 +112,7 @@ def test_ingest_stands_the_reference_in_for_a_missing_modality(tmp_path):
     assert info["missing"] == {"flair": "no file"} and info["modalities"]["flair"]["source"] == ""
     np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(out["flair"])),
                                   sitk.GetArrayFromImage(sitk.ReadImage(out["t1"])))
-    from voxflow.io import InputError
+    from voxflow.inputs.images import InputError
 
     with pytest.raises(InputError, match="reference modality 't1' is missing"):
         ingest_subject("e", {"t1": "", "flair": t1}, out, "t1", missing={"t1": "no file"})
@@ -126,7 +126,7 @@ def test_workflow_completes_and_predicts_subjects_lacking_a_modality(tmp_path):
     import zarr
 
     from test_preprocess_workflow import _fail_msg, run_snakemake
-    from voxflow.demo import generate_subject
+    from voxflow.demo.mri import generate_subject
 
     root = tmp_path / "data"
     subjects = [f"s{i:02d}" for i in range(8)]

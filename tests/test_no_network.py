@@ -210,7 +210,7 @@ class _Payload:
 
 
 def test_checkpoint_with_pickled_object_is_refused(tmp_path):
-    from voxflow.learn.train import load_checkpoint, save_checkpoint
+    from voxflow.training.train import load_checkpoint, save_checkpoint
 
     cpu = torch.device("cpu")
     good = tmp_path / "good.pt"

@@ -23,9 +23,9 @@ import numpy as np
 import pytest
 
 from conftest import VENV_BIN, tmp_names_under
-from voxflow.model_archive import MANIFEST, ModelArchiveError, export_model, open_model, sha256_file
-from voxflow.predict_cli import main
-from voxflow.predict_inputs import SubjectError, match_modalities, resolve_inputs
+from voxflow.model_sharing.archive import MANIFEST, ModelArchiveError, export_model, open_model, sha256_file
+from voxflow.model_sharing.predict import main
+from voxflow.model_sharing.inputs import SubjectError, match_modalities, resolve_inputs
 
 MODS = ["t1", "flair"]
 
@@ -345,8 +345,8 @@ def test_a_cohort_folder_runs_on_when_subjects_fail(model_zip, tmp_path, capsys)
 def test_a_failing_subject_does_not_stop_the_others(model_zip, tmp_path, capsys, monkeypatch):
     """The per-subject loop with the chain and the inference stubbed: a subject whose preprocessing fails is
     named in one line, the next one is predicted, exit code 1; outputs, sidecar and work files."""
-    import voxflow.chain
-    import voxflow.learn.infer
+    import voxflow.pipeline.chain
+    import voxflow.inference.predict
     from voxflow.errors import InputError
 
     calls = []
@@ -368,8 +368,8 @@ def test_a_failing_subject_does_not_stop_the_others(model_zip, tmp_path, capsys,
             Path(p).write_bytes(b"nifti")
         return {"native_voxels": {0: 10}}
 
-    monkeypatch.setattr(voxflow.chain, "preprocess_subject", preprocess)
-    monkeypatch.setattr(voxflow.learn.infer, "predict_subject", predict)
+    monkeypatch.setattr(voxflow.pipeline.chain, "preprocess_subject", preprocess)
+    monkeypatch.setattr(voxflow.inference.predict, "predict_subject", predict)
     cohort = tmp_path / "cohort"
     for s in ("a_bad", "b_good"):
         _folder(cohort / s, [f"{s}_t1.nii.gz", f"{s}_flair.nii.gz"])

@@ -1,4 +1,4 @@
-"""Config validation (voxflow.config.validate_config): one-line errors that name the culprit, defaults filled."""
+"""Config validation (voxflow.settings.load.validate_config): one-line errors that name the culprit, defaults filled."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from conftest import PROJECT, SCHEMA
 
 
 def _validate(cfg: dict) -> dict:
-    from voxflow.config import validate_config
+    from voxflow.settings.load import validate_config
 
     return validate_config(copy.deepcopy(cfg), SCHEMA)
 

@@ -172,7 +172,7 @@ CASES = {f.__name__.lstrip("_"): f for f in (
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_broken_input_one_line_and_nothing_written(case, subject_dir, tmp_path):
-    from voxflow.io import InputError
+    from voxflow.inputs.images import InputError
 
     file_name, problem = CASES[case](subject_dir)
     out = tmp_path / "out"

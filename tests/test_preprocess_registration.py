@@ -67,8 +67,8 @@ def test_rigid_recovers_known_motion(demo_subject, tmp_path):
 def test_label_native_mni_native_roundtrip(demo_subject, tmp_path):
     import ants
 
-    from voxflow.io import write_ants
-    from voxflow.learn.infer import to_native
+    from voxflow.inputs.images import write_ants
+    from voxflow.inference.predict import to_native
     from voxflow.preprocess.mni import keep_transforms, load_transforms, register_to_template, write_template
 
     paths = demo_subject(3.0)["paths"]
@@ -88,7 +88,7 @@ def test_label_native_mni_native_roundtrip(demo_subject, tmp_path):
     assert d_mni > 0.9, f"brain mask in MNI vs the template's mask: Dice {d_mni:.3f} (registration failed?)"
     write_ants(in_mni.astype("uint8"), tmp_path / "mask_mni.nii.gz")
 
-    # the way back the predictions take (voxflow.learn.infer.to_native), from the store's grid attributes
+    # the way back the predictions take (voxflow.inference.predict.to_native), from the store's grid attributes
     meta = {"origin_xyz": list(template.origin), "spacing_zyx": list(template.spacing[::-1]),
             "direction": np.asarray(template.direction).ravel().tolist(),
             "transforms": {"dir": str(xfm), "native_reference": paths["t1"]}}

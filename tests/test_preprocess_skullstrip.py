@@ -51,7 +51,7 @@ def test_none_method_keeps_nonzero_region(tmp_path):
 def test_real_chain_brain_mask_matches_hdbet(tcga, tmp_path):
     import ants
 
-    from voxflow.config import validate_config
+    from voxflow.settings.load import validate_config
     from voxflow.preprocess.coreg import coregister_subject
     from voxflow.preprocess.ingest import ingest_subject
     from voxflow.preprocess.n4 import correct_subject

@@ -169,8 +169,8 @@ def test_folders_keep_going_reports_broken_subjects(tmp_path, granularity):
     """Both granularities: the broken subjects fail with one line each, the others finish, and the cohort
     table lists every problem (one job per subject: merged when the run ends, from tables that a failed
     job leaves in place)."""
-    from voxflow.demo import generate_subject
-    from voxflow.validate import COLUMNS
+    from voxflow.demo.mri import generate_subject
+    from voxflow.inputs.validate import COLUMNS
 
     root = tmp_path / "data"
     for i, s in enumerate(["good1", "good2"]):

@@ -1,5 +1,5 @@
-"""Cohort QC around the score functions: per-step score sets (voxflow.qc_subject), the cohort table and flags
-(voxflow.qc_cohort), the split that keeps flagged subjects out of training, and the demo generator's faults."""
+"""Cohort QC around the score functions: per-step score sets (voxflow.qc.subject), the cohort table and flags
+(voxflow.qc.cohort), the split that keeps flagged subjects out of training, and the demo generator's faults."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from voxflow import demo_faults, qc_subject
-from voxflow.learn.plan import make_split, training_subjects
-from voxflow.qc_cohort import cohort_flags, flag_summary, score_table
+from voxflow.demo import faults as demo_faults
+
+from voxflow.qc import subject as qc_subject
+from voxflow.planning.plans import make_split, training_subjects
+from voxflow.qc.cohort import cohort_flags, flag_summary, score_table
 
 
 def phantom(seed=0, noise=0.02, swap=False):
@@ -123,6 +125,6 @@ def test_flags_table_reads_back(tmp_path):
     flags = pd.DataFrame([{"subject": "a", "modality": "t1", "score": "efc", "value": 0.7, "median": 0.45,
                            "z": float("inf"), "reason": "robust z +inf (|z| > 3.5)"}])
     flags.to_csv(tmp_path / "flags.tsv", sep="\t", index=False)
-    from voxflow.qc_cohort import read_flags
+    from voxflow.qc.cohort import read_flags
 
     assert flag_summary(read_flags(tmp_path / "flags.tsv")) == {"a": ["t1 efc=0.7 (median 0.45)"]}

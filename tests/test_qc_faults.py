@@ -1,6 +1,6 @@
 """Cohort QC catches real problems and leaves good data alone (issue 13).
 
-A demo cohort of 14 subjects, 6 of them with a realistic fault made by the demo generator (voxflow.demo_faults):
+A demo cohort of 14 subjects, 6 of them with a realistic fault made by the demo generator (voxflow.demo.faults):
 k-space motion ghosting, a strong extra bias field, heavy Rician noise, a T2 volume given as T1, the head rotated
 150 degrees (far outside what an affine registration recovers) and a skull-stripping failure (most of the brain cut
 off the mask that the skullstrip step wrote; the chain's later steps then run on it, as they would after a real
@@ -41,10 +41,10 @@ EXPLAINS = {
 
 def _cut_mask_and_rerun(out: Path, subject: str, cfg: dict) -> None:
     """Replace the subject's brain mask (and brain images) by a failed one and run the chain's later steps on it
-    with the workflow's own step list (voxflow.chain), as a job resumed after a real failure would."""
-    from voxflow.chain import RawSubject, build_chain, run_chain, step_spec
-    from voxflow.config import build_cohort
-    from voxflow.demo_faults import cut_mask
+    with the workflow's own step list (voxflow.pipeline.chain), as a job resumed after a real failure would."""
+    from voxflow.pipeline.chain import RawSubject, build_chain, run_chain, step_spec
+    from voxflow.settings.load import build_cohort
+    from voxflow.demo.faults import cut_mask
     from voxflow.settings import resolve
 
     brain = out / "preprocess" / subject / "brain"
@@ -66,7 +66,7 @@ def _cut_mask_and_rerun(out: Path, subject: str, cfg: dict) -> None:
 def qc_run(tmp_path_factory):
     import yaml
 
-    from voxflow.config import validate_config
+    from voxflow.settings.load import validate_config
 
     work = tmp_path_factory.mktemp("qc_faults")
     out = work / "results"

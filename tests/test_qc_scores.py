@@ -1,4 +1,4 @@
-"""QC scores (voxflow.qc_scores): each measure moves the way its definition says when the image degrades, and the
+"""QC scores (voxflow.qc.scores): each measure moves the way its definition says when the image degrades, and the
 robust flags catch a few bad subjects that a mean/std z-score would let hide."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from voxflow import qc_scores as q
+from voxflow.qc import scores as q
 
 SHAPE = (40, 48, 40)
 
@@ -117,11 +117,11 @@ def test_robust_z_of_a_constant_cohort():
     assert list(z[:4]) == [0.0] * 4 and z[4] == np.inf and np.isnan(z[5])
 
 
-# --- the fault generators (voxflow.demo_faults) move the score that should catch them ------------------------------
+# --- the fault generators (voxflow.demo.faults) move the score that should catch them ------------------------------
 
 
 def test_each_injected_fault_moves_its_score():
-    from voxflow import demo_faults as f
+    from voxflow.demo import faults as f
 
     img, wm, gm, air = phantom(noise=2.0, seed=3)
     brain = wm | gm

@@ -66,7 +66,7 @@ def test_snakemake_command_runs_its_jobs_from_a_fresh_shell(tmp_path):
 
 
 def test_validate_command_from_a_fresh_shell(tmp_path):
-    from voxflow.demo import generate_subject
+    from voxflow.demo.mri import generate_subject
 
     (cmd,) = [c for c in readme_commands() if c.startswith(".venv/bin/voxflow validate my_config.yaml")]
     generate_subject("s1", 0, tmp_path / "data", tmp_path / "truth", modalities=["t1", "t2"], spacing_scale=4.0)

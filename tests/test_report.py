@@ -1,4 +1,4 @@
-"""The cohort report (voxflow.report) on a small fake run directory, through the step function with the
+"""The cohort report (voxflow.report.build) on a small fake run directory, through the step function with the
 inputs and config the `report` rule gives it: content (values, sections, images), self-containment,
 worst-first QC, predict-only mode, excluded subjects, the stores' space names, and that it reads nothing
 but the rule's declared inputs; and a headless-Chromium render when installed.
@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from voxflow.metrics import BRATS_REGIONS, evaluate_case, summarize
+from voxflow.core.metrics import BRATS_REGIONS, evaluate_case, summarize
 
 SHAPE = (24, 32, 28)  # (Z, Y, X)
 SPACING = (2.0, 1.5, 1.5)  # (z, y, x) mm
@@ -263,7 +263,7 @@ def step_io(out: Path, html: Path, evaluate: bool = True, cohort: dict | None = 
     """The report step's inputs and config as the `report` rule gives them (workflow/rules/report.smk), the
     subjects shown written first as the checkpoint report_subjects writes them; and the positional inputs
     (the files of the subjects shown, and in predict-only mode every native prediction)."""
-    from voxflow.report import shown_subjects
+    from voxflow.report.build import shown_subjects
 
     status = out / "status"
     cohort_path = status / "cohort.json"
@@ -295,7 +295,7 @@ def step_io(out: Path, html: Path, evaluate: bool = True, cohort: dict | None = 
 
 
 def build(out: Path, name: str, **kw) -> str:
-    from voxflow.report import report
+    from voxflow.report.build import report
 
     html = out.parent / name
     inp, cfg, _ = step_io(out, html, **kw)
@@ -357,7 +357,7 @@ def test_report_sections_and_values(run_dir, report_html):
     # a run without QC scores (older runs): the cohort QC says so, the subject table has no QC column
     assert cards["QC flagged"] == "not computed" and "QC flags" not in t["head"]
     assert "QC scores were not computed" in page.sections["qc-cohort"]["text"]
-    from voxflow.report_data import git_commit
+    from voxflow.report.data import git_commit
 
     assert cards["git commit"] == git_commit(run_dir.parent)[:12]  # "unknown" outside a repository
 
@@ -479,7 +479,7 @@ def test_report_names_excluded_subjects_first_and_lists_warnings(run_dir, report
 
 def test_report_missing_parts(tmp_path):
     """Nothing but a config and a subject list: every section degrades to a note, nothing crashes."""
-    from voxflow.report import report
+    from voxflow.report.build import report
 
     (tmp_path / "predicted.json").write_text(json.dumps({"subjects": ["ghost"]}))
     html = tmp_path / "r" / "report.html"
@@ -539,7 +539,7 @@ def test_report_reads_only_its_declared_inputs(run_dir, tmp_path, evaluate):
     assert not (copy / "model" / "fold_0" / "curve.csv").exists()
     assert (copy / "predictions" / "sub01" / "sub01_seg.nii.gz").exists() == (not evaluate)
 
-    from voxflow.report import report
+    from voxflow.report.build import report
 
     def page(out: Path, html: Path) -> dict:
         inp, cfg, _ = step_io(out, html, evaluate=evaluate, cap=cap)
@@ -558,7 +558,7 @@ def test_report_reads_only_its_declared_inputs(run_dir, tmp_path, evaluate):
 def test_shown_subjects():
     """The checkpoint's choice: worst lesion Dice first (then predicted subjects without metrics), the whole
     cohort by name (excluded ones too), at most `cap` each, with the totals."""
-    from voxflow.report import shown_subjects
+    from voxflow.report.build import shown_subjects
 
     cohort = {"subjects": ["c", "a", "b"], "excluded": [{"subject": "0bad"}]}
     assert shown_subjects(None, ["c", "a"], cohort, cap=3) == {
@@ -574,13 +574,13 @@ def test_training_curve_is_read_from_the_model_without_torch(run_dir, tmp_path):
     import torch
 
     model = run_dir / "model" / "fold_1" / "model_final.pt"
-    code = ("import sys; from voxflow.report_data import read_curve; c = read_curve(sys.argv[1]); "
+    code = ("import sys; from voxflow.report.data import read_curve; c = read_curve(sys.argv[1]); "
             "print(len(c), round(float(c.train_loss.iloc[0]), 6), 'torch' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code, str(model)], capture_output=True, text=True, timeout=120,
                        check=True)
     n, loss, imported = r.stdout.split()
     assert (int(n), float(loss), imported) == (EPOCHS, pytest.approx(_curve(EPOCHS, 1).train_loss.iloc[0]), "False")
-    from voxflow.report_data import read_curve
+    from voxflow.report.data import read_curve
 
     legacy = tmp_path / "legacy.pt"
     torch.save({"curve": json.dumps(_curve(4, 0).to_dict("records")), "w": torch.ones(3)}, legacy,

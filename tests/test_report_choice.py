@@ -1,4 +1,4 @@
-"""The report's "Model choice and post-processing" section (voxflow.report_choice) from the report rule's
+"""The report's "Model choice and post-processing" section (voxflow.report.choice) from the report rule's
 `postprocessing` input in both of its formats: model/inference.json (model.configurations: the ensemble table,
 the chosen row marked, the bar plot, the tie rule) and model/postprocessing.json (the largest-component decision
 per group, decided on validation cases, set by the config, or not decidable); no file or an unknown format: no
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from test_report import CONFIG, voxflow_page
 
-from voxflow.report_choice import group_names, has_choice, model_choice
+from voxflow.report.choice import group_names, has_choice, model_choice
 
 POST = {"groups": [[1, 2, 4], [4]], "enabled": [True, False], "dice_before": [0.8, 0.6125],
         "dice_after": [0.8112, 0.5504], "hd95_before": [12.345, 3.0], "hd95_after": [4.1, 3.5], "dice_tolerance": 0.01,
@@ -64,7 +64,7 @@ def build(tmp_path: Path, doc: dict | str | None, name: str = "postprocessing.js
           config: dict = RUN_CONFIG) -> str:
     """The report of a run with nothing but a subject list, plans.json and the `postprocessing` input (`doc`:
     JSON, raw text, or None: no file)."""
-    from voxflow.report import report
+    from voxflow.report.build import report
 
     tmp_path.mkdir(parents=True, exist_ok=True)
     (tmp_path / "predicted.json").write_text(json.dumps({"subjects": ["ghost"]}))
@@ -240,7 +240,7 @@ def test_group_names():
 def test_curve_labels_come_from_the_configurations_plans(tmp_path):
     """A fold's curve is labelled with the configuration its plans.json names (the plan rule records
     model.configuration), whatever the folder is called; a single-configuration model: the fold alone."""
-    from voxflow.report import _fold_label
+    from voxflow.report.build import _fold_label
 
     for conf, folder in (("3d_cascade/lowres", "model/3d_cascade/lowres"), ("2d", "model/elsewhere")):
         d = tmp_path / folder

@@ -1,4 +1,4 @@
-"""The report's cohort-QC section (voxflow.report_qc) on a small fake run with qc/scores.tsv and qc/flags.tsv,
+"""The report's cohort-QC section (voxflow.report.qc) on a small fake run with qc/scores.tsv and qc/flags.tsv,
 through the report step with the inputs the `report` rule gives it: the score panels, the flag table worst first
 with the flagged subjects' QC images, the QC flags column of the per-subject table, the small-cohort note, the
 subjects kept out of training, a run without QC scores, escaping; and the checkpoint's list of flagged subjects."""
@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from test_report import CONFIG, _png, voxflow_page
 
-from voxflow.qc_scores import MIN_SUBJECTS_FOR_Z, SCORES, flag_outliers
+from voxflow.qc.scores import MIN_SUBJECTS_FOR_Z, SCORES, flag_outliers
 
 ODD = 'odd<b>&"1'  # a subject name that markup would misread
 SUBJECTS = [f"sub{i:02d}" for i in range(1, 12)] + [ODD]  # 12: enough for robust z-scores
@@ -42,7 +42,7 @@ def scores_frame(subjects: list[str], seed: int = 0) -> pd.DataFrame:
 
 
 def flags_frame(scores: pd.DataFrame) -> pd.DataFrame:
-    """flags.tsv as the pipeline makes it: voxflow.qc_scores.flag_outliers per modality, worst first overall."""
+    """flags.tsv as the pipeline makes it: voxflow.qc.scores.flag_outliers per modality, worst first overall."""
     flags = []
     for m, g in scores.groupby("modality", sort=False):
         per = {s: dict(zip(gs.score, gs.value)) for s, gs in g.groupby("subject")}
@@ -55,7 +55,7 @@ def flags_frame(scores: pd.DataFrame) -> pd.DataFrame:
 def make_qc_run(out: Path, subjects: list[str] = SUBJECTS, qc_excluded: list[dict] | None = None) -> Path:
     """A finished evaluation run's files the report reads: metrics (ODD and sub07 worst), status files, split.json,
     qc/scores.tsv, qc/flags.tsv and two QC images per subject."""
-    from voxflow.metrics import summarize
+    from voxflow.core.metrics import summarize
 
     rows = []
     for i, s in enumerate(subjects):
@@ -87,7 +87,7 @@ def step_io(out: Path, html: Path, qc: bool = True) -> tuple[dict, dict, list[st
     """The report step's inputs and config as the rule gives them, the checkpoint's file written first (by
     write_shown_subjects, as the checkpoint report_subjects does); and the positional inputs
     (report_subject_files: the QC folders of the subjects shown, flagged ones included)."""
-    from voxflow.report import write_shown_subjects
+    from voxflow.report.build import write_shown_subjects
 
     status = out / "status"
     flags = out / "qc" / "flags.tsv"
@@ -110,7 +110,7 @@ def step_io(out: Path, html: Path, qc: bool = True) -> tuple[dict, dict, list[st
 
 
 def build(out: Path, name: str, qc: bool = True) -> str:
-    from voxflow.report import report
+    from voxflow.report.build import report
 
     html = out.parent / name
     inp, cfg, _ = step_io(out, html, qc)
@@ -171,7 +171,7 @@ def test_cohort_qc_flag_table_worst_first(qc_run, qc_html):
 def test_cohort_qc_panels_one_per_score_with_data(qc_run, qc_html):
     """One strip plot per (modality, score) with a finite value (t1 cnr, all NaN, has none); the flagged
     score's panel has red points, an unflagged one none."""
-    from voxflow.report_plots import PRED_COLOR
+    from voxflow.report.plots import PRED_COLOR
 
     scores = pd.read_csv(qc_run / "qc" / "scores.tsv", sep="\t")
     with_data = scores.dropna(subset=["value"]).groupby(["modality", "score"], sort=False).size()
@@ -231,8 +231,8 @@ def test_odd_subject_name_is_escaped(qc_html):
 def test_small_cohort_note_and_empty_flags(tmp_path):
     """Below MIN_SUBJECTS_FOR_Z subjects the section says only the bounds flag; with 12 it does not; a flags.tsv
     with its header only gives "No subject flagged"."""
-    from voxflow.report import render
-    from voxflow.report_qc import cohort_qc
+    from voxflow.report.build import render
+    from voxflow.report.qc import cohort_qc
 
     def text(subjects: list[str], flags: pd.DataFrame | None = None) -> str:
         d = tmp_path / str(len(subjects))
@@ -263,14 +263,14 @@ def test_run_without_qc_scores(qc_run, tmp_path):
     assert "QC scores were not computed" in page.sections["qc-cohort"]["text"]
     assert "QC flags" not in page.table("subjects", "subject-table")["head"]
     assert not page.images("qc-cohort")
-    from voxflow.report_qc import cohort_qc
+    from voxflow.report.qc import cohort_qc
 
     gone = cohort_qc(str(tmp_path / "qc" / "scores.tsv"), str(tmp_path / "qc" / "flags.tsv"), [], None)
     assert gone["computed"] is False and gone["held_out"] is None
 
 
 def test_shown_subjects_puts_flagged_first(qc_run, tmp_path):
-    from voxflow.report import shown_subjects
+    from voxflow.report.build import shown_subjects
 
     flags = qc_run / "qc" / "flags.tsv"
     cohort = {"subjects": ["c", "sub07", "a", ODD, "b"], "excluded": [{"subject": "0bad"}]}

@@ -1,4 +1,4 @@
-"""The report's "Synthesized modalities" section (voxflow.report_synthesis): the predicted subjects completed by the
+"""The report's "Synthesized modalities" section (voxflow.report.synthesis): the predicted subjects completed by the
 synthesis model (status/cohort.json's `incomplete`, with their QC figures), the model's validation metrics
 (synthesis.json, in voxflow.synth.train's format and the older key names) and its training curves (curve.csv with
 blank validation cells); missing or broken files leave notes; no completed subject and no model: no section and no
@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from test_report import CONFIG, Cards, voxflow_page
 
-from voxflow.report_synthesis import MAX_FIGURES, has_synthesis, synthesis_section
+from voxflow.report.synthesis import MAX_FIGURES, has_synthesis, synthesis_section
 
 MODS = ["t1", "t2", "flair"]
 SUMMARY = {"train_subjects": ["a1", "a2", "a3"], "val_subjects": ["v1", "v2"], "step": 40, "iterations_done": 40,
@@ -163,7 +163,7 @@ def build(tmp_path: Path, incomplete: dict | None, synthesis: bool = True, evalu
           qc: bool = True) -> str:
     """The report of a run with a predicted-subject list, a cohort.json (with `incomplete`), the synthesis model's
     files and the completed subjects' QC figures (p2's only); evaluate: a tiny metrics.tsv too."""
-    from voxflow.report import report
+    from voxflow.report.build import report
 
     predicted = ["p1", "p2", "p3"]
     _json(tmp_path / "status" / "predicted.json", {"subjects": predicted})
@@ -261,7 +261,7 @@ def test_subject_table_marks_synthetic_modalities(tmp_path):
 
 
 def test_broken_section_is_a_note(tmp_path, monkeypatch):
-    import voxflow.report as report_mod
+    import voxflow.report.build as report_mod
 
     def boom(*args):
         raise RuntimeError("no luck")
@@ -274,7 +274,7 @@ def test_broken_section_is_a_note(tmp_path, monkeypatch):
 def test_metrics_without_recorded_subjects_are_flagged(tmp_path):
     """A synthesis.json without subject lists: the page says so and warns that the metrics are not from unseen
     subjects (rendered from the section's data alone)."""
-    from voxflow.report import render
+    from voxflow.report.build import render
 
     doc = {"validation": {"t1": {"psnr": 30.0, "ssim": 0.9, "mae": 0.05}}}
     d = synthesis_section(str(_json(tmp_path / "synthesis.json", doc)), None, [])

@@ -15,7 +15,7 @@ import jinja2
 import pytest
 
 from conftest import PROJECT
-from voxflow.report import environment, render
+from voxflow.report.build import environment, render
 
 TEMPLATES = ("report.html.j2", "report.css", "report.js")
 

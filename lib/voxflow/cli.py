@@ -1,4 +1,4 @@
-"""Command line: `voxflow step NAME ...` (called by the rules; NAME -> function: voxflow.registry) and the
+"""Command line: `voxflow step NAME ...` (called by the rules; NAME -> function: voxflow.pipeline.registry) and the
 user-facing commands (validate, where, predict, export-model)."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ log = logging.getLogger("voxflow")
 
 def _run_step(args) -> int:
     from voxflow.errors import InputError
-    from voxflow.registry import step_function
+    from voxflow.pipeline.registry import step_function
 
     spec = json.loads(args.io)
     fn = step_function(args.name)
@@ -70,8 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     w = sub.add_parser("where", help="print where the outputs of a run are")
     w.add_argument("--configfile", default="config/config.yaml")
     w.set_defaults(func=_where)
-    from voxflow.predict_cli import add_parsers as add_predict_parsers
-    from voxflow.validate import add_parser
+    from voxflow.model_sharing.predict import add_parsers as add_predict_parsers
+    from voxflow.inputs.validate import add_parser
 
     add_parser(sub)
     add_predict_parsers(sub)

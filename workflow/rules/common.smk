@@ -1,5 +1,5 @@
 # Shared helpers for the rules: the config resolved once (SETTINGS), the subject table, and the one shell
-# command every rule runs, `voxflow step NAME` (the function is in voxflow.registry's table), with logs and
+# command every rule runs, `voxflow step NAME` (the function is in voxflow.pipeline.registry's table), with logs and
 # thread limits.
 import inspect
 import json
@@ -10,14 +10,14 @@ import os
 import shlex
 import sys
 
-from voxflow.config import build_cohort, shorten_subject_lists, validate_config
+from voxflow.settings.load import build_cohort, shorten_subject_lists, validate_config
 from voxflow.errors import ConfigError
-from voxflow.missing import missing_summary
+from voxflow.inputs.missing import missing_summary
 from voxflow.settings import resolve
-from voxflow.learn.launch import launcher
+from voxflow.settings.launch import launcher
 from voxflow.preprocess.store import write_json_atomic
 
-# The config and its cohort, checked as `voxflow validate` checks them (voxflow.validate.main), then resolved once
+# The config and its cohort, checked as `voxflow validate` checks them (voxflow.inputs.validate.main), then resolved once
 # into SETTINGS (voxflow.settings.Settings): every config mistake found here, one `config error at '<key>': ...`
 # line each, before any rule is defined. The names below are SETTINGS' values, for the rules to read.
 try:

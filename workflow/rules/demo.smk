@@ -1,4 +1,4 @@
-# The built-in demo cohort: synthetic heads from nilearn's MNI152 template (see voxflow.demo).
+# The built-in demo cohort: synthetic heads from nilearn's MNI152 template (see voxflow.demo.mri).
 DEMO_RAW = os.path.join(OUT, "demo", "raw")
 DEMO_TRUTH = os.path.join(OUT, "demo", "truth")
 

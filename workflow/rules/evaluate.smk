@@ -1,14 +1,14 @@
 # Metrics (in native space and on the stores' grid, STORE_SPACE) and their cohort aggregation with
-# dask (voxflow.evaluate, voxflow.metrics). One evaluate job scores evaluate.subjects_per_job
+# dask (voxflow.evaluation.evaluate, voxflow.core.metrics). One evaluate job scores evaluate.subjects_per_job
 # subjects: scoring takes about a second a subject, less than the job's own start-up (imports,
 # cluster scheduling), and at 10 000 subjects one job per subject added 2000 jobs to the DAG
 # (bench/dag.py).
-from voxflow.evaluate import chunk_id
+from voxflow.evaluation.evaluate import chunk_id
 
 EVAL_DIR = os.path.join(OUT, "evaluation")
 EVAL_CFG = config["evaluate"] | {"label_values": INP["label_values"], "store_space": STORE_SPACE}
 EVALUATE = HAS_LABEL and (bool(PREDICT_MODEL) or config["train"]["epochs"] > 0)
-# Consecutive runs of the predicted subjects (chunk_id: voxflow.evaluate); a chunk's params list its subjects, so a
+# Consecutive runs of the predicted subjects (chunk_id: voxflow.evaluation.evaluate); a chunk's params list its subjects, so a
 # chunk whose membership changes is scored again.
 _PER_JOB = config["evaluate"]["subjects_per_job"]
 EVAL_CHUNK_TABLE = os.path.join(EVAL_DIR, "chunks", "{chunk}.tsv")

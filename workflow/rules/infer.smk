@@ -1,5 +1,5 @@
 # Sliding-window inference with the fold ensemble, postprocessing, and the prediction on the store's
-# grid and back in the subject's native space (voxflow.learn.infer).
+# grid and back in the subject's native space (voxflow.inference.predict).
 PRED_DIR = os.path.join(OUT, "predictions")
 # The stores' grid: MNI152 (preprocess.space: mni), or the native image cropped and resampled (native).
 STORE_SPACE = "mni" if PRE["space"] == "mni" else "resampled"
@@ -35,7 +35,7 @@ def predict_subjects():
 
 
 if PREDICT_MODEL and PRED_INFERENCE:
-    from voxflow.learn.choose import inference_models
+    from voxflow.inference.choose import inference_models
 
     PRED_MODELS = inference_models(PRED_INFERENCE)
 elif MULTI_CONFIG:  # every configuration's fold models (the report's curves); predict reads inference.json's

@@ -1,5 +1,5 @@
-# Cohort: deterministic split, dataset fingerprint and plans.json (voxflow.learn.plan).
-from voxflow.learn.plan import make_split, training_subjects, write_training_stores
+# Cohort: deterministic split, dataset fingerprint and plans.json (voxflow.planning.plans).
+from voxflow.planning.plans import make_split, training_subjects, write_training_stores
 
 MODEL_DIR = os.path.join(OUT, "model")
 # model.configurations: each one trained on the same folds in model/<configuration>/, the best one or ensemble

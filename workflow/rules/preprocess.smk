@@ -1,10 +1,10 @@
 # A subject's preprocessing chain (validate -> ingest -> coreg [-> denoise] -> n4 -> skullstrip -> mni | native
-# -> to_zarr). The chain is defined once, as data, in voxflow.chain.build_chain (its steps, their files and config,
+# -> to_zarr). The chain is defined once, as data, in voxflow.pipeline.chain.build_chain (its steps, their files and config,
 # ordered by their files); this file turns that one list into rules: one rule per step (preprocess.granularity:
 # step, or auto with input.on_error: stop), or one job per subject running every step in one process (subject,
-# or auto with exclude). Both write the same files. The step functions: voxflow.registry's table.
-from voxflow.cohort import QC_SUBJECT_PATTERN
-from voxflow.chain import (RawSubject, build_chain, fused_steps, qc_path, raw_files, space_mask_path,
+# or auto with exclude). Both write the same files. The step functions: voxflow.pipeline.registry's table.
+from voxflow.inputs.cohort import QC_SUBJECT_PATTERN
+from voxflow.pipeline.chain import (RawSubject, build_chain, fused_steps, qc_path, raw_files, space_mask_path,
                            step_spec, sub_path, template_paths, validation_table)
 
 CHAIN = build_chain(SETTINGS.chain, OUT, NORM_JSON)
@@ -16,7 +16,7 @@ DEMO_LAYOUT = INP["layout"] == "demo"
 
 
 def raw_subject(subject):
-    """A subject's raw files as the layout found them (voxflow.config.build_cohort, once at parse time)."""
+    """A subject's raw files as the layout found them (voxflow.settings.load.build_cohort, once at parse time)."""
     return RawSubject(images=COHORT.images[subject], label=COHORT.labels[subject] if HAS_LABEL else None,
                       problem=COHORT.problems.get(subject), missing=COHORT.missing.get(subject))
 
@@ -115,7 +115,7 @@ if not FUSED:
             status=STATUS,
         localrule: True
         run:
-            from voxflow.status import write_status
+            from voxflow.pipeline.status import write_status
 
             write_status(output.status, wildcards.subject, store=store(wildcards.subject), validation=input.validation)
 
@@ -233,7 +233,7 @@ checkpoint cohort_status:
         incomplete={"incomplete": COHORT.missing},
     localrule: True
     run:
-        from voxflow.status import merge_status
+        from voxflow.pipeline.status import merge_status
 
         merge_status(list(input), output.cohort, params.test_subjects["test_subjects"],
                      params.incomplete["incomplete"])

@@ -1,5 +1,5 @@
 # Cohort QC: every included subject's quality scores (qc/<subject>/scores.json, written by its chain's qc_scores
-# step) in one table, and the outliers flagged against the cohort (voxflow.qc_cohort): qc/scores.tsv, qc/flags.tsv.
+# step) in one table, and the outliers flagged against the cohort (voxflow.qc.cohort): qc/scores.tsv, qc/flags.tsv.
 # The scores files are read by pattern after the checkpoint cohort_status, not declared: one job listing 10 000
 # inputs costs Snakemake a membership test per producer (quadratic); the chain writes a subject's scores before its
 # status file, and cohort_status is newer than every status file, so the table is rebuilt whenever a subject's is.
@@ -30,10 +30,10 @@ checkpoint qc_flags:
 
 
 def qc_flagged():
-    """subject -> its flags (voxflow.qc_cohort.flag_summary), once the checkpoint qc_flags ran; {} without
+    """subject -> its flags (voxflow.qc.cohort.flag_summary), once the checkpoint qc_flags ran; {} without
     qc.exclude_flagged (then nothing waits for it)."""
     if not EXCLUDE_FLAGGED:
         return {}
-    from voxflow.qc_cohort import flag_summary, read_flags
+    from voxflow.qc.cohort import flag_summary, read_flags
 
     return flag_summary(read_flags(checkpoints.qc_flags.get().output.flags))

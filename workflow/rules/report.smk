@@ -1,4 +1,4 @@
-# The cohort report: ONE self-contained HTML file (voxflow.report, rendered from voxflow/templates/) with the
+# The cohort report: ONE self-contained HTML file (voxflow.report.build, rendered from voxflow/templates/) with the
 # metrics, QC images, training curves, run times and provenance.
 #
 # Every file the step reads is an input of the rule, and the job stays small on big cohorts:
@@ -24,7 +24,7 @@ QC_FIGURES = {st.name: st.outputs[st.qc] for st in CHAIN if st.qc}
 REPORT_PATHS = {
     "prediction": prediction_file("{subject}", STORE_SPACE),  # on the stores' grid (prediction QC)
     "native": prediction_file("{subject}"),  # native space (predict-only: the volume table)
-    "store": store_input("{subject}"),  # the store, or the status file that stands for it (voxflow.status.store_path)
+    "store": store_input("{subject}"),  # the store, or the status file that stands for it (voxflow.pipeline.status.store_path)
     "qc": os.path.join(OUT, "qc", "{subject}", "{step}.png"),
     "synthesis_qc": SYNTH_QC,  # a completed subject's modalities, the synthesized ones marked
     # Run times: Snakemake writes a job's benchmark file itself, after the job, so no rule has it as an output
@@ -51,7 +51,7 @@ rule predicted_subjects:
 
 
 checkpoint report_subjects:
-    """The subjects the report's QC sections show, in order (voxflow.report.shown_subjects): the predicted ones,
+    """The subjects the report's QC sections show, in order (voxflow.report.build.shown_subjects): the predicted ones,
     worst lesion Dice first, the QC-flagged ones, worst first, and the cohort's, flagged first, then by name; at
     most REPORT_QC_SUBJECTS each."""
     input:
@@ -65,7 +65,7 @@ checkpoint report_subjects:
         cap=REPORT_QC_SUBJECTS,
     localrule: True
     run:
-        from voxflow.report import write_shown_subjects
+        from voxflow.report.build import write_shown_subjects
 
         write_shown_subjects(input.get("metrics"), input.subjects, input.cohort, params.cap, output.subjects,
                              flags_tsv=input.flags)

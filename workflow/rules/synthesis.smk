@@ -1,7 +1,7 @@
-# Missing or unusable modalities (input.missing: synthesize; voxflow.missing, voxflow.synth): the synthesis model,
+# Missing or unusable modalities (input.missing: synthesize; voxflow.inputs.missing, voxflow.synth): the synthesis model,
 # a 3D conditional GAN trained on the complete training subjects' stores (model/synthesis/), and each subject that
 # lacks a modality completed with it in a copy of its store (completed/<subject>.zarr) that inference reads.
-from voxflow.learn.launch import train_gpus
+from voxflow.settings.launch import train_gpus
 
 INCOMPLETE = COHORT.missing  # subject -> {modality: why}, found at parse time
 SYNTH_DIR = os.path.join(MODEL_DIR, "synthesis")

@@ -1,6 +1,6 @@
-# One training job per fold (voxflow.learn.train); rerunning resumes from checkpoint_latest.pt.
+# One training job per fold (voxflow.training.train); rerunning resumes from checkpoint_latest.pt.
 # train.gpus / train.processes > 1: the job runs under torchrun, one DDP process per GPU.
-from voxflow.learn.launch import train_gpus
+from voxflow.settings.launch import train_gpus
 
 TRAIN_PROCESSES = SETTINGS.train_processes  # DDP world size, checked with the rest of the config
 

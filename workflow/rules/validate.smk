@@ -1,14 +1,14 @@
-# Validation (voxflow.validate): each subject's raw files pass ingest's own checks before ingest runs (the
+# Validation (voxflow.inputs.validate): each subject's raw files pass ingest's own checks before ingest runs (the
 # chain's first step, workflow/rules/preprocess.smk). The validate job succeeds whatever it finds and writes its problems (an empty table = clean);
 # ingest then fails with the table's first row. So under --keep-going a broken subject stops at its
 # ingest with one line while every other subject runs on, and the cohort table
 # (validation/problems.tsv, printed to the console as text) lists every problem of every subject.
 # A cohort rule that failed on a broken subject would block the whole run instead.
 
-from voxflow.chain import validation_table
+from voxflow.pipeline.chain import validation_table
 
 VALIDATION = os.path.join(OUT, "validation")
-VALIDATION_TABLE = validation_table(OUT)  # voxflow.chain: <output_dir>/validation/subjects/<subject>.tsv
+VALIDATION_TABLE = validation_table(OUT)  # voxflow.pipeline.chain: <output_dir>/validation/subjects/<subject>.tsv
 
 
 PROBLEMS = {"table": os.path.join(VALIDATION, "problems.tsv"), "text": os.path.join(VALIDATION, "problems.txt")}
@@ -32,7 +32,7 @@ def merge_validation(tables, missing_ok=False):
     """The cohort table from the per-subject tables, printed."""
     import sys
 
-    from voxflow.validate import merge_tables
+    from voxflow.inputs.validate import merge_tables
 
     print(merge_tables(tables, PROBLEMS["table"], PROBLEMS["text"], missing_ok=missing_ok), file=sys.stderr)
 
@@ -44,7 +44,7 @@ def merge_validation_at_exit(log):
     if a subject's table is newer (a run that preprocessed no subject leaves it alone)."""
     if not FUSED:
         return
-    from voxflow.validate import tables_changed
+    from voxflow.inputs.validate import tables_changed
 
     tables = [VALIDATION_TABLE.replace("{subject}", s) for s in SUBJECTS]
     if tables_changed(tables, PROBLEMS["table"]):
@@ -54,7 +54,7 @@ def merge_validation_at_exit(log):
 def exclusions_at_exit():
     """The run's final summary names the excluded subjects, their failing step and reason (status/cohort.json)."""
     if os.path.exists(COHORT_STATUS):
-        from voxflow.status import exclusion_summary
+        from voxflow.pipeline.status import exclusion_summary
 
         text = exclusion_summary(json.loads(open(COHORT_STATUS).read()))
         if text:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 
-from voxflow.io import atomic_path, write_ants
+from voxflow.inputs.images import atomic_path, write_ants
 
 
 def coarse_copy(img, spacing_mm: float):
@@ -69,7 +69,7 @@ def coregister_subject(subject: str, images: Mapping[str, str], reference: str,
                        out_images: Mapping[str, str], out_transforms: Mapping[str, str],
                        interpolator: str = "linear", threads: int = 1, scores: dict | None = None) -> dict:
     """Register each non-reference modality to the reference and resample onto its grid. `scores`, if given,
-    receives each modality's similarity to the reference afterwards (voxflow.qc_subject.coreg_quality)."""
+    receives each modality's similarity to the reference afterwards (voxflow.qc.subject.coreg_quality)."""
     import ants
 
     fixed = ants.image_read(images[reference])
@@ -86,7 +86,7 @@ def coregister_subject(subject: str, images: Mapping[str, str], reference: str,
         if scores is not None:
             import time
 
-            from voxflow.qc_subject import coreg_quality
+            from voxflow.qc.subject import coreg_quality
 
             t0 = time.perf_counter()  # views, not copies: the scores read a subsample of the images alive here
             scores.setdefault("by_modality", {})[mod] = coreg_quality(fixed.view().T, warped.view().T,

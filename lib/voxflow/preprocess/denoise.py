@@ -39,7 +39,7 @@ def denoise_subject(images: dict, out_images: dict, modality_types: dict, *, mod
     """Denoise the selected modalities (None = all); the others are written unchanged."""
     import ants
 
-    from voxflow.io import write_ants
+    from voxflow.inputs.images import write_ants
 
     info: dict[str, dict[str, object] | str] = {}
     for mod, path in images.items():

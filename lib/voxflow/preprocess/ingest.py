@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from voxflow.io import InputError, grid_summary, read_image, same_grid, write_image
+from voxflow.inputs.images import InputError, grid_summary, read_image, same_grid, write_image
 
 CANONICAL = "LPS"
 
@@ -75,7 +75,7 @@ def ingest_subject(subject: str, images: Mapping[str, str], out_images: Mapping[
     Raises InputError on the first problem; nothing is written for the subject in that case,
     because all files are checked before the first write. `missing` (input.missing: synthesize): modality -> why;
     the reference image stands in for each (so that every later step finds its file), info.json names them, and
-    to_zarr writes zeros in their channels until the synthesis model fills them (voxflow.missing).
+    to_zarr writes zeros in their channels until the synthesis model fills them (voxflow.inputs.missing).
     """
     modality_types = modality_types or {}
     missing = dict(missing or {})

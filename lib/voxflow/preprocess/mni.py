@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from voxflow.io import atomic_path, write_ants
+from voxflow.inputs.images import atomic_path, write_ants
 
 TRANSFORMS = {"rigid": "Rigid", "affine": "Affine", "syn": "SyN"}
 

@@ -62,11 +62,11 @@ def correct_subject(images: dict, out_images: dict, out_fields: dict, modality_t
 
     `qc`, if given, receives the reference modality's arrays (Z,Y,X) already in memory, so the
     QC figure needs no second read of the files just written. `scores`, if given, receives each modality's
-    image-quality scores (voxflow.qc_subject.image_quality: the raw image and N4's field) and `seconds` they took.
+    image-quality scores (voxflow.qc.subject.image_quality: the raw image and N4's field) and `seconds` they took.
     """
     import ants
 
-    from voxflow.io import write_ants
+    from voxflow.inputs.images import write_ants
 
     stats: dict[str, dict[str, float] | str] = {}
     for mod, path in images.items():
@@ -98,7 +98,7 @@ def _score(scores: dict, mod: str, img, bias, fit_spacing_mm: float) -> None:
     import time
 
     from voxflow.preprocess.coreg import coarse_copy
-    from voxflow.qc_subject import head_mask as head, image_quality
+    from voxflow.qc.subject import head_mask as head, image_quality
 
     t0 = time.perf_counter()
     field_mask = head(coarse_copy(img, fit_spacing_mm).numpy().T) if bias is not None else None

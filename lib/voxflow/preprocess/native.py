@@ -24,7 +24,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from voxflow.io import InputError, atomic_path, write_image
+from voxflow.inputs.images import InputError, atomic_path, write_image
 
 INTERPOLATORS = {"linear": sitk.sitkLinear, "bSpline": sitk.sitkBSpline}
 

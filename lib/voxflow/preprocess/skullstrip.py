@@ -80,7 +80,7 @@ def strip_subject(images: dict, reference: str, out_images: dict, out_mask: str,
     """
     import ants
 
-    from voxflow.io import write_ants
+    from voxflow.inputs.images import write_ants
 
     loaded = {mod: ants.image_read(p) for mod, p in images.items()}
     source = loaded[modality or reference]

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from voxflow.io import atomic_path
+from voxflow.inputs.images import atomic_path
 
 NGFF_VERSION = "0.4"
 

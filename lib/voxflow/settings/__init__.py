@@ -5,13 +5,13 @@ configuration manager is the model). The cross-field checks live in `voxflow.set
 
 from __future__ import annotations
 
-from voxflow.cohort import Cohort
+from voxflow.inputs.cohort import Cohort
 from voxflow.settings.checks import check_config
 from voxflow.settings.model import ChainSettings, Settings
 
 
 def resolve(config: dict, cohort: Cohort) -> Settings:
-    """The validated config (voxflow.config.validate_config) checked across its fields against the cohort
+    """The validated config (voxflow.settings.load.validate_config) checked across its fields against the cohort
     (ConfigError listing every mistake), then resolved into its typed Settings."""
     check_config(config, cohort)
     return Settings.from_config(config, cohort)

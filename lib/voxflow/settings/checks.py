@@ -1,5 +1,5 @@
 """Cross-field config checks, once the cohort is known: one place that `voxflow validate` and the Snakefile
-(workflow/rules/common.smk) both call right after `voxflow.config.build_cohort`, so that a config mistake
+(workflow/rules/common.smk) both call right after `voxflow.settings.load.build_cohort`, so that a config mistake
 stops the run at load time, with one `config error at '<key>': ...` line each, not after hours of work."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from voxflow.cohort import Cohort, _listing, _plural
+from voxflow.inputs.cohort import Cohort, _listing, _plural
 from voxflow.errors import ConfigError
 from voxflow.settings.model import ChainSettings
 
@@ -100,7 +100,7 @@ def _check_labels(config: dict, cohort: Cohort) -> list[str]:
 
 def _check_split(config: dict, cohort: Cohort) -> list[str]:
     """The split of a training run (labels, no predict.model_dir), as the workflow makes it (make_split)."""
-    from voxflow.learn.plan import make_split
+    from voxflow.planning.plans import make_split
 
     inp, sp = config["input"], config["split"]
     if not inp["label"] or config["predict"]["model_dir"]:
@@ -191,7 +191,7 @@ def _check_model_dir(config: dict, cohort: Cohort) -> list[str]:
         return [f"config error at 'predict.model_dir': {model!r} is not a directory"]
     inference = os.path.join(model, "inference.json")
     if os.path.isfile(inference):  # a model of several configurations (model.configurations): the chosen ones
-        from voxflow.learn.choose import inference_models
+        from voxflow.inference.choose import inference_models
 
         missing = [] if os.path.isfile(os.path.join(model, "plans.json")) else ["plans.json"]
         try:
@@ -223,7 +223,7 @@ def _check_model_dir(config: dict, cohort: Cohort) -> list[str]:
 
 
 def _check_training(config: dict, cohort: Cohort) -> list[str]:
-    from voxflow.learn.launch import global_batch, train_processes
+    from voxflow.settings.launch import global_batch, train_processes
 
     problems: list[str] = []
     world = 1
@@ -266,7 +266,7 @@ def _check_training(config: dict, cohort: Cohort) -> list[str]:
                         "subjects: split.n_folds > 1, or split.holdout_fraction > 0 with split.n_folds 1")
     train = config["train"]
     if train.get("regions") and not config["predict"]["model_dir"]:
-        from voxflow.learn.regions import region_labels
+        from voxflow.core.labels import region_labels
 
         try:
             region_labels(train["regions"], config["input"]["label_values"], train.get("region_labels"))
@@ -383,7 +383,7 @@ def _check_inputs_found(config: dict, cohort: Cohort, sample: int = 20) -> list[
 
 def input_problems(config: dict) -> list[str]:
     """The input section's own cross-field mistakes, found before the cohort is built from it (the layout needs
-    its root or sheet; the reference must be one of the modalities): voxflow.config.validate_config calls it."""
+    its root or sheet; the reference must be one of the modalities): voxflow.settings.load.validate_config calls it."""
     inp = config["input"]
     problems: list[str] = []
     if inp["reference"] not in inp["modalities"]:

@@ -18,7 +18,7 @@ def _frozen(d: Mapping) -> Mapping:
 
 @dataclass(frozen=True)
 class ChainSettings:
-    """What one subject's preprocessing chain needs (voxflow.chain): from the workflow's config, or from a
+    """What one subject's preprocessing chain needs (voxflow.pipeline.chain): from the workflow's config, or from a
     trained model's settings.json (`voxflow predict`), so both run the same chain."""
 
     modalities: tuple[str, ...]
@@ -106,7 +106,7 @@ class Settings:
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], cohort) -> Settings:
-        from voxflow.learn.launch import train_processes
+        from voxflow.settings.launch import train_processes
 
         inp, pre, split = config["input"], config["preprocess"], config["split"]
         has_label = inp["label"] is not None
@@ -142,5 +142,5 @@ class Settings:
     def store_declared(self) -> bool:
         """Whether a rule declares the zarr store as its output. The fused job of the exclude mode cannot (a job
         must write every declared output, and an excluded subject has no store): there the status file stands
-        for the store, and the steps that read a store resolve it (voxflow.status.store_path)."""
+        for the store, and the steps that read a store resolve it (voxflow.pipeline.status.store_path)."""
         return not self.fused or self.chain.dataset_norm or self.on_error == "stop"

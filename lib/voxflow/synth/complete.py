@@ -1,6 +1,6 @@
 """Completing a subject: its missing modalities synthesized into a copy of its store (rule complete_subject).
 
-The preprocessed store of a subject that lacks a modality (voxflow.missing) holds zeros in that channel and names
+The preprocessed store of a subject that lacks a modality (voxflow.inputs.missing) holds zeros in that channel and names
 it in its attrs (`missing_modalities`). Here the cohort's synthesis model fills those channels from the others, in
 a new store (completed/<subject>.zarr, written atomically; the original store is left as preprocessing wrote it)
 whose attrs say which channels are synthetic, with which model and why they were missing. Inference reads that
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from voxflow.io import InputError
+from voxflow.inputs.images import InputError
 
 def complete_store(subject: str, store: str, generator_path: str, out_store: str, out_png: str | None = None,
                    missing: Mapping[str, str] | None = None, zarr_cfg: Mapping | None = None,
@@ -64,8 +64,8 @@ def complete_subject(subject: str, inp: dict, out: dict, cfg: dict, threads: int
     """The rule complete_subject: the subject's store completed with the synthesis model."""
     import torch
 
-    from voxflow.learn.train import pick_device
-    from voxflow.status import store_path
+    from voxflow.training.train import pick_device
+    from voxflow.pipeline.status import store_path
 
     torch.set_num_threads(max(1, threads))
     return complete_store(subject, store_path(inp["store"]), inp["generator"], out["zarr"], out.get("qc"),

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from voxflow.learn.sliding_window import sliding_window_predict
+from voxflow.nn.sliding_window import sliding_window_predict
 
 CPU = torch.device("cpu")
 

@@ -1,6 +1,6 @@
 """Missing-modality synthesis networks: one generator for every missing pattern (CollaGAN's idea).
 
-The generator is the project's 3D U-Net (:func:`voxflow.learn.networks.build_network`). Its input is the
+The generator is the project's 3D U-Net (:func:`voxflow.nn.networks.build_network`). Its input is the
 M images with the unavailable ones zeroed, followed by M binary availability channels (one constant map per
 modality); its output is every modality, raw linear values (normalized intensities). The discriminator is a
 pix2pix-style 3D PatchGAN conditioned on the generator input.
@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from voxflow.learn.networks import build_network, channels_last_instance_norms
+from voxflow.nn.networks import build_network, channels_last_instance_norms
 
 ADVERSARIAL = ("lsgan", "hinge")
 

@@ -4,7 +4,7 @@ One generator for every missing pattern (CollaGAN): each sample of a batch drops
 set of modalities (mostly exactly one), the generator sees the others plus the availability flags and predicts
 every modality. Loss: L1 inside the brain mask (the dropped channels weighted up) + a conditional 3D PatchGAN.
 
-Resumable like :func:`voxflow.learn.train.train_fold`: ``checkpoint.pt`` (both networks, both optimizers, the
+Resumable like :func:`voxflow.training.train.train_fold`: ``checkpoint.pt`` (both networks, both optimizers, the
 step, the curve) is written atomically every ``checkpoint_every`` steps, and a rerun continues from it; the
 patch stream and the availability draws depend only on (seed, step), so a resumed run ends with the same
 generator as an uninterrupted one. Under torchrun (WORLD_SIZE > 1) G and D are wrapped in DDP, each process
@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from voxflow.io import atomic_path
-from voxflow.learn import ddp
-from voxflow.learn.sampler import PatchBatches, Store, _window, choose_start, make_loader, read_patch
-from voxflow.learn.train import load_checkpoint, pick_device, poly_lr, sample_generator, save_checkpoint
+from voxflow.inputs.images import atomic_path
+from voxflow.nn import ddp
+from voxflow.nn.sampler import PatchBatches, Store, _window, choose_start, make_loader, read_patch
+from voxflow.training.train import load_checkpoint, pick_device, poly_lr, sample_generator, save_checkpoint
 from voxflow.synth import metrics
 from voxflow.synth.model import (ADVERSARIAL, PatchDiscriminator3d, build_generator, discriminator_loss,
                                  generator_adversarial_loss, generator_input, random_availability,

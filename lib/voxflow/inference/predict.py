@@ -1,0 +1,224 @@
+"""Inference: sliding window over a subject's zarr store, fold ensemble, postprocessing, and the
+prediction mapped back to the subject's native grid through the kept inverse transforms.
+
+The store's grid is MNI152 (preprocess.space: mni) or the native image cropped and resampled
+(preprocess.space: native); the prediction is written on it too, under the workflow's name for that
+space (`_seg_mni` or `_seg_resampled`). Nothing here depends on which: the store's geometry and its
+transforms.json (registration inverses, or one identity transform) say how to go back.
+
+The native-space file takes the raw reference scan's header (NIfTI: its affine and header; other
+formats: its SimpleITK geometry), so it overlays the input in any viewer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from collections.abc import Sequence
+from typing import cast
+
+import numpy as np
+import torch
+
+from voxflow.inputs.images import atomic_path, read_raw
+from voxflow.nn.sliding_window import sliding_window_predict
+from voxflow.training.train import cascade_stage, load_trained, n_outputs, volume_predictor
+
+
+def predict_probabilities(store_path: str, model_paths: Sequence[str], cfg: dict, device: torch.device,
+                          progress: bool = False, previous: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
+    """Average softmax (region models: sigmoid per region) over folds (running mean: one fold's probabilities in
+    memory at a time).
+
+    A cascade's models chain (voxflow.planning.cascade): a low-resolution stage predicts the store downsampled by
+    its factor and its probabilities come back on the store's grid; a full-resolution stage takes the store plus
+    the low-resolution prediction one-hot, `previous` (class indices, e.g. out of fold) or else that of the
+    ensemble of every low-resolution fold beside it (model/3d_cascade/lowres/fold_*)."""
+    import zarr
+
+    root = zarr.open_group(store_path, mode="r")
+    image = root["0"]
+    mean = None
+    plans: dict | None = None
+    first: dict = {}
+    volumes: dict = {}  # the input of each cascade stage, built once for every fold of it
+    for i, mp in enumerate(model_paths):
+        net, plans = load_trained(mp, device)
+        predictor = volume_predictor(net, plans)
+        patch = plans["patch_size"] if plans["dim"] == "3d" else [1] + list(plans["patch_size"])
+        mirror = tuple(cfg["mirror_axes"]) if cfg["tta"] else ()
+        if plans["dim"] != "3d":
+            mirror = tuple(a for a in mirror if a != 0)
+        if i and plans.get("regions") != first.get("regions"):
+            raise ValueError(f"{mp} predicts regions {plans.get('regions')}, {model_paths[0]} "
+                             f"{first.get('regions')}: fold models of one ensemble must agree")
+        volume = _stage_input(store_path, image, plans, mp, cfg, device, previous, volumes)
+        probs = sliding_window_predict(volume, predictor, patch, n_outputs(plans), overlap=cfg["overlap"],
+                                       batch_size=cfg["batch_size"], mirror_axes=mirror, device=device,
+                                       amp=device.type == "cuda", progress=progress,
+                                       activation="sigmoid" if plans.get("regions") else "softmax")
+        if cascade_stage(plans) == "lowres":
+            from voxflow.planning.cascade import upsample_probabilities
+
+            probs = upsample_probabilities(probs, image.shape[1:], int(plans["cascade"]["factor"]))
+        first = first or plans
+        mean = probs if mean is None else mean + (probs - mean) / (i + 1)
+    if mean is None or plans is None:
+        raise ValueError("no fold model to predict with")
+    return mean, plans
+
+
+def lowres_models(fullres_model: str | Path) -> list[str]:
+    """The low-resolution folds of a cascade's full-resolution model (<configuration>/lowres/fold_*)."""
+    found = sorted(str(p) for p in (Path(fullres_model).parent.parent / "lowres").glob("fold_*/model_final.pt"))
+    if not found:
+        raise FileNotFoundError(f"{fullres_model} is a cascade's full-resolution stage, but no low-resolution "
+                                f"model is beside it ({Path(fullres_model).parent.parent / 'lowres'}/fold_*/)")
+    return found
+
+
+def class_indices(labels: np.ndarray, label_values: Sequence[int]) -> np.ndarray:
+    """A label map in label values -> class indices (the order of plans["label_values"])."""
+    lut = np.zeros(256, np.uint8)
+    lut[np.asarray(label_values, int)] = np.arange(len(label_values), dtype=np.uint8)
+    return lut[labels]
+
+
+def _stage_input(store_path, image, plans, model_path, cfg, device, previous, volumes):
+    """The volume a model predicts on: the store's image; pooled for a low-resolution stage; with the previous
+    stage's prediction one-hot for a full-resolution one."""
+    stage = cascade_stage(plans)
+    if stage is None:
+        return image
+    if stage not in volumes:
+        from voxflow.planning.cascade import downsample_volume
+
+        if stage == "lowres":
+            volumes[stage] = downsample_volume(np.asarray(image[:]), int(plans["cascade"]["factor"]))
+        else:
+            if previous is None:
+                low, low_plans = predict_probabilities(store_path, lowres_models(model_path), cfg, device)
+                previous = class_indices(segmentation(low, low_plans), low_plans["label_values"])
+            n = int(plans["cascade"]["prev_channels"])
+            hot = (np.arange(1, n + 1)[:, None, None, None] == previous[None]).astype(np.float32)
+            volumes[stage] = np.concatenate([np.asarray(image[:], np.float32), hot])
+    return volumes[stage]
+
+
+def labels_from_probabilities(probs: np.ndarray, label_values: Sequence[int]) -> np.ndarray:
+    lut = np.asarray(label_values, dtype=np.uint8)
+    return lut[np.argmax(probs, axis=0)]
+
+
+def segmentation(probs: np.ndarray, plans: dict) -> np.ndarray:
+    """The label map of a model's probabilities: argmax of the classes, or the regions painted in order."""
+    if plans.get("regions"):
+        from voxflow.core.labels import labels_from_region_probabilities
+
+        return labels_from_region_probabilities(probs, plans["region_labels"])
+    return labels_from_probabilities(probs, plans["label_values"])
+
+
+def foreground_probability(probs: np.ndarray, plans: dict) -> np.ndarray:
+    """P(any foreground): 1 - P(background), or the outermost region's probability."""
+    return probs[0] if plans.get("regions") else 1.0 - probs[0]
+
+
+def store_geometry(store_path: str) -> dict:
+    """The store's voxflow attributes: its grid (shape, origin, spacing, direction) and transforms."""
+    import zarr
+
+    return dict(zarr.open_group(store_path, mode="r").attrs["voxflow"])
+
+
+def store_grid_image(arr_zyx: np.ndarray, meta: dict):
+    """An ANTs image on the store's grid (MNI152, or the cropped and resampled native grid)."""
+    import ants
+
+    return ants.from_numpy(np.ascontiguousarray(arr_zyx.T).astype(np.float32), origin=tuple(meta["origin_xyz"]),
+                           spacing=tuple(meta["spacing_zyx"][::-1]),
+                           direction=np.asarray(meta["direction"]).reshape(3, 3))
+
+
+def write_like(arr_native_xyz: np.ndarray, reference_path: str, out_path: str | Path, dtype=np.uint8) -> None:
+    """Write an array on the raw reference grid with the reference's own header."""
+    import nibabel as nib
+
+    ref, raw = str(reference_path), None
+    if ref.endswith((".nii", ".nii.gz")):
+        try:
+            raw = cast(nib.Nifti1Image, nib.load(ref))
+        except Exception:  # noqa: BLE001 - gzip data named .nii and the like: ITK's way below reads them
+            raw = None
+    with atomic_path(out_path) as tmp:
+        if raw is not None and type(raw.header) is nib.Nifti1Header:  # NIfTI-1: keep the raw file's header
+            hdr = raw.header.copy()
+            hdr.set_data_dtype(dtype)
+            hdr["scl_slope"], hdr["scl_inter"] = 1, 0
+            nib.Nifti1Image(arr_native_xyz.astype(dtype), raw.affine, hdr).to_filename(str(tmp))
+        else:
+            import SimpleITK as sitk
+
+            ref_img = read_raw(ref)  # NRRD, MHA, NIfTI-2, a DICOM series folder (voxflow.inputs.images reads them all)
+            img = sitk.GetImageFromArray(arr_native_xyz.T.astype(dtype))
+            img.CopyInformation(ref_img)
+            sitk.WriteImage(img, str(tmp), True)
+
+
+def to_native(arr_zyx: np.ndarray, meta: dict, is_label: bool = True) -> np.ndarray:
+    """Array on the store's grid -> array in the raw reference file's voxel order (x, y, z), via the kept
+    transforms back to native space (the inverse registration, or the identity of the native path)."""
+    import ants
+
+    from voxflow.preprocess.mni import load_transforms
+
+    tr = meta["transforms"]
+    # "mni_to_native" is the key of the way back in every transforms.json, the native path's identity
+    # included (voxflow.preprocess.native.write_identity_transforms writes the MNI step's keys)
+    files, invert = load_transforms(tr["dir"], "mni_to_native")
+    ref = tr["native_reference"]
+    # voxflow's reader, not ants.image_read: it reads every format validation accepts (a DICOM series folder,
+    # gzip data named .nii, NIfTI-2, 64-bit integers, which ANTs cannot take)
+    native = ants.from_sitk(read_raw(ref))
+    if native.dimension == 4:
+        native = ants.slice_image(native, axis=3, idx=0)
+    warped = ants.apply_transforms(fixed=native, moving=store_grid_image(arr_zyx, meta), transformlist=files,
+                                   whichtoinvert=invert, interpolator="genericLabel" if is_label else "linear")
+    return warped.numpy()
+
+
+def write_store_grid(label_zyx: np.ndarray, meta: dict, out_path: str | Path) -> None:
+    """Write a label map on the store's grid (uint8)."""
+    img = store_grid_image(label_zyx, meta).astype("uint8")
+    with atomic_path(out_path) as tmp:
+        img.to_file(str(tmp))
+
+
+def predict_subject(store_path: str, model_paths: Sequence[str], postprocess: dict | None, cfg: dict,
+                    out_store_grid: str, out_native: str, out_prob_native: str | None = None,
+                    device: torch.device | None = None) -> dict:
+    """Predict one subject: the label map on the store's grid (`out_store_grid`) and on the raw reference
+    grid (`out_native`), optionally the foreground probability on the raw grid (`out_prob_native`)."""
+    from voxflow.postprocessing.postprocess import apply_postprocessing
+    from voxflow.training.train import pick_device
+
+    device = device or pick_device(cfg.get("device", "auto"))
+    probs, plans = predict_probabilities(store_path, model_paths, cfg, device, progress=True)
+    seg = segmentation(probs, plans)
+    import zarr
+
+    meta = store_geometry(store_path)
+    # the store's foreground mask (the brain; in native space the body or skull-stripping mask)
+    brain = zarr.open_group(store_path, mode="r")["labels/brain/0"][:] > 0
+    seg = np.where(brain, seg, 0).astype(np.uint8)
+    if postprocess:
+        seg = apply_postprocessing(seg, postprocess, fill_holes_labels=postprocess.get("fill_holes") or (),
+                                   open_close=postprocess.get("open_close"))
+    write_store_grid(seg, meta, out_store_grid)
+    native = to_native(seg, meta, is_label=True).astype(np.uint8)
+    write_like(native, meta["transforms"]["native_reference"], out_native)
+    if out_prob_native:
+        fg = foreground_probability(probs, plans)
+        write_like(to_native(fg, meta, is_label=False).astype(np.float32),
+                   meta["transforms"]["native_reference"], out_prob_native, dtype=np.float32)
+    vals, counts = np.unique(native, return_counts=True)
+    return {"native_voxels": {int(v): int(c) for v, c in zip(vals, counts)}}

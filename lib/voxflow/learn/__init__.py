@@ -1,1 +1,0 @@
-"""Learning: plans, sampling, networks, losses, augmentation, inference."""
