@@ -26,7 +26,7 @@ from pathlib import Path
 
 import yaml
 
-PROJECT = Path(__file__).resolve().parents[1]
+from common import ROOT as PROJECT
 
 
 def write_cohort(root: Path, n: int, mods: list[str]) -> Path:

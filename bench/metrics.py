@@ -24,14 +24,15 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
+from common import SHARED_DATA
+
 SHAPE = (155, 240, 240)  # (z, y, x)
 SPACING = (1.0, 1.0, 1.0)
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "brats2013-sample"
+DATA = SHARED_DATA / "brats2013-sample"
 
 
 def _blob(rng: np.random.Generator, shape, center, radius, n: int = 5) -> np.ndarray:

@@ -16,20 +16,12 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "lib"))
-
-
-def _dice(pred: np.ndarray, ref: np.ndarray) -> float:
-    denom = int(pred.sum()) + int(ref.sum())
-    return float("nan") if denom == 0 else 2.0 * int((pred & ref).sum()) / denom
+from common import ROOT, finished_run, train_and_score
 
 
 def with_regions(cfg: dict, regions) -> dict:
@@ -38,68 +30,6 @@ def with_regions(cfg: dict, regions) -> dict:
     if not regions:
         cfg["train"]["region_labels"] = None
     return cfg
-
-
-def train_and_score(cfg: dict, fp: dict, split: dict, stores: dict, out: Path, iters: int,
-                    budget_minutes: float | None = None) -> dict:
-    """Train fold 0 of `split` on CPU (`iters` iterations, or as many as fit `budget_minutes`), then score each
-    region of evaluate.regions by Dice on the fold's validation and the test subjects (store grid, brain mask,
-    no mirroring). {"train_s", "plans", "dice": {region: [per subject]}}."""
-    import torch
-    import zarr
-
-    from voxflow.inference.predict import predict_probabilities, segmentation
-    from voxflow.planning.plans import make_plans
-    from voxflow.training.train import pick_device, train_fold
-
-    plans = make_plans(fp, cfg, cfg["input"]["modalities"], cfg["input"]["label_values"], "cpu")
-    tcfg = dict(cfg["train"], device="cpu", epochs=max(1, iters // 10), iters_per_epoch=10, workers=0,
-                budget_minutes=budget_minutes)
-    fold = split["folds"][0]
-    device = pick_device("cpu")
-    t0 = time.time()
-    train_fold([stores[s] for s in fold["train"]], [stores[s] for s in fold["val"]], plans, tcfg, out,
-               device=device, progress=False)
-    train_s = time.time() - t0
-    scores: dict[str, list[float]] = {name: [] for name in cfg["evaluate"]["regions"]}
-    for s in fold["val"] + split["test"]:
-        if s not in stores:
-            continue
-        root = zarr.open_group(stores[s], mode="r")
-        if "labels/lesion/0" not in root:
-            continue
-        probs, got = predict_probabilities(stores[s], [str(out / "model_final.pt")],
-                                           dict(cfg["infer"], tta=False), torch.device("cpu"))
-        seg = np.where(root["labels/brain/0"][:] > 0, segmentation(probs, got), 0)
-        ref = root["labels/lesion/0"][:]
-        for name, ids in cfg["evaluate"]["regions"].items():
-            scores[name].append(_dice(np.isin(seg, ids), np.isin(ref, ids)))
-    return {"train_s": train_s, "plans": plans, "dice": {k: v for k, v in scores.items()}}
-
-
-def finished_run(configfile: str) -> tuple[dict, dict, dict, dict]:
-    """(config, fingerprint, split, stores) of a run `snakemake --configfile` finished: the config read over
-    config/config.yaml as the Snakefile reads it, the stores of the training subjects and of the complete test
-    subjects (an incomplete subject's store lacks a modality: not a fair test). A run stopped before its
-    fingerprint rule: the fold's subjects measured as that rule does."""
-    from voxflow.settings.load import validate_config
-    from voxflow.planning.plans import fingerprint
-    from voxflow.inputs.validate import load_config
-
-    default = ROOT / "config" / "config.yaml"
-    base = None if Path(configfile).resolve() == default.resolve() else str(default)
-    cfg = validate_config(load_config(configfile, base=base), ROOT / "config" / "config.schema.yaml")
-    model_dir = Path(cfg["output_dir"]) / "model"
-    split = json.loads((model_dir / "split.json").read_text())
-    stores = json.loads((model_dir / "stores.json").read_text())
-    if (model_dir / "fingerprint.json").is_file():
-        fp = json.loads((model_dir / "fingerprint.json").read_text())
-    else:
-        fp = fingerprint({s: stores[s] for s in split["folds"][0]["train"] + split["folds"][0]["val"]}, "threads")
-    incomplete = {row["subject"] for row in split.get("incomplete") or []}
-    stores.update({s: str(Path(cfg["output_dir"]) / "zarr" / f"{s}.zarr") for s in split["test"]
-                   if s not in incomplete})
-    return cfg, fp, split, stores
 
 
 def main() -> None:

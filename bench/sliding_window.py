@@ -10,7 +10,7 @@ process).  The worker warms up on a small volume, then times one full-volume run
     python bench/sliding_window.py [--shape 160 192 160] [--patch 64 64 64]
     -> ... final line: sliding_window sw_speed_vs_monai=<x> sw_peakmem_vs_monai=<x> voxflow_s=<x> monai_s=<x>
 
-``run_comparison`` is importable by other bench scripts.
+``run_comparison`` (bench/common.py) runs the two measure processes; bench/train_infer.py reports it too.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
+
+from common import run_comparison
 
 N_CLASSES = 4
 FILTERS = (8, 16, 32, 64)  # modest: keeps the whole comparison around 1.5-2 min
@@ -94,53 +95,6 @@ def _measure(impl: str, argv: list[str]) -> dict:
     out = json.loads(res.stdout.strip().splitlines()[-1])
     out["peak_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     return out
-
-
-def run_comparison(
-    shape: Sequence[int] = (160, 192, 160),
-    patch: Sequence[int] = (64, 64, 64),
-    overlap: float = 0.5,
-    batch_size: int = 2,
-    seed: int = 0,
-) -> dict:
-    """Time and peak memory of both implementations, each in a fresh measure process.
-
-    Returns ``sw_speed_vs_monai`` (= monai_s / voxflow_s, >1 means voxflow is faster) and
-    ``sw_peakmem_vs_monai`` (= voxflow peak RSS / MONAI peak RSS, <1 means leaner).
-    """
-    argv = ["--shape", *map(str, shape), "--patch", *map(str, patch), "--overlap", str(overlap),
-            "--batch-size", str(batch_size), "--seed", str(seed)]
-    res = {}
-    for impl in ("voxflow", "monai"):
-        cmd = [sys.executable, __file__, "--measure", impl, *argv]
-        p = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=_pythonpath()),
-                           check=False)
-        if p.returncode != 0:
-            raise RuntimeError(f"measuring {impl} failed:\n{p.stderr[-4000:]}")
-        res[impl] = json.loads(p.stdout.strip().splitlines()[-1])
-    v, m = res["voxflow"], res["monai"]
-    return {
-        "sw_speed_vs_monai": m["seconds"] / v["seconds"],
-        "sw_peakmem_vs_monai": v["peak_mb"] / m["peak_mb"],
-        "voxflow_s": v["seconds"],
-        "monai_s": m["seconds"],
-        "sw_cpu_speed_vs_monai": (m["user_s"] + m["sys_s"]) / (v["user_s"] + v["sys_s"]),
-        "voxflow_cpu_s": [v["user_s"], v["sys_s"]],
-        "monai_cpu_s": [m["user_s"], m["sys_s"]],
-        "voxflow_peak_mb": v["peak_mb"],
-        "monai_peak_mb": m["peak_mb"],
-        "max_class_mean_diff": max(abs(a - b) for a, b in zip(v["class_means"], m["class_means"])),
-        "shape": list(shape),
-        "patch": list(patch),
-        "overlap": overlap,
-        "batch_size": batch_size,
-    }
-
-
-def _pythonpath() -> str:
-    """Make ``voxflow`` importable in the workers even without an editable install."""
-    lib = str(Path(__file__).resolve().parents[1] / "lib")
-    return os.pathsep.join(p for p in (lib, os.environ.get("PYTHONPATH", "")) if p)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,7 +10,8 @@ seed on the same patch (--patch, default 64^3, where the planner's automatic cho
   (train.budget_minutes = its measured minutes): the comparison a CPU user lives with.
 
 Every model predicts the fold's validation subjects and the held-out test subjects (no test-time mirroring);
-each region of evaluate.regions is scored by Dice on the store's grid inside its brain mask (bench/regions.py).
+each region of evaluate.regions is scored by Dice on the store's grid inside its brain mask (bench/common.py
+train_and_score, as bench/regions.py scores it).
 
 Prints a table and one final line:
   stem subjects=<n> iters=<n> patch=<z>x<y>x<x> dice_full=<x> dice_strided_iters=<x> dice_strided_time=<x>
@@ -23,17 +24,12 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "lib"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from regions import finished_run, train_and_score  # noqa: E402
+from common import ROOT, finished_run, train_and_score
 
 
 def with_stem(cfg: dict, stem: str, patch: list[int]) -> dict:

@@ -23,20 +23,13 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "lib"))
-
-
-def _dice(pred: np.ndarray, ref: np.ndarray) -> float:
-    denom = int(pred.sum()) + int(ref.sum())
-    return float("nan") if denom == 0 else 2.0 * int((pred & ref).sum()) / denom
+from common import ROOT, dice
 
 
 def _train_seg(cfg: dict, modalities: list[str], train: list[str], val: list[str], out: Path, iters: int) -> Path:
@@ -70,7 +63,7 @@ def _seg_dice(model: Path, store: str, cfg: dict, image: np.ndarray | None = Non
     probs, plans = predict_probabilities(path, [str(model)], dict(cfg["infer"], tta=False), torch.device("cpu"))
     root = zarr.open_group(store, mode="r")
     seg = np.where(root["labels/brain/0"][:] > 0, segmentation(probs, plans), 0)
-    d = _dice(seg > 0, root["labels/lesion/0"][:] > 0)
+    d = dice(seg > 0, root["labels/lesion/0"][:] > 0)
     if tmp is not None:
         tmp.cleanup()
     return d
@@ -78,7 +71,8 @@ def _seg_dice(model: Path, store: str, cfg: dict, image: np.ndarray | None = Non
 
 def _store_with(store: str, image: np.ndarray, out: Path, modalities: list[str] | None = None) -> str:
     """A copy of the store with another image (a channel synthesized, zero-filled or dropped), float32."""
-    from voxflow.preprocess.store import read_subject_store, write_store_like
+    from voxflow.preprocess.store import write_store_like
+    from voxflow.core.stores import read_subject_store
 
     write_store_like(read_subject_store(store), image, out, modalities, dtype="float32")
     return str(out)

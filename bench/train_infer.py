@@ -3,8 +3,9 @@
 - patch_read_speedup: a random 128^3 patch of 4 channels read from a subject's zarr store (only the
   chunks it overlaps) vs decoding the four NIfTI files and cropping (what a NIfTI-based loader does).
 - train_it_s: CPU training iterations per second of the demo's planned 3D U-Net (augmentation included).
-- sw_speed_vs_monai, sw_peakmem_vs_monai: from bench/sliding_window.py (same network, patch, overlap
-  and Gaussian mode; each implementation in its own subprocess for a clean peak-RSS reading).
+- sw_speed_vs_monai, sw_peakmem_vs_monai: bench/sliding_window.py's comparison (run by bench/common.py; same
+  network, patch, overlap and Gaussian mode; each implementation in its own subprocess for a clean peak-RSS
+  reading).
 
 Prints one final line:
   train_infer patch_read_speedup=<x> train_it_s=<x> sw_speed_vs_monai=<x> sw_peakmem_vs_monai=<x>
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import run_comparison
 
 
 def patch_read_speedup(tmp: Path, shape=(182, 218, 182), patch=128, n_reads: int = 10) -> float:
@@ -101,8 +102,6 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         speedup = patch_read_speedup(Path(tmp))
     its = train_it_s()
-    from sliding_window import run_comparison
-
     shape = (96, 112, 96) if args.quick else (160, 192, 160)
     sw = run_comparison(shape=shape)
     print(f"train_infer patch_read_speedup={speedup:.1f} train_it_s={its:.3f} "

@@ -6,7 +6,7 @@ channels, output classes, torch.set_num_threads (= the cores this process may us
 
 - voxflow: the plan (`voxflow.planning.plans.make_plans` on the stores' fingerprint, with config/config.yaml over
   the schema defaults, as the workflow reads them; `--patch`/`--batch` are passed as the config's
-  model.patch_size/model.batch_size overrides), the network `voxflow.training.train.network_from_plans` (deep
+  model.patch_size/model.batch_size overrides), the network `voxflow.inference.model.network_from_plans` (deep
   supervision as configured), and one step as `voxflow.training.train._train` runs it: PatchBatches/make_loader
   reading the zarr stores, to_network_input, augment_samples (the configured AugmentConfig, a generator per
   sample), channels-last, autocast off on CPU, the configured loss, backward, gradient clipping at 12, the
@@ -56,7 +56,8 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+from common import CONFIG, read_config
+
 MODALITIES = ["t1", "t1ce", "t2", "flair"]
 LABEL_VALUES = [0, 1, 2, 4]
 
@@ -107,11 +108,7 @@ def write_stores(out: Path, n: int, shape, seed: int = 0) -> dict[str, str]:
 def load_config(patch: list[int], batch: int, base_features: int | None, deep_supervision: bool | None,
                 workers: int | None, stem: str | None = None) -> dict:
     """config/config.yaml over the schema's defaults, as the workflow sees it, with the bench's overrides."""
-    from voxflow.settings.load import validate_config
-    from voxflow.inputs.validate import load_config as read
-
-    config = validate_config(read(str(ROOT / "config" / "config.yaml"), base=None),
-                             ROOT / "config" / "config.schema.yaml")
+    config = read_config(CONFIG)
     model, train = dict(config["model"]), dict(config["train"])
     model["patch_size"], model["batch_size"] = list(patch), batch
     if base_features is not None:

@@ -1,4 +1,5 @@
-"""Shared fixtures: thread limits, the real-data folder, small demo subjects and NIfTI helpers.
+"""Shared fixtures: thread limits, the real-data folder, small demo subjects, the bad-input catalogue, the
+no-network guard; and the order the tests run in.
 
 Thread limits are set at import, before any test imports ANTs/ITK or torch, so that the suite
 behaves on a small shared machine (ITK reads its thread count when it is first loaded).
@@ -11,19 +12,17 @@ import os
 for _var in ("OMP_NUM_THREADS", "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
 
-PROJECT = Path(__file__).resolve().parents[1]
-SHARED_DATA = PROJECT / ".." / "shared" / "data"
-SCHEMA = PROJECT / "config" / "config.schema.yaml"
-VENV_BIN = Path(sys.executable).parent
+from support.paths import SHARED_DATA  # noqa: E402
+
+# Helpers shared by the test modules are in tests/support (imported as `support.<module>`); fixtures are here
+# (and, for one folder's tests only, in that folder's conftest.py).
 
 
 @pytest.fixture(scope="session")
@@ -63,53 +62,61 @@ def demo_subject(tmp_path_factory):
     return make
 
 
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = np.asarray(a) > 0, np.asarray(b) > 0
-    return float(2 * np.logical_and(a, b).sum() / (a.sum() + b.sum()))
+# --- the bad-input catalogue (support/bad_inputs.py): unit/inputs/test_bad_inputs.py checks `voxflow validate` on
+# it, workflow/test_bad_inputs_workflow.py the workflow's ingest; one cohort per test module
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    """data/<subject>/{t1,t2,seg}.nii.gz for two good subjects (4-6 mm demo scans) and one broken subject
+    per kind, a sample sheet data/cohort.tsv, and a good scan outside the data root."""
+    from support.bad_inputs import make_cohort
+
+    return make_cohort(tmp_path_factory.mktemp("bad_inputs"))
 
 
-def files_under(path: Path) -> list[Path]:
-    return sorted(p for p in Path(path).rglob("*") if p.is_file()) if Path(path).exists() else []
+@pytest.fixture(scope="module")
+def validated(cohort):
+    """Full check (headers and voxels) with two processes, and a headers-only pass in this process."""
+    from support.bad_inputs import validate_catalogue
+
+    return validate_catalogue(cohort)
 
 
-def tmp_names_under(path: Path) -> list[str]:
-    """Leftovers of voxflow's atomic writes (`.name.tmp-PID.ext`) anywhere below `path`."""
-    return sorted(str(p) for p in Path(path).rglob("*") if ".tmp-" in p.name)
+# --- no network (support/network.py): project/test_no_network.py, workflow/test_no_network_workflow.py
 
+@pytest.fixture
+def offline_env(tmp_path, monkeypatch) -> tuple[dict, Path]:
+    """The guard on PYTHONPATH of every process this test starts (this one is unaffected: its
+    sitecustomize was looked for at its start), and its log: a line per process, one per refusal."""
+    from support.network import GUARD
+    from support.paths import VENV_BIN
 
-def preprocessed_placeholders(out: Path, subjects: list[str], raw_files: list[Path] = (),
-                              test_subjects: list[str] | None = None) -> None:
-    """What the preprocessing leaves behind, as placeholders written in the order of time the workflow writes
-    them (raw files, MNI templates, every subject's status file, status/cohort.json), so that a run with
-    `--rerun-triggers mtime` finds the checkpoint cohort_status done and plans the cohort stages on it (a dry
-    run plans nothing past an unfinished checkpoint)."""
-    import time
-
-    from voxflow.pipeline.status import merge_status, write_status
-
-    for p in raw_files:
-        Path(p).parent.mkdir(parents=True, exist_ok=True)
-        Path(p).touch()
-    for name in (f"mni152_{r}mm{m}.nii.gz" for r in (1, 2, 3) for m in ("", "_mask")):  # any resolution
-        (out / "template").mkdir(parents=True, exist_ok=True)
-        (out / "template" / name).touch()
-    time.sleep(0.01)
-    status = [str(out / "status" / "subjects" / f"{s}.json") for s in subjects]
-    for s, p in zip(subjects, status):
-        write_status(p, s, store=str(out / "zarr" / f"{s}.zarr"))
-    merge_status(status, str(out / "status" / "cohort.json"), test_subjects)  # as the checkpoint writes it
+    guard_dir = tmp_path / "guard"
+    guard_dir.mkdir()
+    (guard_dir / "sitecustomize.py").write_text(GUARD)
+    log = tmp_path / "network.log"
+    monkeypatch.setenv("VOXFLOW_NET_LOG", str(log))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in [str(guard_dir), os.environ.get("PYTHONPATH")] if p))
+    return dict(os.environ, PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"), log
 
 
 # The longest files first: `make test` runs two xdist workers that take one file at a time in collection
-# order, and a long file collected last (alphabetical order) ran alone at the end, minutes after the
-# other worker had finished.
+# order, and a long file collected last (alphabetical order: tests/workflow comes last) ran alone at the end,
+# minutes after the other worker had finished. The other workflow modules come next, then the rest.
 LONGEST_FIRST = ["test_faults.py", "test_slurm.py", "test_qc_faults.py", "test_learn_realdata.py",
-                 "test_preprocess_workflow.py", "test_layouts.py", "test_bad_inputs.py", "test_no_network.py",
-                 "test_ct_workflow.py",
-                 "test_learn_ddp.py", "test_cohort_exclusion.py", "test_big_cohort.py", "test_config_checks.py",
-                 "test_predict_cli.py", "test_readme_commands.py"]
+                 "test_preprocess_workflow.py", "test_layouts_workflow.py", "test_bad_inputs_workflow.py",
+                 "test_no_network_workflow.py", "test_ct_workflow.py",
+                 "test_learn_ddp.py", "test_learn_ddp_workflow.py", "test_cohort_exclusion.py", "test_big_cohort.py",
+                 "test_config_checks_workflow.py", "test_predict_cli_workflow.py", "test_readme_commands.py"]
+WORKFLOW = Path(__file__).resolve().parent / "workflow"
 
 
 def pytest_collection_modifyitems(config, items):
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
+    def key(item) -> int:
+        if item.path.name in rank:
+            return rank[item.path.name]
+        return len(rank) + (WORKFLOW not in item.path.parents)
+
+    items.sort(key=key)  # stable: the rest keep their order

@@ -71,9 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("--configfile", default="config/config.yaml")
     w.set_defaults(func=_where)
     from voxflow.model_sharing.predict import add_parsers as add_predict_parsers
-    from voxflow.inputs.validate import add_parser
+    from voxflow.settings.command import add_parser as add_validate_parser
 
-    add_parser(sub)
+    add_validate_parser(sub)
     add_predict_parsers(sub)
     args = p.parse_args(argv)
     return args.func(args)

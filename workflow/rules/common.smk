@@ -5,35 +5,34 @@ import inspect
 import json
 from snakemake.common import overwrite_function_params
 from snakemake.exceptions import WorkflowError
-import math
 import os
 import shlex
 import sys
 
-from voxflow.settings.load import build_cohort, shorten_subject_lists, validate_config
 from voxflow.errors import ConfigError
 from voxflow.inputs.missing import missing_summary
-from voxflow.settings import resolve
+from voxflow.settings import load_config_dict
 from voxflow.settings.launch import launcher
-from voxflow.preprocess.store import write_json_atomic
+from voxflow.settings.loader import shorten_subject_lists
+from voxflow.core.atomic import write_json_atomic
 
-# The config and its cohort, checked as `voxflow validate` checks them (voxflow.inputs.validate.main), then resolved once
-# into SETTINGS (voxflow.settings.Settings): every config mistake found here, one `config error at '<key>': ...`
-# line each, before any rule is defined. The names below are SETTINGS' values, for the rules to read.
+# The config Snakemake merged (config/config.yaml, --configfile) loaded as `voxflow validate` loads it
+# (voxflow.settings.load_config_dict: validated in place against the packaged schema, defaults filled, its cohort
+# built and checked), then resolved once into SETTINGS (voxflow.settings.Settings): every config mistake found
+# here, one `config error at '<key>': ...` line each, before any rule is defined. The rules read SETTINGS (and the
+# names below, its values), never `config` itself.
 try:
-    validate_config(config, os.path.join(workflow.basedir, "config", "config.schema.yaml"))
-    COHORT = build_cohort(config)
-    SETTINGS = resolve(config, COHORT)
+    LOADED = load_config_dict(config)
 except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
+COHORT, SETTINGS = LOADED.cohort, LOADED.settings
 
 OUT = SETTINGS.output_dir
-INP = config["input"]
+INP = SETTINGS.section("input")
 MODS = list(SETTINGS.chain.modalities)
 REF = SETTINGS.chain.reference
 HAS_LABEL = SETTINGS.chain.has_label
-PRE = config["preprocess"]
-RES = config["resources"]
+PRE = SETTINGS.chain.preprocess  # the preprocess section
 SUBJECTS = COHORT.subjects
 CONDA_ENV = "../../envs/voxflow.yaml"
 NORM_JSON = SETTINGS.normalization_json  # dataset-level normalization (nyul, ct_dataset), else None
@@ -44,7 +43,7 @@ STATUS = os.path.join(OUT, "status", "subjects", "{subject}.json")
 COHORT_STATUS = os.path.join(OUT, "status", "cohort.json")
 QC_SCORES = os.path.join(OUT, "qc", "scores.tsv")  # every included subject's quality scores (rule qc_flags)
 QC_FLAGS = os.path.join(OUT, "qc", "flags.tsv")  # the outliers among them, worst first
-EXCLUDE_FLAGGED = config["qc"]["exclude_flagged"]
+EXCLUDE_FLAGGED = SETTINGS.exclude_flagged
 
 
 def store(subject):
@@ -80,16 +79,14 @@ def job_function(fn):
 def mem_mb(kind):
     """Memory of a job (light or heavy, from config.resources), doubled at each retry: a job killed
     for memory on a cluster is resubmitted (the SLURM profile sets `retries`) with more."""
-    base = RES[f"mem_mb_{kind}"]
+    base = SETTINGS.mem_mb(kind)
     return job_function(lambda wildcards, attempt: base * attempt)
 
 
 def runtime_min(kind):
     """Wall-time limit in minutes (Snakemake's standard `runtime`), from config.resources; longer on retry.
-    A training fold's covers train.budget_minutes, with room for the predictions of its validation subjects."""
-    base = RES[f"runtime_min_{kind}"]
-    if kind == "train" and config["train"].get("budget_minutes"):
-        base = max(base, int(math.ceil(config["train"]["budget_minutes"] * 1.25)) + 30)
+    A training fold's covers train.budget_minutes (voxflow.settings.Settings.runtime_min)."""
+    base = SETTINGS.runtime_min(kind)
     return job_function(lambda wildcards, attempt: base * attempt)
 
 
@@ -106,8 +103,9 @@ def io_params(section):
 
 # Config keys that change how a job runs, not what it computes: left out of `settings` below, so that
 # more threads or another dask scheduler do not rerun the plan and, through plans.json, every fold.
-EXECUTION_KEYS = frozenset({"scheduler", "threads", "workers", "checkpoint_every", "gpus", "processes",
-                            "ddp_backend", "max_qc_subjects"})
+EXECUTION_KEYS = frozenset(
+    {"scheduler", "threads", "workers", "checkpoint_every", "gpus", "processes", "ddp_backend", "max_qc_subjects"}
+)
 
 
 def semantic(cfg):
@@ -174,9 +172,9 @@ def all_targets():
     # Only the end products are named: the QC images and the stores come with the status files, and the
     # predictions (of the subjects that were not excluded: known once the checkpoint cohort_status ran,
     # plan.smk) with the report. Naming 4 files per subject here cost seconds of DAG building at 10 000 subjects.
-    if config["predict"]["model_dir"] or (HAS_LABEL and config["train"]["epochs"] > 0):
+    if SETTINGS.writes_report:
         targets += [os.path.join(OUT, "report", "report.html")]
-    if SETTINGS.training and config["train"]["epochs"] > 0:  # what `voxflow export-model` packs with the folds
+    if SETTINGS.exports_model:  # what `voxflow export-model` packs with the folds
         targets += [os.path.join(OUT, "model", "settings.json")]
     if EVALUATE:
         targets += [os.path.join(OUT, "evaluation", "summary.tsv")]

@@ -1,6 +1,7 @@
 # The built-in demo cohort: synthetic heads from nilearn's MNI152 template (see voxflow.demo.mri).
 DEMO_RAW = os.path.join(OUT, "demo", "raw")
 DEMO_TRUTH = os.path.join(OUT, "demo", "truth")
+DEMO = SETTINGS.section("demo")
 
 
 def demo_index(subject):
@@ -21,21 +22,30 @@ rule demo_subject:
         **{f"img_{m}": os.path.join(DEMO_RAW, "{subject}", f"{m}.nii.gz") for m in MODS},
         label=os.path.join(DEMO_RAW, "{subject}", "seg.nii.gz"),
         brainmask=os.path.join(DEMO_TRUTH, "{subject}_brainmask.nii.gz"),
-    params:
-        io=lambda w, input, output: json.dumps({"output": dict(output.items()), "config": {
-            "index": DEMO_INDEX[w.subject], "raw_dir": DEMO_RAW, "truth_dir": DEMO_TRUTH,
-            "modalities": MODS, "seed": config["demo"]["seed"],
-            "spacing_scale": config["demo"]["spacing_scale"],
-            "fault": config["demo"]["faults"].get(w.subject)}}),
     log:
         log_path("demo_subject"),
     benchmark:
         bench_path("demo_subject")
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=mem_mb("light"),
         runtime=runtime_min("light"),
-    conda:
-        CONDA_ENV
+    params:
+        io=lambda w, input, output: json.dumps(
+            {
+                "output": dict(output.items()),
+                "config": {
+                    "index": DEMO_INDEX[w.subject],
+                    "raw_dir": DEMO_RAW,
+                    "truth_dir": DEMO_TRUTH,
+                    "modalities": MODS,
+                    "seed": DEMO["seed"],
+                    "spacing_scale": DEMO["spacing_scale"],
+                    "fault": DEMO["faults"].get(w.subject),
+                },
+            }
+        ),
     shell:
         step_cmd("demo")

@@ -6,18 +6,18 @@
 from voxflow.evaluation.evaluate import chunk_id
 
 EVAL_DIR = os.path.join(OUT, "evaluation")
-EVAL_CFG = config["evaluate"] | {"label_values": INP["label_values"], "store_space": STORE_SPACE}
-EVALUATE = HAS_LABEL and (bool(PREDICT_MODEL) or config["train"]["epochs"] > 0)
+EVAL_CFG = SETTINGS.section("evaluate") | {"label_values": INP["label_values"], "store_space": STORE_SPACE}
+EVALUATE = SETTINGS.evaluate
 # Consecutive runs of the predicted subjects (chunk_id: voxflow.evaluation.evaluate); a chunk's params list its subjects, so a
 # chunk whose membership changes is scored again.
-_PER_JOB = config["evaluate"]["subjects_per_job"]
+_PER_JOB = SETTINGS.eval_subjects_per_job
 EVAL_CHUNK_TABLE = os.path.join(EVAL_DIR, "chunks", "{chunk}.tsv")
 
 
 def eval_chunks():
     """chunk id -> its subjects (after the checkpoint cohort_status: the predicted subjects are known then)."""
     subjects = predict_subjects() if EVALUATE else []
-    return {chunk_id(i // _PER_JOB): subjects[i:i + _PER_JOB] for i in range(0, len(subjects), _PER_JOB)}
+    return {chunk_id(i // _PER_JOB): subjects[i : i + _PER_JOB] for i in range(0, len(subjects), _PER_JOB)}
 
 
 @job_function
@@ -40,20 +40,20 @@ rule evaluate:
         unpack(eval_inputs),
     output:
         metrics=EVAL_CHUNK_TABLE,
-    params:
-        **step_params(lambda w: EVAL_CFG | {"labels_by_subject": {s: COHORT.labels[s] for s in eval_chunks()[w.chunk]}}),
     log:
         os.path.join(OUT, "logs", "evaluate", "{chunk}.log"),
     benchmark:
         os.path.join(OUT, "benchmarks", "evaluate", "{chunk}.tsv")
     wildcard_constraints:
         chunk=r"\d+",
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=mem_mb("light"),
         runtime=runtime_min("light"),
-    conda:
-        CONDA_ENV
+    params:
+        **step_params(lambda w: EVAL_CFG | {"labels_by_subject": {s: COHORT.labels[s] for s in eval_chunks()[w.chunk]}}),
     shell:
         step_cmd("evaluate", subject="chunk{wildcards.chunk}")
 
@@ -67,18 +67,23 @@ rule aggregate:
     output:
         metrics=os.path.join(EVAL_DIR, "metrics.tsv"),
         summary=report(os.path.join(EVAL_DIR, "summary.tsv"), caption="../report/summary.rst", category="Evaluation"),
-    params:
-        **step_params(lambda w: {"scheduler": config["dask"]["scheduler"], "table_pattern": EVAL_CHUNK_TABLE,
-                                 "n_chunks": len(eval_chunks())}),
     log:
         os.path.join(OUT, "logs", "aggregate", "aggregate.log"),
     benchmark:
         os.path.join(OUT, "benchmarks", "aggregate", "aggregate.tsv")
+    conda:
+        CONDA_ENV
     threads: 2
     resources:
         mem_mb=mem_mb("light"),
         runtime=runtime_min("light"),
-    conda:
-        CONDA_ENV
+    params:
+        **step_params(
+            lambda w: {
+                "scheduler": SETTINGS.dask_scheduler,
+                "table_pattern": EVAL_CHUNK_TABLE,
+                "n_chunks": len(eval_chunks()),
+            }
+        ),
     shell:
         step_cmd("aggregate", subject="cohort")

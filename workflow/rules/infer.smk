@@ -2,7 +2,7 @@
 # grid and back in the subject's native space (voxflow.inference.predict).
 PRED_DIR = os.path.join(OUT, "predictions")
 # The stores' grid: MNI152 (preprocess.space: mni), or the native image cropped and resampled (native).
-STORE_SPACE = "mni" if PRE["space"] == "mni" else "resampled"
+STORE_SPACE = SETTINGS.chain.store_space
 
 
 def prediction_file(subject, space="native"):
@@ -11,12 +11,15 @@ def prediction_file(subject, space="native"):
     return os.path.join(PRED_DIR, subject, f"{subject}_seg{suffix}.nii.gz")
 
 
-PREDICT_MODEL = config["predict"]["model_dir"]
+PREDICT_MODEL = SETTINGS.predict_model_dir
 if PREDICT_MODEL:
     # Predict-only: a trained model folder, every subject, no training.
     MODEL_SRC = PREDICT_MODEL
-    PRED_FOLDS = sorted(int(e.name[5:]) for e in os.scandir(PREDICT_MODEL) if e.name.startswith("fold_")
-                        and os.path.exists(os.path.join(e.path, "model_final.pt")))
+    PRED_FOLDS = sorted(
+        int(e.name[5:])
+        for e in os.scandir(PREDICT_MODEL)
+        if e.name.startswith("fold_") and os.path.exists(os.path.join(e.path, "model_final.pt"))
+    )
     # a model of several configurations: the models model/inference.json chose
     PRED_INFERENCE = os.path.join(PREDICT_MODEL, "inference.json")
     PRED_INFERENCE = PRED_INFERENCE if os.path.isfile(PRED_INFERENCE) else None
@@ -28,20 +31,22 @@ else:
 def predict_subjects():
     """The subjects to predict, among those not excluded (after the checkpoint cohort_status): every one in
     predict-only mode or with infer.subjects: all, else the split's test subjects."""
-    if PREDICT_MODEL or config["infer"]["subjects"] != "test":
+    if SETTINGS.predicts_every_subject:
         return cohort_state()["subjects"]
     sp = current_split()
     return sp["test"] if sp else []
 
 
 if PREDICT_MODEL and PRED_INFERENCE:
-    from voxflow.inference.choose import inference_models
+    from voxflow.core.layout import inference_models
 
     PRED_MODELS = inference_models(PRED_INFERENCE)
 elif MULTI_CONFIG:  # every configuration's fold models (the report's curves); predict reads inference.json's
-    PRED_MODELS = [os.path.join(conf_dir(c), f"fold_{k}", "model_final.pt")
-                   for c in CONFIGURATIONS + (["3d_cascade/lowres"] if "3d_cascade" in CONFIGURATIONS else [])
-                   for k in FOLDS]
+    PRED_MODELS = [
+        os.path.join(conf_dir(c), f"fold_{k}", "model_final.pt")
+        for c in CONFIGURATIONS + (["3d_cascade/lowres"] if "3d_cascade" in CONFIGURATIONS else [])
+        for k in FOLDS
+    ]
 else:
     PRED_MODELS = [os.path.join(MODEL_SRC, f"fold_{k}", "model_final.pt") for k in PRED_FOLDS]
 # the file that stands for the whole model: the post-processing decision, or the configuration choice
@@ -50,39 +55,46 @@ PRED_DECISION = PRED_INFERENCE or os.path.join(MODEL_SRC, "postprocessing.json")
 # behind postprocessing.json; their size and mtime, read once here, are in the params (a changed model
 # reruns the predictions). In a training run postprocess_plan runs after every fold, so there
 # postprocessing.json is always newer than the models.
-PRED_MODEL_STAMPS = ([[p, os.stat(p).st_size, os.stat(p).st_mtime_ns] for p in PRED_MODELS]
-                     if PREDICT_MODEL else None)
+PRED_MODEL_STAMPS = [[p, os.stat(p).st_size, os.stat(p).st_mtime_ns] for p in PRED_MODELS] if PREDICT_MODEL else None
 
 
 rule predict:
     input:
+        **(
+            {"inference": PRED_INFERENCE}
+            if PRED_INFERENCE
+            else {"postprocessing": os.path.join(MODEL_SRC, "postprocessing.json")}
+        ),
         store=job_function(lambda wildcards: inference_store(wildcards.subject)),
         # stands for the whole model: postprocess_plan writes it from every fold's validation
         # predictions, after the fold's model_final.pt. Listing the fold models here too added 5 files
         # to each of 2000 jobs at 10 000 subjects: Snakemake spends ~0.3 ms per listed file.
-        **({"inference": PRED_INFERENCE} if PRED_INFERENCE else
-           {"postprocessing": os.path.join(MODEL_SRC, "postprocessing.json")}),
     output:
+        **(
+            {"prob_native": os.path.join(PRED_DIR, "{subject}", "{subject}_prob.nii.gz")}
+            if SETTINGS.writes_probabilities
+            else {}
+        ),
         # on the store's grid: <subject>_seg_mni.nii.gz (MNI152) or <subject>_seg_resampled.nii.gz (native
         # space: the cropped, resampled native grid the network saw)
         store_grid=prediction_file("{subject}", STORE_SPACE),
         native=prediction_file("{subject}"),
         # what the prediction was made from: the model, the store, and any synthesized modality
         sidecar=os.path.join(PRED_DIR, "{subject}", "{subject}_seg.json"),
-        **({"prob_native": os.path.join(PRED_DIR, "{subject}", "{subject}_prob.nii.gz")}
-           if config["infer"]["probabilities"] else {}),
-    params:
-        **step_params(config["infer"] | {"modalities": MODS, "models": PRED_MODELS, "model_stamps": PRED_MODEL_STAMPS}),
     log:
         log_path("predict"),
     benchmark:
         bench_path("predict")
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=mem_mb("heavy"),
         runtime=runtime_min("infer"),
-        gpu=1 if config["train"]["gpu"] else 0,
-    conda:
-        CONDA_ENV
+        gpu=SETTINGS.predict_gpus,
+    params:
+        **step_params(
+            SETTINGS.section("infer") | {"modalities": MODS, "models": PRED_MODELS, "model_stamps": PRED_MODEL_STAMPS}
+        ),
     shell:
         step_cmd("predict")

@@ -3,10 +3,13 @@
 # Training subjects only (the parse-time split; the step re-reads split.json): test subjects never feed it.
 # The images travel as positional inputs (they order the DAG) and as path templates in --io, so the command
 # line does not grow with the cohort. Predict-only runs read the trained model's normalization.json.
-_norm_paths = {"image": sub_path(OUT, SPACE_STEP, "{modality}.nii"), "mask": SPACE_MASK,
-               "label": sub_path(OUT, SPACE_STEP, "label.nii.gz") if HAS_LABEL else None}
+_norm_paths = {
+    "image": sub_path(OUT, SPACE_STEP, "{modality}.nii"),
+    "mask": SPACE_MASK,
+    "label": sub_path(OUT, SPACE_STEP, "label.nii.gz") if HAS_LABEL else None,
+}
 
-if NORM_JSON and not config["predict"]["model_dir"]:
+if NORM_JSON and not SETTINGS.predict_model_dir:
 
     rule normalization_stats:
         input:
@@ -15,18 +18,26 @@ if NORM_JSON and not config["predict"]["model_dir"]:
             **({"split": os.path.join(MODEL_DIR, "split.json")} if TRAINING else {"subjects": COHORT_STATUS}),
         output:
             normalization=NORM_JSON,
-        params:
-            **step_params(PRE["normalize"] | {"modalities": MODS, "methods": dict(SETTINGS.chain.norm_methods), "paths": _norm_paths,
-                                             "space": PRE["space"], "scheduler": config["dask"]["scheduler"]}),
         log:
             os.path.join(OUT, "logs", "normalization_stats", "normalization_stats.log"),
         benchmark:
             os.path.join(OUT, "benchmarks", "normalization_stats", "normalization_stats.tsv")
+        conda:
+            CONDA_ENV
         threads: 2
         resources:
             mem_mb=mem_mb("heavy"),
             runtime=runtime_min("heavy"),
-        conda:
-            CONDA_ENV
+        params:
+            **step_params(
+                PRE["normalize"]
+                | {
+                    "modalities": MODS,
+                    "methods": dict(SETTINGS.chain.norm_methods),
+                    "paths": _norm_paths,
+                    "space": PRE["space"],
+                    "scheduler": SETTINGS.dask_scheduler,
+                }
+            ),
         shell:
             step_cmd("normalization_stats", subject="cohort")

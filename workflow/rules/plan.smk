@@ -1,5 +1,6 @@
 # Cohort: deterministic split, dataset fingerprint and plans.json (voxflow.planning.plans).
-from voxflow.planning.plans import make_split, training_subjects, write_training_stores
+from voxflow.planning.plans import write_training_stores
+from voxflow.core.split import make_split, training_subjects
 
 MODEL_DIR = os.path.join(OUT, "model")
 # model.configurations: each one trained on the same folds in model/<configuration>/, the best one or ensemble
@@ -7,8 +8,7 @@ MODEL_DIR = os.path.join(OUT, "model")
 # alone, in model/.
 # model.cascade adds 3d_cascade: its full-resolution stage in model/3d_cascade/, the low-resolution one in
 # model/3d_cascade/lowres/ (a configuration of its own for the plan and train rules, never chosen alone).
-CONFIGURATIONS = list(dict.fromkeys(list(config["model"]["configurations"] or [])
-                                    + (["3d_cascade"] if config["model"]["cascade"] else [])))
+CONFIGURATIONS = list(SETTINGS.configurations)
 MULTI_CONFIG = bool(CONFIGURATIONS)
 CONF_DIR = os.path.join(MODEL_DIR, "{configuration}") if MULTI_CONFIG else MODEL_DIR
 INFERENCE_JSON = os.path.join(MODEL_DIR, "inference.json")
@@ -27,13 +27,13 @@ def model_section(wildcards):
     """The model settings of the job's configuration (model.dim set to it; a cascade's stages are 3D, with
     model.cascade_stage; model.configuration names it, recorded in plans.json)."""
     if not MULTI_CONFIG:
-        return config["model"]
+        return SETTINGS.section("model")
     c = wildcards.configuration
     stage = {"3d_cascade": "fullres", "3d_cascade/lowres": "lowres"}.get(c)
-    return config["model"] | {"dim": "3d" if stage else c, "cascade_stage": stage, "configuration": c}
+    return SETTINGS.section("model") | {"dim": "3d" if stage else c, "cascade_stage": stage, "configuration": c}
 
 
-SPLIT_CFG = config["split"]
+SPLIT_CFG = SETTINGS.section("split")
 TRAINING = SETTINGS.training
 FOLDS = list(SETTINGS.folds)
 # A config that cannot be split even before any subject is excluded (too few training subjects for the folds,
@@ -60,10 +60,16 @@ def current_split():
     state = cohort_state()
     if "split" not in state:
         try:
-            state["split"] = make_split(state["subjects"], SPLIT_CFG["n_folds"], SPLIT_CFG["test_fraction"],
-                                        SPLIT_CFG["seed"], state.get("test_subjects"), qc_excluded=qc_flagged(),
-                                        holdout_fraction=SPLIT_CFG["holdout_fraction"],
-                                        incomplete=state.get("incomplete"))
+            state["split"] = make_split(
+                state["subjects"],
+                SPLIT_CFG["n_folds"],
+                SPLIT_CFG["test_fraction"],
+                SPLIT_CFG["seed"],
+                state.get("test_subjects"),
+                qc_excluded=qc_flagged(),
+                holdout_fraction=SPLIT_CFG["holdout_fraction"],
+                incomplete=state.get("incomplete"),
+            )
         except ValueError:
             state["split"] = None
     return state["split"]
@@ -99,22 +105,22 @@ rule training_stores:
 
 rule split:
     input:
-        subjects=COHORT_STATUS,
         **({"flags": QC_FLAGS} if EXCLUDE_FLAGGED else {}),  # qc.exclude_flagged: flagged subjects not trained on
+        subjects=COHORT_STATUS,
     output:
         split=os.path.join(MODEL_DIR, "split.json"),
-    params:
-        **step_params({k: v for k, v in SPLIT_CFG.items() if k != "test_subjects"}),
     log:
         os.path.join(OUT, "logs", "split", "split.log"),
     benchmark:
         os.path.join(OUT, "benchmarks", "split", "split.tsv")
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=mem_mb("light"),
         runtime=runtime_min("light"),
-    conda:
-        CONDA_ENV
+    params:
+        **step_params({k: v for k, v in SPLIT_CFG.items() if k != "test_subjects"}),
     shell:
         step_cmd("split", subject="cohort")
 
@@ -126,24 +132,24 @@ rule fingerprint:
     """The training stores measured once (shapes, spacings, intensities, class voxels), whatever the number of
     configurations planned from it."""
     input:
+        **({"normalization": NORM_JSON} if NORM_JSON else {}),
         split=os.path.join(MODEL_DIR, "split.json"),
         stores=STORES_JSON,
         # the stores' dataset-level normalization (their rules are known only after the checkpoint)
-        **({"normalization": NORM_JSON} if NORM_JSON else {}),
     output:
         fingerprint=FINGERPRINT,
-    params:
-        **step_params({"scheduler": config["dask"]["scheduler"]}),
     log:
         os.path.join(OUT, "logs", "fingerprint", "fingerprint.log"),
     benchmark:
         os.path.join(OUT, "benchmarks", "fingerprint", "fingerprint.tsv")
+    conda:
+        CONDA_ENV
     threads: 2
     resources:
         mem_mb=mem_mb("heavy"),
         runtime=runtime_min("heavy"),
-    conda:
-        CONDA_ENV
+    params:
+        **step_params({"scheduler": SETTINGS.dask_scheduler}),
     shell:
         step_cmd("fingerprint", subject="cohort")
 
@@ -153,19 +159,25 @@ rule plan:
         fingerprint=FINGERPRINT,
     output:
         plans=os.path.join(CONF_DIR, "plans.json"),
-    params:
-        **step_params(lambda w: {"model": model_section(w), "train": config["train"], "modalities": MODS,
-                                 "label_values": INP["label_values"]}),
     log:
         os.path.join(OUT, "logs", "plan", f"{CONF_LOG}plan.log"),
     benchmark:
         os.path.join(OUT, "benchmarks", "plan", f"{CONF_LOG}plan.tsv")
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=mem_mb("light"),
         runtime=runtime_min("light"),
-    conda:
-        CONDA_ENV
+    params:
+        **step_params(
+            lambda w: {
+                "model": model_section(w),
+                "train": SETTINGS.section("train"),
+                "modalities": MODS,
+                "label_values": INP["label_values"],
+            }
+        ),
     shell:
         step_cmd("plan", subject="cohort")
 
@@ -178,8 +190,10 @@ rule model_settings:
     export-model`): the chain's settings (voxflow.settings.ChainSettings.to_json) and the inference settings."""
     output:
         settings=MODEL_SETTINGS,
-    params:
-        settings=settings_text(SETTINGS.chain.to_json() | {"infer": config["infer"]}),
     localrule: True
+    params:
+        settings=settings_text(SETTINGS.chain.to_json() | {"infer": SETTINGS.section("infer")}),
     run:
+        # `config["infer"]` is SETTINGS.section("infer") (the same dict); a run block's text is its rule's code rerun
+        # trigger (compared with the text recorded for model/settings.json), so this one is left as it was written
         write_json_atomic(SETTINGS.chain.to_json() | {"infer": config["infer"]}, output.settings)

@@ -4,8 +4,8 @@
 # step, or auto with input.on_error: stop), or one job per subject running every step in one process (subject,
 # or auto with exclude). Both write the same files. The step functions: voxflow.pipeline.registry's table.
 from voxflow.inputs.cohort import QC_SUBJECT_PATTERN
-from voxflow.pipeline.chain import (RawSubject, build_chain, fused_steps, qc_path, raw_files, space_mask_path,
-                           step_spec, sub_path, template_paths, validation_table)
+from voxflow.pipeline.chain import RawSubject, build_chain, fused_steps, raw_files, space_mask_path, step_spec
+from voxflow.core.layout import qc_path, sub_path, template_paths, validation_table
 
 CHAIN = build_chain(SETTINGS.chain, OUT, NORM_JSON)
 CHAIN_STEP = {st.name: st for st in CHAIN}
@@ -17,8 +17,12 @@ DEMO_LAYOUT = INP["layout"] == "demo"
 
 def raw_subject(subject):
     """A subject's raw files as the layout found them (voxflow.settings.load.build_cohort, once at parse time)."""
-    return RawSubject(images=COHORT.images[subject], label=COHORT.labels[subject] if HAS_LABEL else None,
-                      problem=COHORT.problems.get(subject), missing=COHORT.missing.get(subject))
+    return RawSubject(
+        images=COHORT.images[subject],
+        label=COHORT.labels[subject] if HAS_LABEL else None,
+        problem=COHORT.problems.get(subject),
+        missing=COHORT.missing.get(subject),
+    )
 
 
 def subject_spec(st, subject):
@@ -29,18 +33,18 @@ rule template:
     """nilearn's MNI152 template and brain mask at the registration's resolution (no download)."""
     output:
         **TEMPLATE,
-    params:
-        **step_params({"resolution_mm": PRE["mni"]["resolution_mm"]}),
     log:
         os.path.join(OUT, "logs", "template", "mni152.log"),
     benchmark:
         os.path.join(OUT, "benchmarks", "template", "mni152.tsv")
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=mem_mb("light"),
         runtime=runtime_min("light"),
-    conda:
-        CONDA_ENV
+    params:
+        **step_params({"resolution_mm": PRE["mni"]["resolution_mm"]}),
     shell:
         step_cmd("template", subject="template")
 
@@ -60,8 +64,13 @@ def step_rule_outputs(st):
     outputs = {}
     for key, path in st.outputs.items():
         if key == st.qc:
-            outputs[key] = report(path, caption="../report/qc.rst", category="Preprocessing QC",
-                                  subcategory="{subject}", labels={"subject": "{subject}", "step": st.name})
+            outputs[key] = report(
+                path,
+                caption="../report/qc.rst",
+                category="Preprocessing QC",
+                subcategory="{subject}",
+                labels={"subject": "{subject}", "step": st.name},
+            )
         else:
             outputs[key] = directory(path) if key in st.folders else path
     return outputs
@@ -85,19 +94,19 @@ if not FUSED:
                 unpack(step_rule_inputs(_st)),
             output:
                 **step_rule_outputs(_st),
-            params:
-                **step_rule_params(_st),
             log:
                 log_path(_st.name),
             benchmark:
                 bench_path(_st.name)
             priority: 10 if _st.raw_inputs else 0  # every subject's validation first: its table comes early
+            conda:
+                CONDA_ENV
             threads: 1
             resources:
                 mem_mb=mem_mb(_st.weight),
                 runtime=runtime_min(_st.weight),
-            conda:
-                CONDA_ENV
+            params:
+                **step_rule_params(_st),
             shell:
                 # `{rule}`, not _st.name: Snakemake evaluates a rule's shell command when the job runs, after
                 # the loop has moved on (the other directives are evaluated here); the rule is named after its step
@@ -117,7 +126,10 @@ if not FUSED:
         run:
             from voxflow.pipeline.status import write_status
 
+            # kept as written: a run block's text is its rule's code rerun trigger
+            # fmt: off
             write_status(output.status, wildcards.subject, store=store(wildcards.subject), validation=input.validation)
+            # fmt: on
 
 
 # --- one job per subject -------------------------------------------------------------------------------------------
@@ -147,39 +159,55 @@ def chain_inputs(wildcards):
 def chain_params(wildcards, input, output):
     s = wildcards.subject
     raw = raw_subject(s)
-    return json.dumps({"input": dict(input.items()), "output": dict(output.items()),
-                       "config": {"settings": SETTINGS.chain.to_json(), "has_label": HAS_LABEL, "root": OUT,
-                                  "normalization": NORM_JSON, "demo": DEMO_LAYOUT, "on_error": ON_ERROR,
-                                  "store": store(s), "raw": {"images": raw.images, "label": raw.label,
-                                                             "problem": raw.problem, "missing": raw.missing}}})
+    return json.dumps(
+        {
+            "input": dict(input.items()),
+            "output": dict(output.items()),
+            "config": {
+                "settings": SETTINGS.chain.to_json(),
+                "has_label": HAS_LABEL,
+                "root": OUT,
+                "normalization": NORM_JSON,
+                "demo": DEMO_LAYOUT,
+                "on_error": ON_ERROR,
+                "store": store(s),
+                "raw": {"images": raw.images, "label": raw.label, "problem": raw.problem, "missing": raw.missing},
+            },
+        }
+    )
 
 
 if FUSED:
 
     rule preprocess_subject:
-        wildcard_constraints:
-            subject=QC_SUBJECT_PATTERN,  # its output qc/{subject} must not claim the cohort's qc/flags.tsv
         input:
             unpack(chain_inputs),
         output:
-            status=STATUS,
             **({"zarr": directory(store("{subject}"))} if STORE_DECLARED and not NORM_JSON else {}),
-            qc=report(directory(os.path.join(OUT, "qc", "{subject}")), patterns=["{step}.png"],
-                      caption="../report/qc.rst", category="Preprocessing QC", subcategory="{subject}",
-                      labels={"subject": "{subject}", "step": "{step}"}),
-        params:
-            io=chain_params,
-            settings=CHAIN_SETTINGS | {"on_error": ON_ERROR},
+            status=STATUS,
+            qc=report(
+                directory(os.path.join(OUT, "qc", "{subject}")),
+                patterns=["{step}.png"],
+                caption="../report/qc.rst",
+                category="Preprocessing QC",
+                subcategory="{subject}",
+                labels={"subject": "{subject}", "step": "{step}"},
+            ),
         log:
             log_path("preprocess_subject"),
         benchmark:
             bench_path("preprocess_subject")
+        wildcard_constraints:
+            subject=QC_SUBJECT_PATTERN,  # its output qc/{subject} must not claim the cohort's qc/flags.tsv
+        conda:
+            CONDA_ENV
         threads: 1
         resources:
             mem_mb=mem_mb("heavy"),
             runtime=runtime_min("heavy"),
-        conda:
-            CONDA_ENV
+        params:
+            io=chain_params,
+            settings=CHAIN_SETTINGS | {"on_error": ON_ERROR},
         shell:
             step_cmd("chain")
 
@@ -191,8 +219,13 @@ if FUSED and NORM_JSON:
     @job_function
     def to_zarr_io(wildcards, input, output):
         spec = subject_spec(CHAIN_STEP["to_zarr"], wildcards.subject)
-        return json.dumps({"input": {**spec["input"], **dict(input.items())}, "output": dict(output.items()),
-                           "config": spec["config"]})
+        return json.dumps(
+            {
+                "input": {**spec["input"], **dict(input.items())},
+                "output": dict(output.items()),
+                "config": spec["config"],
+            }
+        )
 
     rule to_zarr:
         input:
@@ -200,20 +233,21 @@ if FUSED and NORM_JSON:
             normalization=NORM_JSON,
         output:
             zarr=directory(store("{subject}")),
-        params:
-            io=to_zarr_io,
-            settings=step_params(lambda wildcards: subject_spec(CHAIN_STEP["to_zarr"], wildcards.subject)["config"])[
-                "settings"],
         log:
             log_path("to_zarr"),
         benchmark:
             bench_path("to_zarr")
+        conda:
+            CONDA_ENV
         threads: 1
         resources:
             mem_mb=mem_mb("light"),
             runtime=runtime_min("light"),
-        conda:
-            CONDA_ENV
+        params:
+            io=to_zarr_io,
+            settings=step_params(lambda wildcards: subject_spec(CHAIN_STEP["to_zarr"], wildcards.subject)["config"])[
+                "settings"
+            ],
         shell:
             step_cmd("to_zarr")
 
@@ -226,14 +260,17 @@ checkpoint cohort_status:
         expand(STATUS, subject=SUBJECTS),
     output:
         cohort=COHORT_STATUS,
+    localrule: True
     params:
         # test subjects of the config (those not excluded are written): a changed list rewrites the file
-        test_subjects={"test_subjects": config["split"]["test_subjects"]},
+        test_subjects={"test_subjects": SETTINGS.section("split")["test_subjects"]},
         # input.missing: synthesize: the subjects that lack a modality (never trained on, completed before inference)
         incomplete={"incomplete": COHORT.missing},
-    localrule: True
     run:
         from voxflow.pipeline.status import merge_status
 
+        # kept as written: a run block's text is its rule's code rerun trigger (this checkpoint's reruns everything)
+        # fmt: off
         merge_status(list(input), output.cohort, params.test_subjects["test_subjects"],
                      params.incomplete["incomplete"])
+        # fmt: on

@@ -12,19 +12,24 @@ checkpoint qc_flags:
     output:
         scores=QC_SCORES,
         flags=QC_FLAGS,
-    params:
-        **step_params({"flag_z": config["qc"]["flag_z"], "scheduler": config["dask"]["scheduler"],
-                       "scores": CHAIN_STEP["qc_scores"].outputs["scores"]}),
     log:
         os.path.join(OUT, "logs", "qc_flags", "cohort.log"),
     benchmark:
         os.path.join(OUT, "benchmarks", "qc_flags", "cohort.tsv")
+    conda:
+        CONDA_ENV
     threads: 2
     resources:
         mem_mb=mem_mb("light"),
         runtime=runtime_min("light"),
-    conda:
-        CONDA_ENV
+    params:
+        **step_params(
+            {
+                "flag_z": SETTINGS.section("qc")["flag_z"],
+                "scheduler": SETTINGS.dask_scheduler,
+                "scores": CHAIN_STEP["qc_scores"].outputs["scores"],
+            }
+        ),
     shell:
         step_cmd("qc_flags", subject="cohort")
 

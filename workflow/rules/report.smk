@@ -24,7 +24,9 @@ QC_FIGURES = {st.name: st.outputs[st.qc] for st in CHAIN if st.qc}
 REPORT_PATHS = {
     "prediction": prediction_file("{subject}", STORE_SPACE),  # on the stores' grid (prediction QC)
     "native": prediction_file("{subject}"),  # native space (predict-only: the volume table)
-    "store": store_input("{subject}"),  # the store, or the status file that stands for it (voxflow.pipeline.status.store_path)
+    "store": store_input(
+        "{subject}"
+    ),  # the store, or the status file that stands for it (voxflow.core.stores.store_path)
     "qc": os.path.join(OUT, "qc", "{subject}", "{step}.png"),
     "synthesis_qc": SYNTH_QC,  # a completed subject's modalities, the synthesized ones marked
     # Run times: Snakemake writes a job's benchmark file itself, after the job, so no rule has it as an output
@@ -32,9 +34,15 @@ REPORT_PATHS = {
     # match this pattern when it runs: those of the jobs before it, and any left by earlier runs.
     "benchmarks": os.path.join(OUT, "benchmarks", "{rule}", "{job}.tsv"),
 }
-REPORT_CFG = {"config": shorten_subject_lists(config), "output_dir": OUT, "workflow_dir": workflow.basedir,
-              "max_qc_subjects": REPORT_QC_SUBJECTS, "store_space": STORE_SPACE, "paths": REPORT_PATHS,
-              "qc_steps": list(QC_FIGURES)}
+REPORT_CFG = {
+    "config": shorten_subject_lists(SETTINGS.config),
+    "output_dir": OUT,
+    "workflow_dir": workflow.basedir,
+    "max_qc_subjects": REPORT_QC_SUBJECTS,
+    "store_space": STORE_SPACE,
+    "paths": REPORT_PATHS,
+    "qc_steps": list(QC_FIGURES),
+}
 REPORT_SPLIT = os.path.join(MODEL_SRC, "split.json")  # predict-only: the trained model's, when it has one
 
 
@@ -43,9 +51,9 @@ rule predicted_subjects:
         cohort=COHORT_STATUS,
     output:
         subjects=PREDICTED_SUBJECTS,
+    localrule: True
     params:
         subjects=job_function(lambda wildcards: {"subjects": predict_subjects()}),
-    localrule: True
     run:
         write_json_atomic(params.subjects, output.subjects)
 
@@ -55,20 +63,23 @@ checkpoint report_subjects:
     worst lesion Dice first, the QC-flagged ones, worst first, and the cohort's, flagged first, then by name; at
     most REPORT_QC_SUBJECTS each."""
     input:
+        **({"metrics": os.path.join(EVAL_DIR, "metrics.tsv")} if EVALUATE else {}),
         cohort=COHORT_STATUS,
         subjects=PREDICTED_SUBJECTS,
         flags=QC_FLAGS,
-        **({"metrics": os.path.join(EVAL_DIR, "metrics.tsv")} if EVALUATE else {}),
     output:
         subjects=REPORT_SUBJECTS,
+    localrule: True
     params:
         cap=REPORT_QC_SUBJECTS,
-    localrule: True
     run:
         from voxflow.report.build import write_shown_subjects
 
+        # kept as written: a run block's text is its rule's code rerun trigger
+        # fmt: off
         write_shown_subjects(input.get("metrics"), input.subjects, input.cohort, params.cap, output.subjects,
                              flags_tsv=input.flags)
+        # fmt: on
 
 
 @job_function
@@ -94,6 +105,20 @@ rule report:
     input:
         report_subject_files,
         report_volume_files,
+        **({"split": REPORT_SPLIT} if TRAINING or os.path.isfile(REPORT_SPLIT) else {}),
+        **(
+            {
+                "synthesis": os.path.join(SYNTH_DIR, "synthesis.json"),
+                "synthesis_curve": os.path.join(SYNTH_DIR, "curve.csv"),
+            }
+            if SYNTHESIS
+            else {}
+        ),
+        **(
+            {"metrics": os.path.join(EVAL_DIR, "metrics.tsv"), "summary": os.path.join(EVAL_DIR, "summary.tsv")}
+            if EVALUATE
+            else {}
+        ),
         cohort=COHORT_STATUS,
         subjects=PREDICTED_SUBJECTS,
         shown=REPORT_SUBJECTS,
@@ -102,25 +127,19 @@ rule report:
         postprocessing=PRED_DECISION,  # postprocessing.json, or inference.json (several configurations)
         qc_scores=QC_SCORES,
         qc_flags=QC_FLAGS,
-        **({"split": REPORT_SPLIT} if TRAINING or os.path.isfile(REPORT_SPLIT) else {}),
-        **({"synthesis": os.path.join(SYNTH_DIR, "synthesis.json"), "synthesis_curve": os.path.join(SYNTH_DIR, "curve.csv")}
-           if SYNTHESIS else {}),
-        **({"metrics": os.path.join(EVAL_DIR, "metrics.tsv"), "summary": os.path.join(EVAL_DIR, "summary.tsv")}
-           if EVALUATE else {}),
     output:
-        html=report(os.path.join(OUT, "report", "report.html"), caption="../report/report.rst",
-                    category="Report"),
-    params:
-        **step_params(REPORT_CFG),
+        html=report(os.path.join(OUT, "report", "report.html"), caption="../report/report.rst", category="Report"),
     log:
         os.path.join(OUT, "logs", "report", "report.log"),
     benchmark:
         os.path.join(OUT, "benchmarks", "report", "report.tsv")
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=mem_mb("light"),
         runtime=runtime_min("light"),
-    conda:
-        CONDA_ENV
+    params:
+        **step_params(REPORT_CFG),
     shell:
         step_cmd("report", subject="cohort")

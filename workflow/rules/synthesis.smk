@@ -1,12 +1,10 @@
 # Missing or unusable modalities (input.missing: synthesize; voxflow.inputs.missing, voxflow.synth): the synthesis model,
 # a 3D conditional GAN trained on the complete training subjects' stores (model/synthesis/), and each subject that
 # lacks a modality completed with it in a copy of its store (completed/<subject>.zarr) that inference reads.
-from voxflow.settings.launch import train_gpus
-
 INCOMPLETE = COHORT.missing  # subject -> {modality: why}, found at parse time
 SYNTH_DIR = os.path.join(MODEL_DIR, "synthesis")
 SYNTH_MODEL = os.path.join(SYNTH_DIR, "generator.pt")
-SYNTH_P = float((config["train"]["augment"] or {}).get("synthetic_modality_p") or 0.0)
+SYNTH_P = SETTINGS.synthetic_modality_p
 # the model is trained when a subject needs it, or when training replaces modalities by its output
 SYNTHESIS = bool(TRAINING and (INCOMPLETE or SYNTH_P > 0))
 COMPLETED = os.path.join(OUT, "completed", "{subject}.zarr")
@@ -29,19 +27,19 @@ rule train_synthesis:
         generator=SYNTH_MODEL,
         curve=os.path.join(SYNTH_DIR, "curve.csv"),
         summary=os.path.join(SYNTH_DIR, "synthesis.json"),
-    params:
-        **step_params(config["synthesis"] | {"modalities": MODS}),
     log:
         os.path.join(OUT, "logs", "train_synthesis", "synthesis.log"),
     benchmark:
         os.path.join(OUT, "benchmarks", "train_synthesis", "synthesis.tsv")
-    threads: config["synthesis"]["threads"]
+    conda:
+        CONDA_ENV
+    threads: SETTINGS.synthesis_threads
     resources:
         mem_mb=mem_mb("heavy"),
         runtime=runtime_min("train"),
-        gpu=train_gpus(config["train"]),
-    conda:
-        CONDA_ENV
+        gpu=SETTINGS.train_gpus,
+    params:
+        **step_params(SETTINGS.section("synthesis") | {"modalities": MODS}),
     shell:
         # the segmentation training's processes (DDP under torchrun with train.gpus / train.processes > 1)
         step_cmd("train_synthesis", subject="cohort", nproc=SETTINGS.train_processes)
@@ -54,20 +52,29 @@ rule complete_subject:
         generator=SYNTH_MODEL,
     output:
         zarr=directory(COMPLETED),
-        qc=report(SYNTH_QC, caption="../report/synthesis.rst", category="Synthesized modalities",
-                  labels={"subject": "{subject}"}),
-    params:
-        **step_params(lambda w: {"missing": INCOMPLETE.get(w.subject, {}), "device": config["synthesis"]["device"],
-                                 "zarr": PRE["zarr"]}),
+        qc=report(
+            SYNTH_QC,
+            caption="../report/synthesis.rst",
+            category="Synthesized modalities",
+            labels={"subject": "{subject}"},
+        ),
     log:
         log_path("complete_subject"),
     benchmark:
         bench_path("complete_subject")
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=mem_mb("heavy"),
         runtime=runtime_min("infer"),
-    conda:
-        CONDA_ENV
+    params:
+        **step_params(
+            lambda w: {
+                "missing": INCOMPLETE.get(w.subject, {}),
+                "device": SETTINGS.section("synthesis")["device"],
+                "zarr": PRE["zarr"],
+            }
+        ),
     shell:
         step_cmd("complete_subject")

@@ -5,7 +5,7 @@
 # (validation/problems.tsv, printed to the console as text) lists every problem of every subject.
 # A cohort rule that failed on a broken subject would block the whole run instead.
 
-from voxflow.pipeline.chain import validation_table
+from voxflow.core.layout import validation_table
 
 VALIDATION = os.path.join(OUT, "validation")
 VALIDATION_TABLE = validation_table(OUT)  # voxflow.pipeline.chain: <output_dir>/validation/subjects/<subject>.tsv
@@ -15,6 +15,7 @@ PROBLEMS = {"table": os.path.join(VALIDATION, "problems.tsv"), "text": os.path.j
 
 
 if not FUSED:
+
     rule validation_table:
         """The cohort's problems in one table. `run:` rather than `voxflow step`: the 10 000 table paths
         would not fit in one command-line argument."""

@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import torch
 
 
 def region_labels(regions: Sequence[Sequence[int]], label_values: Sequence[int],
@@ -54,12 +53,6 @@ def region_index_groups(regions: Sequence[Sequence[int]], label_values: Sequence
     return [[index[int(v)] for v in group] for group in regions]
 
 
-def region_targets(target: torch.Tensor, index_groups: Sequence[Sequence[int]]) -> torch.Tensor:
-    """Integer class-index target (B, *spatial) -> float region masks (B, R, *spatial)."""
-    t = target.long()
-    return torch.stack([torch.isin(t, torch.tensor(g, device=t.device)) for g in index_groups], 1).float()
-
-
 def labels_from_region_probabilities(probs: np.ndarray, labels: Sequence[int], threshold: float = 0.5) -> np.ndarray:
     """Region probabilities (R, *spatial) -> label map, painting region i's voxels above `threshold` with labels[i]
     in order (a later, inner region overwrites the outer one)."""
@@ -69,12 +62,3 @@ def labels_from_region_probabilities(probs: np.ndarray, labels: Sequence[int], t
     return seg
 
 
-def region_dice_stats(logits: torch.Tensor, target_regions: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-region TP, FP, FN of sigmoid > 0.5 over a batch (the validation pseudo-Dice of region training)."""
-    pred = logits > 0  # sigmoid(x) > 0.5
-    t = target_regions > 0.5
-    axes = [0] + list(range(2, logits.ndim))
-    tp = (pred & t).sum(axes).double().cpu().numpy()
-    fp = (pred & ~t).sum(axes).double().cpu().numpy()
-    fn = (~pred & t).sum(axes).double().cpu().numpy()
-    return tp, fp, fn

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from voxflow.inputs.images import atomic_path
-from voxflow.preprocess.store import write_json_atomic
+from voxflow.core.atomic import atomic_path
+from voxflow.core.atomic import write_json_atomic
 
 HU = {"air": -1000.0, "fat": -100.0, "soft": 40.0, "liver": 60.0, "bone": 700.0, "marrow": 300.0,
       "aorta": 150.0, "table": 100.0}

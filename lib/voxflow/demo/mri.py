@@ -10,8 +10,6 @@ Everything is drawn from ``numpy.random.default_rng([seed, index])`` so files ar
 from __future__ import annotations
 
 import functools
-import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,6 +19,7 @@ from scipy import ndimage as ndi
 from scipy.spatial.transform import Rotation
 
 from voxflow.demo.faults import ARRAY_FAULTS, FAR_ROTATION_DEG, FAULTS, apply_fault
+from voxflow.core.atomic import atomic_path, write_json_atomic
 
 MODALITIES = ("t1", "t1c", "t2", "flair")
 SPACING = {"t1": (1.0, 1.0, 1.5), "t1c": (1.0, 1.0, 1.5), "t2": (1.0, 1.0, 3.0), "flair": (3.0, 1.0, 1.0)}
@@ -297,21 +296,12 @@ def _save_nifti(data: np.ndarray, affine: np.ndarray, path: Path) -> None:
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
     img.header.set_xyzt_units("mm")
-    tmp = path.with_name(f"{path.name[:-len('.nii.gz')]}.tmp-{os.getpid()}.nii.gz")
-    try:
+    with atomic_path(path) as tmp:
         img.to_filename(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _save_json(obj: dict, path: Path) -> None:
-    tmp = path.with_name(f"{path.stem}.tmp-{os.getpid()}.json")
-    try:
-        tmp.write_text(json.dumps(obj, indent=1, sort_keys=True))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_json_atomic(obj, path, indent=1)
 
 
 def generate_subject(subject: str, index: int, raw_dir: str | Path, truth_dir: str | Path,

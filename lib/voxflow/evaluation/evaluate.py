@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from voxflow.inputs.images import InputError, atomic_path
-from voxflow.pipeline.status import store_path
+from voxflow.inputs.images import InputError
+from voxflow.core.atomic import atomic_path
+from voxflow.core.stores import store_path
 
 
 def _rows(pred: np.ndarray, ref: np.ndarray, spacing, cfg: dict, subject: str, space: str) -> list[dict]:
@@ -91,7 +92,7 @@ def evaluate(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) ->
 def aggregate(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
     import dask
 
-    from voxflow.planning.plans import compute
+    from voxflow.core.parallel import compute
     from voxflow.core.metrics import summarize
 
     # the chunk tables, rebuilt from the rule's pattern and count (their 10 000 paths would overflow --io)

@@ -13,7 +13,6 @@ the predict rule follows.
 from __future__ import annotations
 
 import itertools
-import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -77,7 +76,7 @@ def write_inference(path: str | Path, chosen: dict, rows: Sequence[Mapping], mod
                     postprocessing: dict, n_subjects: int, tolerance: float) -> dict:
     """model/inference.json: what predict follows (the models of the chosen configurations, the post-processing)
     and why (the table)."""
-    from voxflow.preprocess.store import write_json_atomic
+    from voxflow.core.atomic import write_json_atomic
 
     doc = {"configurations": chosen["members"], "dice": chosen["dice"],
            "models": [m for c in chosen["members"] for m in models[c]],
@@ -87,10 +86,3 @@ def write_inference(path: str | Path, chosen: dict, rows: Sequence[Mapping], mod
     return doc
 
 
-def read_inference(path: str | Path) -> dict:
-    return json.loads(Path(path).read_text())
-
-
-def inference_models(path: str | Path) -> list[str]:
-    """The chosen models' paths (inference.json keeps them relative to its folder: a model folder moves whole)."""
-    return [str(Path(path).parent / m) for m in read_inference(path)["models"]]

@@ -19,9 +19,11 @@ from typing import cast
 import numpy as np
 import torch
 
-from voxflow.inputs.images import atomic_path, read_raw
+from voxflow.inputs.images import read_raw
+from voxflow.core.atomic import atomic_path
 from voxflow.nn.sliding_window import sliding_window_predict
-from voxflow.training.train import cascade_stage, load_trained, n_outputs, volume_predictor
+from voxflow.planning.plans import cascade_stage, n_outputs
+from voxflow.inference.model import load_trained, volume_predictor
 
 
 def predict_probabilities(store_path: str, model_paths: Sequence[str], cfg: dict, device: torch.device,
@@ -199,7 +201,7 @@ def predict_subject(store_path: str, model_paths: Sequence[str], postprocess: di
     """Predict one subject: the label map on the store's grid (`out_store_grid`) and on the raw reference
     grid (`out_native`), optionally the foreground probability on the raw grid (`out_prob_native`)."""
     from voxflow.postprocessing.postprocess import apply_postprocessing
-    from voxflow.training.train import pick_device
+    from voxflow.nn.checkpoints import pick_device
 
     device = device or pick_device(cfg.get("device", "auto"))
     probs, plans = predict_probabilities(store_path, model_paths, cfg, device, progress=True)

@@ -8,10 +8,7 @@ and renames, so that a killed job never leaves a half-written file that looks co
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -20,36 +17,7 @@ import SimpleITK as sitk
 
 from voxflow.errors import InputError  # also re-exported: the readers' one error
 from voxflow.inputs.formats import itk_read, orthonormal
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary sibling of `path`; move it into place only if the block succeeds.
-
-    The temporary name keeps the suffix (``.nii.gz``, ``.zarr``) so that writers that
-    dispatch on the extension still work. Works for files and directories.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    name = path.name
-    stem, dot, ext = name.partition(".")
-    tmp = path.with_name(f".{stem}.tmp-{os.getpid()}{dot}{ext}")
-    _remove(tmp)
-    try:
-        yield tmp
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    except BaseException:
-        _remove(tmp)
-        raise
-
-
-def _remove(p: Path) -> None:
-    if p.is_dir() and not p.is_symlink():
-        shutil.rmtree(p, ignore_errors=True)
-    elif p.exists() or p.is_symlink():
-        p.unlink()
+from voxflow.core.atomic import atomic_path
 
 
 def write_image(img: sitk.Image, path: str | os.PathLike, compress: bool = True) -> None:

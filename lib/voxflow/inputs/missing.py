@@ -6,7 +6,7 @@ motion). With `input.missing: reject` (the default) such a subject is excluded w
 With `synthesize` it is kept: its chain runs with the reference image standing in for the missing modality (so
 every step's files exist), to_zarr writes zeros in that channel and names it in the store's attrs, and the rule
 complete_subject fills it with the synthesis model's output (voxflow.synth) in a copy of the store before
-inference. Such subjects never train a model: they join the test subjects (voxflow.planning.plans.make_split).
+inference. Such subjects never train a model: they join the test subjects (voxflow.core.split.make_split).
 """
 
 from __future__ import annotations

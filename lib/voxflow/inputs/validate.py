@@ -1,7 +1,8 @@
-"""Input validation before the DAG does work: `voxflow validate <config>` and the per-subject `validate` rule.
+"""Input validation before the DAG does work: `voxflow validate <config>` (the command: voxflow.settings.command)
+and the per-subject `validate` rule.
 
 Both run `check_subject`, which applies ingest's own checks (`voxflow.inputs.images.read_header` and
-`read_image`, `voxflow.preprocess.ingest.check_label_grid` and `check_label_values`) to every file
+`read_image`, `voxflow.inputs.validate.check_label_grid` and `check_label_values`) to every file
 of a subject and collects one (subject, file, problem, severity) row per broken file instead of
 stopping at the first, so a cohort's problems come out as one table. Severity "error": ingest would
 fail on it; "warning": valid but suspicious (a modality covering a thin slab, a label without
@@ -23,7 +24,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from voxflow.inputs.images import Grid, InputError, atomic_path, read_header, read_image
+from voxflow.inputs.images import Grid, InputError, read_header, read_image
+from voxflow.core.atomic import atomic_path
+from voxflow.inputs.images import grid_summary
+from voxflow.inputs.images import same_grid
+import SimpleITK as sitk
 
 COLUMNS = ("subject", "file", "problem", "severity")
 SEVERITIES = ("error", "warning")
@@ -104,7 +109,7 @@ def check_subject(subject: str, images: dict[str, str], label: str | None, refer
     error is the first error row. `problem` is the (file, problem) the input layout found at parse time.
     Warnings (severity "warning": a modality covering a thin slab, a label without foreground) follow
     the file's errors, if any, and do not stop ingest."""
-    from voxflow.preprocess.ingest import check_label_grid, check_label_values
+    from voxflow.inputs.validate import check_label_grid, check_label_values
 
     rows: list[Row] = []
     if problem:
@@ -314,106 +319,36 @@ def merge_tables(tables: list[str], out_table: str, out_text: str, missing_ok: b
     return text
 
 
-# --- command line ------------------------------------------------------------------------------------------------
-
-def _read_config_file(path: str) -> dict:
-    """A config file's mapping, or a one-line ConfigError: missing, a directory, unreadable, invalid YAML,
-    or not a mapping (a list, a scalar, an empty file: Snakemake rejects those too)."""
-    import yaml
-
-    from voxflow.errors import ConfigError
-
-    if os.path.isdir(path):
-        raise ConfigError(f"config error: {path} is a directory, not a config file")
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"config error: {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config error: cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-        what = getattr(exc, "problem", None) or (str(exc).strip().splitlines() or [""])[0]
-        raise ConfigError(f"config error: {path} is not valid YAML: {what}{where}") from None
-    if not isinstance(data, dict):
-        held = "it is empty" if data is None else f"it holds a {'list' if isinstance(data, list) else 'single value'}"
-        raise ConfigError(f"config error: {path} is not a mapping ({held}); a config file holds key: value pairs "
-                          "such as output_dir: results")
-    return data
+def check_label_grid(label, reference, subject: str, path: str) -> None:
+    """The label must lie on the reference grid (images or header `Grid`s). When the directions differ,
+    the message shows them and names what differs (size, spacing and origin alone may look identical)."""
+    if same_grid(label, reference):
+        return
+    a, b = f"label grid ({grid_summary(label)}", f"the reference image ({grid_summary(reference)}"
+    if not np.allclose(label.GetDirection(), reference.GetDirection(), atol=1e-3):
+        differ = [name for name, same in (
+            ("sizes", tuple(label.GetSize()) == tuple(reference.GetSize())),
+            ("spacings", np.allclose(label.GetSpacing(), reference.GetSpacing(), atol=1e-3)),
+            ("origins", np.allclose(label.GetOrigin(), reference.GetOrigin(), atol=1e-2))) if not same]
+        raise InputError(subject, path, f"{a}, direction {grid_direction(label)}) does not match {b}, direction "
+                                        f"{grid_direction(reference)}): {' and '.join(differ + ['directions'])} differ")
+    raise InputError(subject, path, f"{a}) does not match {b})")
 
 
-def load_config(configfile: str, base: str | None = "config/config.yaml") -> dict:
-    """The config as the Snakefile sees it: its `configfile:` (config/config.yaml, relative to the
-    working directory, when present) updated by the user's file, then schema defaults and the cohort.
-    A file that is not a readable YAML mapping is a ConfigError (one line naming the file)."""
-    from snakemake.utils import update_config
-
-    config: dict = {}
-    if base and os.path.isfile(base):
-        config = _read_config_file(base)
-    update_config(config, _read_config_file(configfile))
-    return config
-
-
-def main(args) -> int:
-    """`voxflow validate`: exit 0 when every subject is clean, 1 when any has a problem, 2 on a config error."""
-    import yaml
-
-    from voxflow.settings.load import build_cohort, validate_config
-    from voxflow.errors import ConfigError
-    from voxflow.settings import resolve
-
-    schema = args.schema or str(Path(__file__).resolve().parents[2] / "config" / "config.schema.yaml")
-    try:  # the Snakefile's sequence (workflow/rules/common.smk), so that both report the same lines
-        config = validate_config(load_config(args.configfile, args.base_config), schema)
-        cohort = build_cohort(config)
-        resolve(config, cohort)
-    except ConfigError as exc:
-        for line in str(exc).splitlines():
-            print(f"voxflow ERROR [config] {line}", file=sys.stderr)
-        return 2
-    except (OSError, ValueError, yaml.YAMLError) as exc:  # a file a layout reads (sheet, dataset.json) is unreadable
-        first = (str(exc).strip().splitlines() or [""])[0]
-        print(f"voxflow ERROR [config] {args.configfile}: {type(exc).__name__}: {first}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # noqa: BLE001 - never a traceback: one line, exit 2
-        first = (str(exc).strip().splitlines() or [""])[0]
-        print(f"voxflow ERROR [config] {args.configfile}: unexpected {type(exc).__name__} while loading the config: "
-              f"{first}", file=sys.stderr)
-        return 2
-    inp = config["input"]
-    if inp["layout"] == "demo":  # generated by the workflow: only subjects already generated can be checked
-        present = [s for s in cohort.subjects if os.path.isdir(os.path.dirname(next(iter(cohort.images[s].values()))))]
-        print(f"voxflow validate: demo layout, {len(present)} of {len(cohort.subjects)} subjects generated so far",
-              file=sys.stderr)
-        cohort.subjects = present
-    t0 = time.time()
-    voxels = not args.headers_only
-    rows = validate_cohort(cohort, inp, jobs=args.jobs or os.cpu_count() or 1, voxels=voxels,
-                           progress=not args.quiet)
-    if args.out:
-        write_table(rows, args.out)
-    text = format_table(rows)
-    if text:
-        print(text)
-    print(f"{summary(rows, len(cohort.subjects), voxels)} in {time.time() - t0:.1f} s"
-          + (f"; table: {args.out}" if args.out else ""))
-    return 1 if error_rows(rows) else 0
+def check_label_values(label: sitk.Image, subject: str, path: str, allowed: set[int] | None) -> None:
+    """Integer values in 0..255 (stored as uint8), all in the declared set when there is one."""
+    arr = sitk.GetArrayViewFromImage(label)
+    if np.issubdtype(arr.dtype, np.floating):
+        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
+            raise InputError(subject, path, "label has non-integer values")
+    values = set(int(v) for v in np.unique(arr))
+    if min(values) < 0 or max(values) > 255:  # stored as uint8: anything else would wrap silently
+        raise InputError(subject, path, f"label values {sorted(v for v in values if not 0 <= v <= 255)} "
+                                        "outside 0..255")
+    if allowed is not None and not values <= allowed:
+        raise InputError(subject, path,
+                         f"label values {sorted(values - allowed)} not in the declared set {sorted(allowed)}")
 
 
-def add_parser(sub) -> None:
-    v = sub.add_parser("validate", help="check every subject's input files before running the workflow",
-                       description=main.__doc__)
-    v.add_argument("configfile", help="the config given to snakemake --configfile")
-    v.add_argument("--jobs", "-j", type=int, default=0, help="processes (default: all CPU cores)")
-    v.add_argument("--out", "-o", help="also write the table as TSV (subject, file, problem, severity)")
-    v.add_argument("--headers-only", action="store_true",
-                   help="check headers only (fast: dimensions, spacing, orientation, label grid), not the voxels")
-    v.add_argument("--base-config", default="config/config.yaml",
-                   help="the Snakefile's configfile, updated by CONFIGFILE as snakemake does (skipped if absent)")
-    v.add_argument("--schema", help="config schema (default: the project's config/config.schema.yaml)")
-    v.add_argument("--quiet", "-q", action="store_true", help="no progress output")
-    v.set_defaults(func=main)
+def grid_direction(grid) -> str:
+    return "(" + ",".join(f"{round(v, 3) + 0.0:g}" for v in grid.GetDirection()) + ")"

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from voxflow.settings.model import DATASET_NORMALIZATIONS
+from voxflow.core.atomic import atomic_path
 
 MANIFEST = "manifest.json"
 FORMAT = "voxflow-model"
@@ -202,18 +203,12 @@ def export_model(model_dir: str | os.PathLike, archive: str | os.PathLike) -> di
     if out.is_dir():
         raise ModelArchiveError(archive, "is a directory; give the archive's file name (e.g. model.zip)")
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.tmp-", dir=out.parent)
-    os.close(fd)
-    try:
+    with atomic_path(out) as tmp:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
             zf.writestr(MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
             for name, path in files.items():
                 zf.write(path, name)
         os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     # the files may have changed while they were packed (a fold still training): the archive must be what
     # the manifest says
     for name, path in files.items():

@@ -7,7 +7,7 @@ as one archive).
 An INPUT is one subject's folder (its scans matched to the model's modalities by name: `t1.nii.gz`,
 `sub01_t1c.nii.gz`, BraTS `*_flair.nii.gz` / `*-t2f.nii.gz`, nnU-Net `*_0000.nii.gz` in the model's
 modality order), a folder of subject folders, or explicit files `t1=a.nii.gz t2=b.nii.gz`. Each subject
-runs the workflow's own preprocessing chain (`voxflow.pipeline.chain.preprocess_subject`, with the settings the
+runs the workflow's own preprocessing chain (`voxflow.preprocess.steps.preprocess_subject`, with the settings the
 model was trained with), then the workflow's inference (`voxflow.inference.predict.predict_subject`): the same
 code, so the same prediction. Exit codes: 0 every subject predicted, 1 some subject failed (one line
 each; the others ran), 2 a usage or model problem (one line, nothing ran).
@@ -16,7 +16,6 @@ each; the others ran), 2 a usage or model problem (one line, nothing ran).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import shutil
@@ -26,6 +25,7 @@ from pathlib import Path
 
 from voxflow.model_sharing.archive import ModelArchiveError
 from voxflow.model_sharing.inputs import SubjectError, UsageError, resolve_inputs
+from voxflow.core.atomic import write_json_atomic
 
 WORK = ".work"
 
@@ -35,9 +35,7 @@ def _error(msg: str) -> None:
 
 
 def _write_json(obj: dict, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_json_atomic(obj, path, sort_keys=False, default=str, newline=True)
 
 
 def _set_threads(threads: int) -> None:
@@ -70,7 +68,7 @@ def _store_grid_name(subject: str, space: str) -> str:
 def _predict_one(model, subject: str, images: dict[str, str], out_dir: Path, work: Path, device, threads: int,
                  bar) -> dict:
     """One subject: the workflow's chain, then its inference; the outputs land in out_dir/<subject>/."""
-    from voxflow.pipeline.chain import preprocess_subject
+    from voxflow.preprocess.steps import preprocess_subject
     from voxflow.errors import InputError
     from voxflow.inference.predict import predict_subject
 
@@ -187,7 +185,7 @@ def _run_subjects(args, model, out_dir: Path, work_root: Path, id_rule: str, id_
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA device is visible (use --device cpu, or auto)")
-    from voxflow.training.train import pick_device
+    from voxflow.nn.checkpoints import pick_device
 
     device = pick_device(args.device)
     _set_threads(args.threads)

@@ -21,7 +21,14 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from voxflow.errors import InputError
+from voxflow.core.atomic import remove_path
 from voxflow.settings import ChainSettings
+from voxflow.core.layout import fill, validation_table
+from voxflow.core.layout import qc_path
+from voxflow.core.layout import qc_scores_path
+from voxflow.core.layout import store_pattern
+from voxflow.core.layout import sub_path
+from voxflow.core.layout import template_paths
 
 log = logging.getLogger("voxflow.chain")
 
@@ -59,40 +66,6 @@ def _images(root: str, step: str, mods, prefix: str = "img_") -> dict[str, str]:
     """Float intermediates are uncompressed NIfTI: gzip shrinks float32 scans by ~10% and costs ~1.3 s per
     1 mm volume, a third of the preprocessing time. Masks and labels stay gzipped."""
     return {f"{prefix}{m}": os.path.join(root, "preprocess", "{subject}", step, f"{m}.nii") for m in mods}
-
-
-def sub_path(root: str, step: str, name: str) -> str:
-    """Per-subject file of a step: <root>/preprocess/<subject>/<step>/<name>."""
-    return os.path.join(root, "preprocess", "{subject}", step, name)
-
-
-def qc_path(root: str, step: str) -> str:
-    return os.path.join(root, "qc", "{subject}", f"{step}.png")
-
-
-def qc_scores_path(root: str) -> str:
-    return os.path.join(root, "qc", "{subject}", "scores.json")
-
-
-def store_path(root: str) -> str:
-    return os.path.join(root, "zarr", "{subject}.zarr")
-
-
-def validation_table(root: str) -> str:
-    return os.path.join(root, "validation", "subjects", "{subject}.tsv")
-
-
-def template_paths(root: str, resolution_mm: int) -> dict[str, str]:
-    """The MNI152 template (image, brain mask, grey- and white-matter maps) at the registration's resolution,
-    written once per run."""
-    image = os.path.join(root, "template", f"mni152_{resolution_mm}mm.nii.gz")
-    return {"image": image, **template_files(image)}
-
-
-def template_files(image: str) -> dict[str, str]:
-    """The files written with the template `image` (template_paths): its brain mask and tissue maps."""
-    base = image[: -len(".nii.gz")]
-    return {"mask": f"{base}_mask.nii.gz", "gm": f"{base}_gm.nii.gz", "wm": f"{base}_wm.nii.gz"}
 
 
 def space_mask_path(root: str, cs: ChainSettings) -> str:
@@ -165,7 +138,7 @@ def build_chain(cs: ChainSettings, root: str, normalization: str | None = None) 
     steps.append(Step("to_zarr", weight="light", folders=frozenset({"zarr"}),
                       inputs={**grid, "mask": space_mask_path(root, cs), **space_label, "xfm": xfm,
                               **({"normalization": normalization} if normalization else {})},
-                      outputs={"zarr": store_path(root)},
+                      outputs={"zarr": store_pattern(root)},
                       config={**pre["normalize"], **pre["zarr"], "modalities": mods, "space": cs.space,
                               "methods": dict(cs.norm_methods)},
                       subject_config=lambda raw: {"native_reference": raw.images[ref],
@@ -201,10 +174,6 @@ def raw_files(raw: RawSubject, demo: bool = False) -> dict[str, str]:
     if raw.label:
         files["label"] = raw.label
     return {k: v for k, v in files.items() if v and (demo or os.path.exists(v))}
-
-
-def fill(pattern: str, subject: str) -> str:
-    return pattern.replace("{subject}", subject)
 
 
 def step_spec(st: Step, subject: str, raw: RawSubject, demo: bool = False) -> dict:
@@ -273,31 +242,6 @@ def run_chain(subject: str, specs: list[dict], on_error: str = "stop", status: s
     return {"seconds": done}
 
 
-def preprocess_subject(settings: Mapping[str, Any], subject: str, images: Mapping[str, str], work_dir: str | Path,
-                       normalization: str | None = None, threads: int = 1,
-                       progress: Callable[[str], None] | None = None) -> str:
-    """One scan through the workflow's chain, outside Snakemake (`voxflow predict`): `settings` is a trained
-    model's settings.json, `images` modality -> raw file. Writes the intermediate files, QC images and the
-    store under `work_dir`; returns the store's path. A bad scan raises InputError (subject, file, problem)."""
-    from voxflow.preprocess.mni import write_template
-
-    cs = ChainSettings.from_json(settings, has_label=False)
-    missing = [m for m in cs.modalities if not images.get(m)]
-    if missing:
-        raise InputError(subject, "-", f"no file for modalit{'y' if len(missing) == 1 else 'ies'} {missing} "
-                                       f"(the model needs {list(cs.modalities)})")
-    root = str(work_dir)
-    steps = build_chain(cs, root, normalization)
-    if cs.space == "mni":
-        tpl = template_paths(root, cs.preprocess["mni"]["resolution_mm"])
-        if not all(os.path.exists(p) for p in tpl.values()):
-            write_template(int(cs.preprocess["mni"]["resolution_mm"]), tpl["image"], tpl["mask"], tpl["gm"], tpl["wm"])
-    raw = RawSubject(images={m: str(images[m]) for m in cs.modalities})
-    specs = [step_spec(st, subject, raw) for st in steps]
-    run_chain(subject, specs, on_error="stop", threads=threads, progress=progress)
-    return fill(store_path(root), subject)
-
-
 def machine_failure(exc: Exception) -> bool:
     """A failure of the machine, not of the subject's data (out of memory, a full disk): the job fails, so that
     it is retried (a cluster profile retries with more memory) rather than the subject excluded for good."""
@@ -315,8 +259,3 @@ def failure_record(exc: Exception) -> dict:
     first = (str(exc).strip().splitlines() or [""])[0][:300]
     return {"step": step, "file": "-", "problem": f"{type(exc).__name__}: {first}".rstrip(": ")}
 
-
-def remove_path(path: str) -> None:
-    from voxflow.inputs.images import _remove
-
-    _remove(Path(path))

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 STEPS: dict[str, str] = {
     # the built-in demo cohort and the MNI152 template
-    "demo": "voxflow.preprocess.steps:demo",
+    "demo": "voxflow.demo.steps:demo",
     "template": "voxflow.preprocess.steps:template",
     # a subject's preprocessing chain (voxflow.pipeline.chain lists their files and order)
     "validate": "voxflow.inputs.validate:validate",
@@ -26,13 +26,13 @@ STEPS: dict[str, str] = {
     # cohort
     "normalization_stats": "voxflow.preprocess.steps:normalization_stats",
     "qc_flags": "voxflow.qc.cohort:qc_flags",
-    "split": "voxflow.training.steps:split",
-    "fingerprint": "voxflow.training.steps:fingerprint",
-    "plan": "voxflow.training.steps:plan",
+    "split": "voxflow.planning.steps:split",
+    "fingerprint": "voxflow.planning.steps:fingerprint",
+    "plan": "voxflow.planning.steps:plan",
     "train": "voxflow.training.steps:train",
-    "postprocess_plan": "voxflow.training.steps:postprocess_plan",
-    "choose_configuration": "voxflow.training.steps:choose_configuration",
-    "predict": "voxflow.training.steps:predict",
+    "postprocess_plan": "voxflow.postprocessing.steps:postprocess_plan",
+    "choose_configuration": "voxflow.inference.steps:choose_configuration",
+    "predict": "voxflow.inference.steps:predict",
     "train_synthesis": "voxflow.synth.complete:train_synthesis",
     "complete_subject": "voxflow.synth.complete:complete_subject",
     "evaluate": "voxflow.evaluation.evaluate:evaluate",

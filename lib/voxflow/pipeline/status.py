@@ -6,27 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from voxflow.errors import InputError
-from voxflow.preprocess.store import write_json_atomic
+from voxflow.core.atomic import write_json_atomic
 
 
 def subject_lists(inp: dict, cfg: dict) -> dict:
     """{"subjects": [...], ...}: the rule's `subjects` file (written by a localrule, because subject lists
     overflow the command line of big cohorts), or the config itself when a caller passes them there."""
     return json.loads(Path(inp["subjects"]).read_text()) if inp.get("subjects") else cfg
-
-
-def store_path(path: str) -> str:
-    """A subject's zarr store from what a rule names as its input: the store itself, or the subject's status
-    file (status/subjects/<subject>.json), which stands for the store where no rule can declare it (input.on_error:
-    exclude, one job per subject: an excluded subject has none)."""
-    if str(path).endswith(".json"):
-        status = json.loads(Path(path).read_text())
-        if status.get("status") != "ok" or not status.get("store"):
-            raise InputError(status.get("subject", "?"), path, f"subject was excluded at its {status.get('step')} "
-                                                                f"step: {status.get('problem')}")
-        return status["store"]
-    return str(path)
 
 
 def validation_rows(table: str | None) -> list[tuple]:

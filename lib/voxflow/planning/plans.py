@@ -8,9 +8,11 @@ choices the config overrode, the split holds which subject is in which fold.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
+from voxflow.core.parallel import compute
+from voxflow.core.split import training_subjects
 
 # Activation bytes per voxel and per base feature, forward + backward, fp32, summed over a U-Net's
 # stages: ~ 2 convs x (feat x 4 bytes) x 2 (grad) x ~2.5 (norm/act/skip copies). A 128^3 patch,
@@ -65,18 +67,6 @@ def fingerprint(stores: dict[str, str], scheduler: str = "threads") -> dict:
         "class_voxels": dict(sorted(counts.items(), key=lambda kv: int(kv[0]))),
         "brain_voxels_median": int(np.median([r["brain_voxels"] for r in results])),
     }
-
-
-def compute(tasks, scheduler: str):
-    """dask.compute with the configured scheduler; an address means a running distributed scheduler."""
-    import dask
-
-    if "://" in scheduler or (":" in scheduler and scheduler not in ("threads", "processes", "synchronous")):
-        from distributed import Client
-
-        with Client(scheduler) as client:
-            return list(client.gather(client.compute(tasks)))
-    return list(dask.compute(*tasks, scheduler=scheduler))
 
 
 def estimate_memory_gb(patch: Sequence[int], batch: int, base_features: int, n_channels: int) -> float:
@@ -219,72 +209,38 @@ def choose_stem(requested: str, dim: str, device: str, patch: Sequence[int], spa
                        "the first convolution is strided, a light full-resolution head restores the detail")
 
 
-def make_split(subjects: Sequence[str], n_folds: int, test_fraction: float, seed: int,
-               test_subjects: Sequence[str] | None = None, qc_excluded: Mapping[str, list[str]] | None = None,
-               holdout_fraction: float = 0.2, incomplete: Mapping[str, Mapping[str, str]] | None = None) -> dict:
-    """Deterministic held-out test list + k folds over the rest (same seed, same split).
-
-    One fold (no cross-validation) still needs cases the model did not train on, to decide the post-processing
-    and validate on: `holdout_fraction` of the training subjects (at least 1 when there are 2 or more) are its
-    validation subjects. The model trained without them is the one kept: retraining on all would double the cost
-    and leave the decision measured on another model.
-
-    `qc_excluded` (subject -> its QC flags; qc.exclude_flagged): those subjects are split as if absent, then added
-    to the test subjects (predicted and evaluated, never trained on) and recorded with their flags. `incomplete`
-    (subject -> {modality: why}; input.missing: synthesize) likewise: they are predicted once the synthesis model
-    completed them, never trained on, and recorded as `incomplete`."""
-    flagged, lacking = dict(qc_excluded or {}), dict(incomplete or {})
-    if flagged or lacking:  # split the others as if these were absent, then predict them with the test subjects
-        never = flagged.keys() | lacking.keys()
-        sp = make_split([s for s in subjects if s not in never], n_folds, test_fraction, seed,
-                        [s for s in test_subjects or [] if s not in never] or None, holdout_fraction=holdout_fraction)
-        kept = set(subjects)
-        sp["test"] = sorted(set(sp["test"]) | (never & kept))
-        if flagged:
-            sp["qc_excluded"] = [{"subject": s, "flags": list(flagged[s])} for s in sorted(flagged.keys() & kept)]
-        if lacking:
-            sp["incomplete"] = [{"subject": s, "missing": dict(lacking[s])} for s in sorted(lacking.keys() & kept)]
-        return sp
-    subjects = sorted(subjects)
-    rng = np.random.default_rng(seed)
-    order = [subjects[i] for i in rng.permutation(len(subjects))]
-    if test_subjects:
-        test = sorted(test_subjects)
-    else:
-        n_test = int(round(len(subjects) * test_fraction))
-        test = sorted(order[:n_test])
-    held_out = set(test)  # sets: 10 000 subjects in lists took seconds
-    pool = [s for s in order if s not in held_out]
-    if n_folds == 1:  # no cross-validation: a held-out validation set (none: validation patches from training)
-        n_val = max(1, int(round(len(pool) * holdout_fraction))) if holdout_fraction > 0 and len(pool) >= 2 else 0
-        val = sorted(pool[:n_val])
-        return {"seed": seed, "n_folds": 1, "test": test, "holdout_fraction": holdout_fraction,
-                "folds": [{"fold": 0, "train": sorted(pool[n_val:]), "val": val}]}
-    if len(pool) < n_folds:
-        raise ValueError(f"{len(pool)} training subjects cannot make {n_folds} folds")
-    folds = []
-    for k in range(n_folds):
-        val = sorted(pool[k::n_folds])
-        in_val = set(val)
-        folds.append({"fold": k, "train": sorted(s for s in pool if s not in in_val), "val": val})
-    return {"seed": seed, "n_folds": n_folds, "test": test, "folds": folds}
-
-
-def training_subjects(split: dict) -> list[str]:
-    """Every subject a model may learn from (the folds' train and validation subjects, never the test ones),
-    sorted: the one definition the plan, the dataset-level normalization and the training stores use."""
-    return sorted({s for f in split["folds"] for s in f["train"] + f["val"]})
-
-
 def write_training_stores(split_path: str, store_pattern: str, out: str) -> dict[str, str]:
     """model/stores.json: each training subject's store (`store_pattern` with {subject}), the one list that plan,
     train and postprocess_plan read instead of thousands of inputs each."""
     import json
     from pathlib import Path
 
-    from voxflow.preprocess.store import write_json_atomic
+    from voxflow.core.atomic import write_json_atomic
 
     stores = {s: store_pattern.replace("{subject}", s)
               for s in training_subjects(json.loads(Path(split_path).read_text()))}
     write_json_atomic(stores, out)
     return stores
+
+
+def cascade_stage(plans: dict) -> str | None:
+    """"lowres", "fullres" (the two stages of a cascade, voxflow.planning.cascade) or None."""
+    return (plans.get("cascade") or {}).get("stage")
+
+
+def n_inputs(plans: dict) -> int:
+    """Input channels: the modalities, and a cascade's full-resolution stage adds the low-resolution prediction
+    one-hot (one channel per foreground class)."""
+    prev = plans["cascade"]["prev_channels"] if cascade_stage(plans) == "fullres" else 0
+    return len(plans["modalities"]) + int(prev)
+
+
+def n_outputs(plans: dict) -> int:
+    """Output channels: one per region (train.regions), else one per class (plans of older models lack the key)."""
+    return int(plans.get("n_outputs") or plans["n_classes"])
+
+
+def region_index_groups_of(plans: dict) -> list[list[int]] | None:
+    from voxflow.core.labels import region_index_groups
+
+    return region_index_groups(plans["regions"], plans["label_values"]) if plans.get("regions") else None

@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 
-from voxflow.inputs.images import atomic_path, write_ants
+from voxflow.inputs.images import write_ants
+from voxflow.core.atomic import atomic_path
 
 
 def coarse_copy(img, spacing_mm: float):

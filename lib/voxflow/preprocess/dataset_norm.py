@@ -11,7 +11,7 @@ Two schemes need the whole training set rather than one scan:
   last land on the standard scale's ends; their mean is the standard histogram. A subject is
   standardized by the piecewise-linear map from its own landmarks to the standard ones.
 
-One dask task per training subject (`voxflow.planning.plans.compute`: threads, processes or a
+One dask task per training subject (`voxflow.core.parallel.compute`: threads, processes or a
 distributed scheduler); the result is a readable normalization.json in the model folder, which
 every subject's to_zarr step reads back, test subjects included: nothing is learned from them.
 """
@@ -99,7 +99,7 @@ def learn(subjects: Mapping[str, dict], methods: Mapping[str, str], *, scheduler
     """`subjects`: subject -> {"images": {modality: path}, "mask": path, "label": path or None}."""
     import dask
 
-    from voxflow.planning.plans import compute
+    from voxflow.core.parallel import compute
 
     if not subjects:
         raise ValueError("no training subjects to learn the intensity statistics from")

@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 import SimpleITK as sitk
 
-from voxflow.inputs.images import InputError, grid_summary, read_image, same_grid, write_image
+from voxflow.inputs.images import InputError, read_image, write_image
+from voxflow.inputs.validate import check_label_grid, check_label_values
 
 CANONICAL = "LPS"
 
@@ -21,41 +21,6 @@ CANONICAL = "LPS"
 def canonical(img: sitk.Image) -> sitk.Image:
     """Permute/flip axes so the direction matrix is as close to identity as possible."""
     return sitk.DICOMOrient(img, CANONICAL)
-
-
-def _direction(grid) -> str:
-    return "(" + ",".join(f"{round(v, 3) + 0.0:g}" for v in grid.GetDirection()) + ")"
-
-
-def check_label_grid(label, reference, subject: str, path: str) -> None:
-    """The label must lie on the reference grid (images or header `Grid`s). When the directions differ,
-    the message shows them and names what differs (size, spacing and origin alone may look identical)."""
-    if same_grid(label, reference):
-        return
-    a, b = f"label grid ({grid_summary(label)}", f"the reference image ({grid_summary(reference)}"
-    if not np.allclose(label.GetDirection(), reference.GetDirection(), atol=1e-3):
-        differ = [name for name, same in (
-            ("sizes", tuple(label.GetSize()) == tuple(reference.GetSize())),
-            ("spacings", np.allclose(label.GetSpacing(), reference.GetSpacing(), atol=1e-3)),
-            ("origins", np.allclose(label.GetOrigin(), reference.GetOrigin(), atol=1e-2))) if not same]
-        raise InputError(subject, path, f"{a}, direction {_direction(label)}) does not match {b}, direction "
-                                        f"{_direction(reference)}): {' and '.join(differ + ['directions'])} differ")
-    raise InputError(subject, path, f"{a}) does not match {b})")
-
-
-def check_label_values(label: sitk.Image, subject: str, path: str, allowed: set[int] | None) -> None:
-    """Integer values in 0..255 (stored as uint8), all in the declared set when there is one."""
-    arr = sitk.GetArrayViewFromImage(label)
-    if np.issubdtype(arr.dtype, np.floating):
-        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
-            raise InputError(subject, path, "label has non-integer values")
-    values = set(int(v) for v in np.unique(arr))
-    if min(values) < 0 or max(values) > 255:  # stored as uint8: anything else would wrap silently
-        raise InputError(subject, path, f"label values {sorted(v for v in values if not 0 <= v <= 255)} "
-                                        "outside 0..255")
-    if allowed is not None and not values <= allowed:
-        raise InputError(subject, path,
-                         f"label values {sorted(values - allowed)} not in the declared set {sorted(allowed)}")
 
 
 def check_label(label: sitk.Image, reference: sitk.Image, subject: str, path: str,

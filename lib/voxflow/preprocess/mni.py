@@ -17,7 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from voxflow.inputs.images import atomic_path, write_ants
+from voxflow.inputs.images import write_ants
+from voxflow.core.atomic import atomic_path
+from voxflow.core.atomic import write_json_atomic
 
 TRANSFORMS = {"rigid": "Rigid", "affine": "Affine", "syn": "SyN"}
 
@@ -78,8 +80,7 @@ def keep_transforms(reg: dict, xfm_dir: str | Path) -> dict:
     # ANTs convention: affine (.mat) entries of the inverse list must be inverted when applied.
     spec = {"native_to_mni": fwd, "mni_to_native": inv,
             "mni_to_native_invert": [name.endswith(".mat") for name in inv]}
-    with atomic_path(xfm_dir / "transforms.json") as tmp:
-        tmp.write_text(json.dumps(spec, indent=2))
+    write_json_atomic(spec, xfm_dir / "transforms.json", sort_keys=False)
     return spec
 
 

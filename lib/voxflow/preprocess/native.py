@@ -15,7 +15,6 @@ predictions back to the raw grid unchanged.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,7 +23,9 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from voxflow.inputs.images import InputError, atomic_path, write_image
+from voxflow.inputs.images import InputError, write_image
+from voxflow.core.atomic import atomic_path
+from voxflow.core.atomic import write_json_atomic
 
 INTERPOLATORS = {"linear": sitk.sitkLinear, "bSpline": sitk.sitkBSpline}
 
@@ -132,8 +133,7 @@ def write_identity_transforms(xfm_dir: str | Path, extra: dict) -> dict:
         sitk.WriteTransform(sitk.AffineTransform(3), str(tmp))
     spec = {"native_to_mni": ["identity.mat"], "mni_to_native": ["identity.mat"],
             "mni_to_native_invert": [False], **extra}
-    with atomic_path(xfm_dir / "transforms.json") as tmp:
-        tmp.write_text(json.dumps(spec, indent=2))
+    write_json_atomic(spec, xfm_dir / "transforms.json", sort_keys=False)
     return spec
 
 

@@ -14,19 +14,16 @@ from typing import Any
 import numpy as np
 
 from voxflow.inputs.images import InputError
-from voxflow.preprocess.store import write_json_atomic
+from voxflow.core.atomic import write_json_atomic
 from voxflow.pipeline.status import subject_lists
+from voxflow.pipeline.chain import RawSubject, build_chain, run_chain, step_spec
+from voxflow.core.layout import fill, store_pattern, template_paths
+from collections.abc import Callable, Mapping
+import os
+from voxflow.settings.model import ChainSettings
 
 def by_modality(files: dict, prefix: str = "img_") -> dict[str, str]:
     return {k[len(prefix):]: v for k, v in files.items() if k.startswith(prefix)}
-
-
-def demo(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
-    from voxflow.demo.mri import generate_subject
-
-    index = int(cfg["index"])
-    return generate_subject(subject, index, cfg["raw_dir"], cfg["truth_dir"], modalities=cfg["modalities"],
-                            seed=cfg["seed"], spacing_scale=cfg["spacing_scale"], fault=cfg.get("fault"))
 
 
 def ingest(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
@@ -102,7 +99,7 @@ def mni(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict
                             cfg["interpolation"], qc=qc)
     registration_qc(qc["image"], qc["template"], qc["spacing_zyx"], out["qc"],
                     f"{subject}: in MNI152 ({cfg['transform']})")
-    from voxflow.pipeline.chain import template_files
+    from voxflow.core.layout import template_files
 
     qc_seconds = write_mni_scores(out["scores"], qc, cfg["reference"], template_files(inp["template"]),
                                   brain_extracted=cfg.get("brain_extracted", True))
@@ -234,10 +231,10 @@ def normalization_stats(subject: str, inp: dict, out: dict, cfg: dict, threads: 
     """Learn the dataset-level normalization over the training subjects (split.json's train + val
     when there is a split, else every subject) with dask; write normalization.json."""
     from voxflow.preprocess.dataset_norm import learn
-    from voxflow.preprocess.store import write_json_atomic
+    from voxflow.core.atomic import write_json_atomic
 
     if inp.get("split"):
-        from voxflow.planning.plans import training_subjects
+        from voxflow.core.split import training_subjects
 
         subjects = training_subjects(json.loads(Path(inp["split"]).read_text()))
     else:  # no labels, no split: the whole cohort
@@ -278,3 +275,28 @@ def chain(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> di
                         demo=bool(cfg.get("demo")))
     return run_chain(subject, specs, on_error=cfg.get("on_error", "stop"), status=out.get("status"),
                      store=cfg.get("store"), qc_dir=out.get("qc"), threads=threads)
+
+
+def preprocess_subject(settings: Mapping[str, Any], subject: str, images: Mapping[str, str], work_dir: str | Path,
+                       normalization: str | None = None, threads: int = 1,
+                       progress: Callable[[str], None] | None = None) -> str:
+    """One scan through the workflow's chain, outside Snakemake (`voxflow predict`): `settings` is a trained
+    model's settings.json, `images` modality -> raw file. Writes the intermediate files, QC images and the
+    store under `work_dir`; returns the store's path. A bad scan raises InputError (subject, file, problem)."""
+    from voxflow.preprocess.mni import write_template
+
+    cs = ChainSettings.from_json(settings, has_label=False)
+    missing = [m for m in cs.modalities if not images.get(m)]
+    if missing:
+        raise InputError(subject, "-", f"no file for modalit{'y' if len(missing) == 1 else 'ies'} {missing} "
+                                       f"(the model needs {list(cs.modalities)})")
+    root = str(work_dir)
+    steps = build_chain(cs, root, normalization)
+    if cs.space == "mni":
+        tpl = template_paths(root, cs.preprocess["mni"]["resolution_mm"])
+        if not all(os.path.exists(p) for p in tpl.values()):
+            write_template(int(cs.preprocess["mni"]["resolution_mm"]), tpl["image"], tpl["mask"], tpl["gm"], tpl["wm"])
+    raw = RawSubject(images={m: str(images[m]) for m in cs.modalities})
+    specs = [step_spec(st, subject, raw) for st in steps]
+    run_chain(subject, specs, on_error="stop", threads=threads, progress=progress)
+    return fill(store_pattern(root), subject)

@@ -19,13 +19,12 @@ never corrupts the others; adding a subject touches nothing else.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from voxflow.inputs.images import atomic_path
+from voxflow.core.atomic import atomic_path
 
 NGFF_VERSION = "0.4"
 
@@ -141,17 +140,6 @@ def _color(v: int) -> list[int]:
     return palette.get(v, [(37 * v) % 256, (91 * v) % 256, (53 * v) % 256, 255])
 
 
-def read_subject_store(path: str | Path) -> dict:
-    """Read a whole store back (arrays as numpy) — for tests, evaluation and small cohorts."""
-    import zarr
-
-    root = zarr.open_group(str(path), mode="r")
-    meta = dict(root.attrs["voxflow"])
-    out = {"image": root["0"][:], "meta": meta, "mask": root["labels/brain/0"][:]}
-    out["label"] = root["labels/lesion/0"][:] if meta["has_label"] else None
-    return out
-
-
 # the attrs write_subject_store sets itself; a store's other attrs are its extra_attrs
 _OWN_ATTRS = frozenset({"modalities", "shape_zyx", "spacing_zyx", "origin_xyz", "direction", "dtype", "chunks",
                         "transforms", "has_label", "label_classes", "brain_voxels"})
@@ -170,6 +158,3 @@ def write_store_like(data: dict, image: np.ndarray, path: str | Path, modalities
                         meta["transforms"], extra_attrs=extra, **settings)
 
 
-def write_json_atomic(obj, path: str | Path) -> None:
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps(obj, indent=2, sort_keys=True))

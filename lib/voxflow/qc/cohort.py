@@ -33,7 +33,7 @@ def score_table(files: Mapping[str, str], scheduler: str = "threads") -> pd.Data
     """subject -> its scores.json, read with dask (one task per file), as one long table."""
     import dask
 
-    from voxflow.planning.plans import compute
+    from voxflow.core.parallel import compute
 
     rows = compute([dask.delayed(read_scores)(p) for p in files.values()], scheduler) if files else []
     table = pd.DataFrame([r for part in rows for r in part], columns=SCORE_COLUMNS)
@@ -71,7 +71,7 @@ def read_flags(path: str | Path) -> pd.DataFrame:
 
 def qc_flags(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
     """Rule qc_flags: the included subjects' scores (status/cohort.json) -> qc/scores.tsv and qc/flags.tsv."""
-    from voxflow.inputs.images import atomic_path
+    from voxflow.core.atomic import atomic_path
 
     subjects: Sequence[str] = json.loads(Path(inp["cohort"]).read_text())["subjects"]
     files = {s: cfg["scores"].replace("{subject}", s) for s in subjects}

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from voxflow.inputs.images import atomic_path
+from voxflow.core.atomic import atomic_path
 
 
 def _plt():

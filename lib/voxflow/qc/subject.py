@@ -18,7 +18,7 @@ import numpy as np
 from scipy import ndimage  # at import, not in the timed scores: the chain's N4 step imports it anyway
 
 from voxflow.qc import scores as q
-from voxflow.preprocess.store import write_json_atomic
+from voxflow.core.atomic import write_json_atomic
 
 Scores = dict[str, dict[str, float]]  # modality (or "mask") -> score name -> value
 # Scores are taken on a regular subsample of about this spacing: every score here is a statistic over hundreds of

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from voxflow.inputs.images import atomic_path
+from voxflow.core.atomic import atomic_path
 from voxflow.report.choice import TITLE as CHOICE_TITLE
 from voxflow.report.choice import has_choice, model_choice
 from voxflow.report.data import (cell, git_commit, lesion_dice, main_space, overlay_arrays, package_versions,
@@ -43,7 +43,8 @@ from voxflow.report.plots import (PRED_COLOR, REF_COLOR, curve_figure, metric_fi
 from voxflow.report.qc import cohort_qc, flagged_order
 from voxflow.report.synthesis import TITLE as SYNTHESIS_TITLE
 from voxflow.report.synthesis import has_synthesis, synthesis_section
-from voxflow.pipeline.status import store_path, subject_lists
+from voxflow.pipeline.status import subject_lists
+from voxflow.core.stores import store_path
 
 log = logging.getLogger("voxflow")
 
@@ -115,7 +116,7 @@ def write_shown_subjects(metrics_tsv: str | None, predicted_json: str, cohort_js
     """status/report_subjects.json (the checkpoint report_subjects): shown_subjects from the run's files."""
     import json
 
-    from voxflow.preprocess.store import write_json_atomic
+    from voxflow.core.atomic import write_json_atomic
 
     with open(predicted_json) as fh:
         predicted = json.load(fh)["subjects"]

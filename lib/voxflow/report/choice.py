@@ -72,7 +72,7 @@ def _change(before: float | None, after: float | None, digits: int) -> dict:
 
 
 def _plans_groups(plans: Mapping | None) -> list | None:
-    """The groups the ensembles were scored on (voxflow.training.steps.choose_configuration): plans' regions, else
+    """The groups the ensembles were scored on (voxflow.inference.steps.choose_configuration): plans' regions, else
     one group per foreground label."""
     if not plans:
         return None

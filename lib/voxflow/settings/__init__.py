@@ -1,20 +1,19 @@
 """The config resolved once: every derived value (the chain's steps, the normalization method of each
 modality, which modality is CT, one job per subject or per step, training or predicting) computed here
 from the validated config and read by the rules, the steps and `voxflow validate` (nnU-Net's plans /
-configuration manager is the model). The cross-field checks live in `voxflow.settings.checks`."""
+configuration manager is the model).
+
+One loader (voxflow.settings.loader): `load(configfile)` reads the YAML over config/config.yaml as the Snakefile
+does, `load_config_dict(config)` takes the dict Snakemake merged; both validate against the packaged schema
+(voxflow.settings.schema), build the cohort, run the cross-field checks (voxflow.settings.checks) and resolve
+the Settings (voxflow.settings.model), returned together as a `Loaded`."""
 
 from __future__ import annotations
 
-from voxflow.inputs.cohort import Cohort
 from voxflow.settings.checks import check_config
+from voxflow.settings.loader import Loaded, build_cohort, load, load_config_dict, resolve
 from voxflow.settings.model import ChainSettings, Settings
+from voxflow.settings.schema import validate_config
 
-
-def resolve(config: dict, cohort: Cohort) -> Settings:
-    """The validated config (voxflow.settings.load.validate_config) checked across its fields against the cohort
-    (ConfigError listing every mistake), then resolved into its typed Settings."""
-    check_config(config, cohort)
-    return Settings.from_config(config, cohort)
-
-
-__all__ = ["ChainSettings", "Settings", "check_config", "resolve"]
+__all__ = ["ChainSettings", "Loaded", "Settings", "build_cohort", "check_config", "load", "load_config_dict",
+           "resolve", "validate_config"]

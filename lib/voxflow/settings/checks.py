@@ -100,7 +100,7 @@ def _check_labels(config: dict, cohort: Cohort) -> list[str]:
 
 def _check_split(config: dict, cohort: Cohort) -> list[str]:
     """The split of a training run (labels, no predict.model_dir), as the workflow makes it (make_split)."""
-    from voxflow.planning.plans import make_split
+    from voxflow.core.split import make_split
 
     inp, sp = config["input"], config["split"]
     if not inp["label"] or config["predict"]["model_dir"]:
@@ -191,7 +191,7 @@ def _check_model_dir(config: dict, cohort: Cohort) -> list[str]:
         return [f"config error at 'predict.model_dir': {model!r} is not a directory"]
     inference = os.path.join(model, "inference.json")
     if os.path.isfile(inference):  # a model of several configurations (model.configurations): the chosen ones
-        from voxflow.inference.choose import inference_models
+        from voxflow.core.layout import inference_models
 
         missing = [] if os.path.isfile(os.path.join(model, "plans.json")) else ["plans.json"]
         try:

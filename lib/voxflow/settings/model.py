@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 # Dataset-level intensity normalizations: learned over the training subjects (model/normalization.json),
 # applied by every subject's to_zarr, so the store is written after a cohort step.
@@ -124,6 +124,109 @@ class Settings:
                    evaluate=has_label and (bool(model_dir) or config["train"]["epochs"] > 0),
                    folds=tuple(int(k) for k in folds), train_processes=train_processes(config["train"]))
 
+    # --- the config's sections and the workflow's decisions, as the rules read them ---------------------------------
+    # A section is passed through as the config's very dict (its JSON is a step's params, which Snakemake's params
+    # trigger compares: the same values give the same text); the rules never read the config itself.
+
+    SECTIONS: ClassVar[tuple[str, ...]] = ("input", "demo", "preprocess", "qc", "dask", "split", "model", "train",
+                                           "synthesis", "infer", "postprocess", "predict", "evaluate", "resources")
+
+    def section(self, name: str) -> dict[str, Any]:
+        """A section of the validated config (schema defaults filled), unchanged: what a step reads of it."""
+        if name not in self.SECTIONS:
+            raise KeyError(f"no config section {name!r}; sections: {', '.join(self.SECTIONS)}")
+        return self.config[name]
+
+    @property
+    def layout(self) -> str:
+        """input.layout: how the cohort is found (demo, folders, sheet, brats, msd, bids)."""
+        return str(self.config["input"]["layout"])
+
+    @property
+    def dask_scheduler(self) -> str:
+        """dask.scheduler, as the cohort steps receive it."""
+        return self.config["dask"]["scheduler"]
+
+    @property
+    def exclude_flagged(self) -> bool:
+        """qc.exclude_flagged: the split waits for the cohort QC and leaves the flagged subjects out of training."""
+        return bool(self.config["qc"]["exclude_flagged"])
+
+    @property
+    def configurations(self) -> tuple[str, ...]:
+        """The configurations trained side by side (model.configurations, 3d_cascade added by model.cascade),
+        each in model/<configuration>/; () for model.dim alone, in model/."""
+        model = self.config["model"]
+        return tuple(dict.fromkeys(list(model["configurations"] or []) + (["3d_cascade"] if model["cascade"] else [])))
+
+    @property
+    def epochs(self) -> int:
+        return self.config["train"]["epochs"]
+
+    @property
+    def writes_report(self) -> bool:
+        """The run predicts (a model trained here or predict.model_dir) and ends with report/report.html."""
+        return bool(self.predict_model_dir or (self.chain.has_label and self.epochs > 0))
+
+    @property
+    def exports_model(self) -> bool:
+        """The run trains a model, and writes model/settings.json (what `voxflow export-model` packs with the folds)."""
+        return bool(self.training and self.epochs > 0)
+
+    @property
+    def train_threads(self) -> int:
+        return self.config["train"]["threads"]
+
+    @property
+    def train_gpus(self) -> int:
+        """The `gpu` resource of a training job (the segmentation folds, the synthesis model): see launch.train_gpus."""
+        from voxflow.settings.launch import train_gpus
+
+        return train_gpus(self.config["train"])
+
+    @property
+    def predict_gpus(self) -> int:
+        """The `gpu` resource of a prediction job: one GPU when train.gpu asks for GPUs."""
+        return 1 if self.config["train"]["gpu"] else 0
+
+    @property
+    def synthesis_threads(self) -> int:
+        return self.config["synthesis"]["threads"]
+
+    @property
+    def synthetic_modality_p(self) -> float:
+        """train.augment.synthetic_modality_p (0 when unset): training replaces modalities by the synthesis model's."""
+        return float((self.config["train"]["augment"] or {}).get("synthetic_modality_p") or 0.0)
+
+    @property
+    def predicts_every_subject(self) -> bool:
+        """Every included subject is predicted (predict-only mode, or infer.subjects: all), else the test subjects."""
+        return bool(self.predict_model_dir) or self.config["infer"]["subjects"] != "test"
+
+    @property
+    def writes_probabilities(self) -> bool:
+        """infer.probabilities: a native-space foreground probability map beside each prediction."""
+        return bool(self.config["infer"]["probabilities"])
+
+    @property
+    def eval_subjects_per_job(self) -> int:
+        return self.config["evaluate"]["subjects_per_job"]
+
+    def mem_mb(self, kind: str) -> int:
+        """Memory (MB) of a job of `kind` (light, heavy), from the resources section (the rules double it per retry)."""
+        return self.config["resources"][f"mem_mb_{kind}"]
+
+    def runtime_min(self, kind: str) -> int:
+        """Wall-time limit (minutes) of a job of `kind` (light, heavy, train, infer). A training fold's covers
+        train.budget_minutes, with room for the predictions of its validation subjects."""
+        import math
+
+        base = self.config["resources"][f"runtime_min_{kind}"]
+        budget = self.config["train"].get("budget_minutes")
+        if kind == "train" and budget:
+            base = max(base, int(math.ceil(budget * 1.25)) + 30)
+        return base
+
     @property
     def model_dir(self) -> str:
         """The model the predictions use: the trained one of this run, or predict.model_dir."""
@@ -142,5 +245,5 @@ class Settings:
     def store_declared(self) -> bool:
         """Whether a rule declares the zarr store as its output. The fused job of the exclude mode cannot (a job
         must write every declared output, and an excluded subject has no store): there the status file stands
-        for the store, and the steps that read a store resolve it (voxflow.pipeline.status.store_path)."""
+        for the store, and the steps that read a store resolve it (voxflow.core.stores.store_path)."""
         return not self.fused or self.chain.dataset_norm or self.on_error == "stop"

@@ -23,7 +23,8 @@ def complete_store(subject: str, store: str, generator_path: str, out_store: str
     figure: every modality, the synthetic ones marked). Returns the synthetic modalities and their marks."""
     import torch
 
-    from voxflow.preprocess.store import read_subject_store, write_store_like
+    from voxflow.preprocess.store import write_store_like
+    from voxflow.core.stores import read_subject_store
     from voxflow.synth.infer import synthesize
     from voxflow.synth.model import load_generator
 
@@ -64,8 +65,8 @@ def complete_subject(subject: str, inp: dict, out: dict, cfg: dict, threads: int
     """The rule complete_subject: the subject's store completed with the synthesis model."""
     import torch
 
-    from voxflow.training.train import pick_device
-    from voxflow.pipeline.status import store_path
+    from voxflow.nn.checkpoints import pick_device
+    from voxflow.core.stores import store_path
 
     torch.set_num_threads(max(1, threads))
     return complete_store(subject, store_path(inp["store"]), inp["generator"], out["zarr"], out.get("qc"),

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from voxflow.inputs.images import atomic_path
+from voxflow.core.atomic import atomic_path
 
 
 def _masked(real: np.ndarray, synth: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -14,24 +14,24 @@ trains on its slice of every global batch, and only rank 0 validates and writes.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from voxflow.inputs.images import atomic_path
+from voxflow.core.atomic import atomic_path
 from voxflow.nn import ddp
 from voxflow.nn.sampler import PatchBatches, Store, _window, choose_start, make_loader, read_patch
-from voxflow.training.train import load_checkpoint, pick_device, poly_lr, sample_generator, save_checkpoint
+from voxflow.nn.checkpoints import (pick_device, poly_lr, resumable_checkpoint, run_key, sample_generator,
+                                    save_checkpoint, store_stamps)
 from voxflow.synth import metrics
 from voxflow.synth.model import (ADVERSARIAL, PatchDiscriminator3d, build_generator, discriminator_loss,
                                  generator_adversarial_loss, generator_input, random_availability,
                                  reconstruction_loss)
+from voxflow.core.atomic import write_json_atomic
 
 log = logging.getLogger("voxflow.synth")
 
@@ -116,10 +116,7 @@ def _store_meta(paths: list[str]) -> tuple[list[str], list[float]]:
 
 
 def _run_key(train: list[str], val: list[str], cfg: dict) -> str:
-    stamp = [[p, os.stat(p).st_mtime_ns if os.path.exists(p) else None] for p in [*train, *val]]
-    text = json.dumps({"stores": stamp, "n_train": len(train),
-                       "cfg": {k: v for k, v in cfg.items() if k not in RESUMABLE_KEYS}}, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return run_key({"stores": store_stamps([*train, *val]), "n_train": len(train)}, cfg, RESUMABLE_KEYS)
 
 
 def train_synthesis(store_paths: list[str], cfg: dict, out_dir: str | Path, progress: bool = False) -> dict:
@@ -167,10 +164,7 @@ def _train(paths: list[str], cfg: dict, out_dir: Path, d: ddp.Dist, progress: bo
     opt_d = torch.optim.Adam(d_net.parameters(), lr=cfg["lr"], betas=(0.5, 0.999))
     ckpt, key = out_dir / "checkpoint.pt", _run_key(train_paths, val_paths, cfg)
     step, rows, pending, elapsed = 0, [], [], 0.0
-    state = load_checkpoint(ckpt, device) if ckpt.exists() else None
-    if state is not None and state.get("run_key") != key:
-        log.warning("%s is from another run (stores or settings differ): training from scratch", ckpt)
-        state = None
+    state = resumable_checkpoint(ckpt, key, device, "stores or settings differ")
     if state is not None:
         g_net.load_state_dict(state["generator"])
         d_net.load_state_dict(state["discriminator"])
@@ -249,8 +243,7 @@ def _train(paths: list[str], cfg: dict, out_dir: Path, d: ddp.Dist, progress: bo
     _write_curve(rows, mods, out_dir / "curve.csv")
     summary = {**{k: info[k] for k in ("train_subjects", "val_subjects", "validation", "step")},
                "config": cfg, "modalities": mods, "spacing": spacing, "iterations_done": step}
-    with atomic_path(out_dir / "synthesis.json") as tmp:
-        tmp.write_text(json.dumps(summary, indent=2, sort_keys=True, default=str))
+    write_json_atomic(summary, out_dir / "synthesis.json", default=str)
     save_checkpoint(out_dir / "generator.pt", state_dict=g_net.state_dict(), **meta)
     return info
 
@@ -286,7 +279,7 @@ def _validate_patches(net: torch.nn.Module, batches, mods: list[str], device) ->
 def validate_volumes(net: torch.nn.Module, meta: dict, paths: list[str], device) -> dict:
     """Per modality, the mean over `paths` of psnr, ssim and mae of that modality dropped alone, on the whole
     volume inside its brain mask (:func:`voxflow.synth.infer.synthesize`); mae_zero_filled: a zero image's."""
-    from voxflow.preprocess.store import read_subject_store
+    from voxflow.core.stores import read_subject_store
     from voxflow.synth.infer import synthesize
 
     mods = meta["modalities"]

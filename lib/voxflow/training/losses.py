@@ -127,7 +127,7 @@ class SegLoss(nn.Module):
 
     def single_regions(self, logits: Tensor, target: Tensor) -> Tensor:
         """Region training: one sigmoid per region, BCE (mean over voxels) + batch soft Dice per region."""
-        from voxflow.core.labels import region_targets
+        from voxflow.training.regions import region_targets
 
         assert self.regions is not None
         if logits.shape[1] != len(self.regions):

@@ -22,74 +22,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from voxflow.inputs.images import atomic_path
+from voxflow.core.atomic import atomic_path
 from voxflow.nn import ddp
 from voxflow.training.augment import AugmentConfig, augment_batch
 from voxflow.training.losses import deep_supervision_weights, inverse_frequency_weights, make_loss
-from voxflow.nn.networks import SliceWise, build_network
 from voxflow.nn.sampler import PatchBatches, make_loader
+from voxflow.planning.plans import cascade_stage
+from voxflow.inference.model import memory_format
+from voxflow.inference.model import network_from_plans
+from voxflow.nn.checkpoints import pick_device
+from voxflow.nn.checkpoints import poly_lr
+from voxflow.planning.plans import region_index_groups_of
+from voxflow.nn.checkpoints import resumable_checkpoint
+from voxflow.nn.checkpoints import run_key
+from voxflow.nn.checkpoints import sample_generator
+from voxflow.nn.checkpoints import save_checkpoint
+from voxflow.nn.checkpoints import store_stamps
 
 log = logging.getLogger("voxflow.train")
-
-
-def pick_device(requested: str = "auto") -> torch.device:
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device is 'cuda' but no CUDA device is visible")
-    return torch.device(requested)
-
-
-def network_from_plans(plans: dict, deep_supervision: bool = False) -> torch.nn.Module:
-    dim = plans["dim"]
-    return build_network(dim, n_inputs(plans), n_outputs(plans), plans["patch_size"],
-                         n_stages=plans["n_stages"], base_features=plans["base_features"],
-                         deep_supervision=deep_supervision, context_slices=plans["context_slices"],
-                         spacing=plans["spacing"] if dim == "3d" else plans["spacing"][1:],
-                         stem=plans.get("stem", "full_resolution"))
-
-
-def cascade_stage(plans: dict) -> str | None:
-    """"lowres", "fullres" (the two stages of a cascade, voxflow.planning.cascade) or None."""
-    return (plans.get("cascade") or {}).get("stage")
-
-
-def n_inputs(plans: dict) -> int:
-    """Input channels: the modalities, and a cascade's full-resolution stage adds the low-resolution prediction
-    one-hot (one channel per foreground class)."""
-    prev = plans["cascade"]["prev_channels"] if cascade_stage(plans) == "fullres" else 0
-    return len(plans["modalities"]) + int(prev)
-
-
-def n_outputs(plans: dict) -> int:
-    """Output channels: one per region (train.regions), else one per class (plans of older models lack the key)."""
-    return int(plans.get("n_outputs") or plans["n_classes"])
-
-
-def region_index_groups_of(plans: dict) -> list[list[int]] | None:
-    from voxflow.core.labels import region_index_groups
-
-    return region_index_groups(plans["regions"], plans["label_values"]) if plans.get("regions") else None
-
-
-def memory_format(plans: dict) -> torch.memory_format:
-    """Channels-last: oneDNN's fast path on CPU (2x faster conv backward here) and tensor cores on GPU."""
-    return torch.channels_last_3d if plans["dim"] == "3d" else torch.channels_last
-
-
-class _ChannelsLast(torch.nn.Module):
-    def __init__(self, net: torch.nn.Module, fmt: torch.memory_format):
-        super().__init__()
-        self.net, self.fmt = net, fmt
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x.contiguous(memory_format=self.fmt))
-
-
-def volume_predictor(net: torch.nn.Module, plans: dict) -> torch.nn.Module:
-    """A module mapping 3D patches (B,C,Z,Y,X) to logits, whatever the network's dim."""
-    fast = _ChannelsLast(net, memory_format(plans))
-    return fast if plans["dim"] == "3d" else SliceWise(fast, plans["context_slices"])
 
 
 def sampler_patch(plans: dict) -> list[int]:
@@ -124,17 +74,6 @@ def to_network_input(img: torch.Tensor, lab: torch.Tensor, plans: dict):
         return img, lab
     b, c, k, y, x = img.shape
     return img.reshape(b, c * k, y, x), lab[:, :, k // 2]
-
-
-def poly_lr(base_lr: float, step: int, total: int, exponent: float = 0.9) -> float:
-    return base_lr * (1 - min(step, total - 1) / total) ** exponent
-
-
-def sample_generator(seed: int, step: int, index: int, device: torch.device) -> torch.Generator:
-    """The augmentation generator of sample `index` of the global batch at `step`: the same in
-    whichever process holds the sample, and on resume."""
-    state = np.random.SeedSequence([seed, step, index]).generate_state(1, np.uint64)[0]
-    return torch.Generator(device=device).manual_seed(int(state) & (2**63 - 1))
 
 
 def augment_samples(img: torch.Tensor, lab: torch.Tensor, cfg: AugmentConfig, seed: int, step: int,
@@ -189,28 +128,6 @@ def epochs_within_budget(budget_minutes: float | None, epochs: int, elapsed_s: f
 def over_budget(budget_minutes: float | None, elapsed_s: float) -> bool:
     """A hard stop for a machine slower than in the first epoch (another job started): the budget is kept."""
     return budget_minutes is not None and elapsed_s >= budget_minutes * 60.0
-
-
-def run_key(train_paths, val_paths, plans: dict, cfg: dict) -> str:
-    """What a checkpoint may be resumed for: the stores (paths and modification times: a store rewritten from
-    changed data is another store), the split, the plans and the training settings. A checkpoint of another
-    run (a subject excluded or added, a setting changed) would otherwise be resumed, silently."""
-    import hashlib
-    import os
-
-    stamp = [[str(p), os.stat(p).st_mtime_ns if os.path.exists(p) else None] for p in [*train_paths, *val_paths]]
-    text = json.dumps({"train": stamp[:len(train_paths)], "val": stamp[len(train_paths):], "plans": plans,
-                       "cfg": {k: v for k, v in cfg.items() if k not in RESUMABLE_KEYS}}, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def save_checkpoint(path: Path, **state) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-
-
-def load_checkpoint(path: Path, device: torch.device) -> dict:
-    return torch.load(path, map_location=device, weights_only=True)
 
 
 def write_curve(rows: list[dict], out_dir: Path) -> None:
@@ -361,12 +278,10 @@ def _train(train_paths, val_paths, plans, cfg, out_dir: Path, d: ddp.Dist, progr
     elapsed = 0.0  # training seconds of this fold, over resumes (the budget's clock)
     ckpt_path = out_dir / "checkpoint_latest.pt"
     start_epoch, rows = 0, []
-    key = run_key([*train_paths, *previous.values()], val_paths, plans, cfg)  # a cascade: its inputs' too
-    state = load_checkpoint(ckpt_path, device) if ckpt_path.exists() else None
-    if state is not None and state.get("run_key") != key:
-        log.warning("%s is from another run (its stores, split, plans or training settings differ): training "
-                    "from scratch", ckpt_path)
-        state = None
+    stamps = store_stamps([*train_paths, *previous.values()])  # a cascade: its inputs' too
+    val_stamps = store_stamps(val_paths)
+    key = run_key({"train": stamps, "val": val_stamps, "plans": plans}, cfg, RESUMABLE_KEYS)
+    state = resumable_checkpoint(ckpt_path, key, device, "its stores, split, plans or training settings differ")
     if state is not None:
         net.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
@@ -480,7 +395,7 @@ def _fixed_val_batches(paths, patch, plans, cfg, seed, previous=None):
 def _validate(net, batches, plans, device, amp) -> np.ndarray:
     """Pseudo-Dice per output: slot 0 the whole foreground and then one per class, or, with regions, one per
     region (the first, outermost one, e.g. whole tumour, standing for the foreground)."""
-    from voxflow.core.labels import region_dice_stats, region_targets
+    from voxflow.training.regions import region_dice_stats, region_targets
 
     groups = region_index_groups_of(plans)
     size = len(groups) + 1 if groups else plans["n_classes"]
@@ -503,12 +418,3 @@ def _validate(net, batches, plans, device, amp) -> np.ndarray:
     return _dice(tp, fp, fn)
 
 
-def load_trained(model_path: str | Path, device: torch.device) -> tuple[torch.nn.Module, dict]:
-    """Load a fold's final model (weights_only=True: a checkpoint cannot run code)."""
-    state = load_checkpoint(Path(model_path), device)
-    plans = json.loads(state["plans"])
-    net = network_from_plans(plans, deep_supervision=bool(state.get("deep_supervision", False)))
-    net = net.to(device, memory_format=memory_format(plans))  # type: ignore[call-overload]
-    net.load_state_dict(state["model"])
-    net.eval()
-    return net, plans
