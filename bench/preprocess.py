@@ -36,7 +36,7 @@ def main() -> int:
 
     from voxflow.demo.mri import generate_subject
     from voxflow.preprocess import coreg, ingest, mni, n4, skullstrip
-    from voxflow.preprocess.mni import mask_dice
+    from voxflow.core.metrics import dice
     from voxflow.preprocess.normalize import zscore
     from voxflow.qc.subject import Timer, mask_quality
     from voxflow.preprocess.steps import write_mni_scores
@@ -99,8 +99,8 @@ def main() -> int:
     ours = ants.image_read(str(w / "mask.nii.gz"))
     truth = ants.resample_image_to_target(ants.image_read(str(tmp / "truth" / "bench_brainmask.nii.gz")), ours,
                                           interp_type="nearestNeighbor")
-    m_dice = mask_dice(ours.numpy(), truth.numpy())
-    r_dice = mask_dice(ants.image_read(str(w / "mni_mask.nii.gz")).numpy(), ants.image_read(tpl_mask).numpy())
+    m_dice = dice(ours.numpy() > 0, truth.numpy() > 0)
+    r_dice = dice(ants.image_read(str(w / "mni_mask.nii.gz")).numpy() > 0, ants.image_read(tpl_mask).numpy() > 0)
     for k, v in times.items():
         print(f"  {k:<11s} {v:6.2f} s", file=sys.stderr)
     print(f"  antspy defaults (N4 x{len(mods)} + Affine) {defaults:.2f} s", file=sys.stderr)

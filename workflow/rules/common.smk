@@ -71,7 +71,7 @@ def job_function(fn):
     """Mark a function Snakemake calls per job (input, params, resources) with its parameters, read
     once here: Snakemake otherwise runs inspect.signature on every call, ~65 000 times per 3000
     subjects, about a tenth of the dry run (bench/dag.py). Snakemake's own helper for this, not a public
-    API: tests/test_snakemake_internals.py fails if an upgrade stops honouring it."""
+    API: tests/project/test_snakemake_internals.py fails if an upgrade stops honouring it."""
     overwrite_function_params(fn, inspect.signature(fn).parameters)
     return fn
 

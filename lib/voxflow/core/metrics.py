@@ -9,7 +9,7 @@ The transform is ``scipy.ndimage.distance_transform_edt(sampling=spacing)`` on t
 KD-tree over the surface voxels (what MONAI itself uses on CPU) when the box is mostly empty
 (a false positive far away): same exact distances, see ``EDT_MAX_BOX_PER_SURFACE_VOXEL``.
 
-Definitions (checked against ``monai.metrics`` in ``tests/test_metrics.py``):
+Definitions (checked against ``monai.metrics`` in ``tests/unit/core/test_metrics.py``):
 
 * surface of a mask: the mask minus its binary erosion with the face-connected (cross)
   structuring element, outside of the image counted as background -- exactly
@@ -42,16 +42,22 @@ or hallucinated structure pulls every mean down.  The worst distance is the diag
 the image extent, ``sqrt(sum((shape * spacing) ** 2))`` in mm: larger than any distance
 two voxels of the image can have, and finite so means and medians stay defined.
 Volumes (``vol_*_ml``) are always the plain counts times the voxel volume.
+
+``dice`` alone (the one binary Dice of the package: QC, the configuration choice, the post-processing decision)
+follows the same policy, and a caller that must leave a both-empty case out of a ``nanmean`` instead (nnU-Net's
+way) says so with ``empty=float("nan")``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 from scipy.ndimage import distance_transform_edt
-from scipy.spatial import cKDTree
+
+if TYPE_CHECKING:  # pandas and the KD-tree where they are used: `dice` (QC, every chain step's) stays light
+    import pandas as pd
 
 DIAGONAL = "image_diagonal_mm"
 """Placeholder in ``EMPTY_POLICY``: the diagonal of the image extent in mm."""
@@ -191,6 +197,8 @@ def _nearest_distance(query: np.ndarray, target: np.ndarray, sp: tuple[float, ..
 def _nearest_distance_kdtree(query: np.ndarray, target: np.ndarray, sp: tuple[float, ...]) -> np.ndarray:
     """Same as ``_nearest_distance`` with a KD-tree over the target voxels (MONAI's CPU method)."""
     scale = np.asarray(sp, dtype=np.float64)
+    from scipy.spatial import cKDTree
+
     tree = cKDTree(np.argwhere(target).astype(np.float64) * scale, leafsize=32)
     return tree.query(np.argwhere(query).astype(np.float64) * scale, k=1)[0]
 
@@ -263,13 +271,31 @@ def distance_metrics(
     return _distance_metrics(p, r, sp, tolerance_mm, image_diagonal_mm(p.shape, sp), method)
 
 
+BOTH_EMPTY_DICE = float(EMPTY_POLICY["both"]["dice"])
+
+
+def _dice_counts(tp: int, n_a: int, n_b: int, empty: float = BOTH_EMPTY_DICE) -> float:
+    return 2.0 * tp / (n_a + n_b) if n_a + n_b else float(empty)
+
+
+def dice(a: np.ndarray, b: np.ndarray, empty: float = BOTH_EMPTY_DICE) -> float:
+    """Dice of two masks, ``2 |a & b| / (|a| + |b|)``; a voxel is inside where it is non-zero (``a > 0`` is the
+    caller's to take where negative values mean outside).
+
+    Empty masks as ``EMPTY_POLICY``: exactly one empty scores 0; both empty score ``empty``, 1 by default (agreeing
+    that a structure is absent is perfect); ``empty=float("nan")`` leaves the case out of a ``nanmean``.
+    """
+    a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
+    return _dice_counts(int(np.count_nonzero(a & b)), int(np.count_nonzero(a)), int(np.count_nonzero(b)), empty)
+
+
 def _overlap(p: np.ndarray, r: np.ndarray, voxel_ml: float) -> dict[str, float | int | str]:
     tp = int(np.count_nonzero(p & r))
     n_p, n_r = int(np.count_nonzero(p)), int(np.count_nonzero(r))
     fp, fn = n_p - tp, n_r - tp
     kind = "none" if n_p and n_r else "both" if not (n_p or n_r) else "pred" if n_r else "ref"
     if kind == "none":
-        scores = {"dice": 2 * tp / (n_p + n_r), "jaccard": tp / (tp + fp + fn),
+        scores = {"dice": _dice_counts(tp, n_p, n_r), "jaccard": tp / (tp + fp + fn),
                   "precision": tp / n_p, "recall": tp / n_r}
     else:
         scores = _policy(kind, ("dice", "jaccard", "precision", "recall"), 0.0)
@@ -354,6 +380,8 @@ def summarize(rows: pd.DataFrame) -> pd.DataFrame:
     ``n_nan`` reports values that are nevertheless missing (e.g. hand-made frames) -- they
     are left out of the statistics but never silently.  ``std`` is the sample std (ddof=1).
     """
+    import pandas as pd
+
     metrics = [m for m in METRICS if m in rows.columns]
     empty = rows["empty"] if "empty" in rows.columns else pd.Series("none", index=rows.index)
     out = []

@@ -21,9 +21,10 @@ from voxflow.core.stores import store_path
 
 
 def _rows(pred: np.ndarray, ref: np.ndarray, spacing, cfg: dict, subject: str, space: str) -> list[dict]:
+    from voxflow.core.labels import LabelScheme
     from voxflow.core.metrics import evaluate_case
 
-    labels = cfg.get("labels") or [v for v in cfg["label_values"] if v != 0]
+    labels = cfg.get("labels") or LabelScheme.of(cfg["label_values"]).foreground_labels
     rows = evaluate_case(pred, ref, spacing, labels=labels, regions=cfg.get("regions") or None,
                          tolerance_mm=cfg["tolerance_mm"])
     return [{"subject": subject, "space": space, **r} for r in rows]

@@ -13,7 +13,7 @@ formats: its SimpleITK geometry), so it overlays the input in any viewer.
 from __future__ import annotations
 
 from pathlib import Path
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import cast
 
 import numpy as np
@@ -22,46 +22,57 @@ import torch
 from voxflow.inputs.images import read_raw
 from voxflow.core.atomic import atomic_path
 from voxflow.nn.sliding_window import sliding_window_predict
-from voxflow.planning.plans import cascade_stage, n_outputs
+from voxflow.planning.plans import Plans
 from voxflow.inference.model import load_trained, volume_predictor
+# the label-map functions live with the label scheme (voxflow.core.labels); named here too, where callers find them
+from voxflow.core.labels import class_indices as class_indices
+from voxflow.core.labels import labels_from_probabilities as labels_from_probabilities
 
 
 def predict_probabilities(store_path: str, model_paths: Sequence[str], cfg: dict, device: torch.device,
                           progress: bool = False, previous: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
     """Average softmax (region models: sigmoid per region) over folds (running mean: one fold's probabilities in
-    memory at a time).
+    memory at a time), and the plans as plans.json holds them (the last fold's; `Plans.from_dict` reads them).
 
     A cascade's models chain (voxflow.planning.cascade): a low-resolution stage predicts the store downsampled by
     its factor and its probabilities come back on the store's grid; a full-resolution stage takes the store plus
     the low-resolution prediction one-hot, `previous` (class indices, e.g. out of fold) or else that of the
     ensemble of every low-resolution fold beside it (model/3d_cascade/lowres/fold_*)."""
+    probs, plans = _ensemble(store_path, model_paths, cfg, device, progress, previous)
+    return probs, plans.to_dict()
+
+
+def _ensemble(store_path: str, model_paths: Sequence[str], cfg: dict, device: torch.device, progress: bool = False,
+              previous: np.ndarray | None = None) -> tuple[np.ndarray, Plans]:
+    """predict_probabilities with the plans as Plans."""
     import zarr
 
     root = zarr.open_group(store_path, mode="r")
     image = root["0"]
     mean = None
-    plans: dict | None = None
-    first: dict = {}
+    plans: Plans | None = None
+    first: Plans | None = None
     volumes: dict = {}  # the input of each cascade stage, built once for every fold of it
     for i, mp in enumerate(model_paths):
-        net, plans = load_trained(mp, device)
+        net, raw = load_trained(mp, device)
+        plans = Plans.from_dict(raw, source=str(mp))
         predictor = volume_predictor(net, plans)
-        patch = plans["patch_size"] if plans["dim"] == "3d" else [1] + list(plans["patch_size"])
         mirror = tuple(cfg["mirror_axes"]) if cfg["tta"] else ()
-        if plans["dim"] != "3d":
+        if not plans.is_3d:
             mirror = tuple(a for a in mirror if a != 0)
-        if i and plans.get("regions") != first.get("regions"):
-            raise ValueError(f"{mp} predicts regions {plans.get('regions')}, {model_paths[0]} "
-                             f"{first.get('regions')}: fold models of one ensemble must agree")
+        if first is not None and plans.regions != first.regions:
+            raise ValueError(f"{mp} predicts regions {plans.regions}, {model_paths[0]} "
+                             f"{first.regions}: fold models of one ensemble must agree")
         volume = _stage_input(store_path, image, plans, mp, cfg, device, previous, volumes)
-        probs = sliding_window_predict(volume, predictor, patch, n_outputs(plans), overlap=cfg["overlap"],
+        probs = sliding_window_predict(volume, predictor, plans.window_patch, plans.n_outputs, overlap=cfg["overlap"],
                                        batch_size=cfg["batch_size"], mirror_axes=mirror, device=device,
                                        amp=device.type == "cuda", progress=progress,
-                                       activation="sigmoid" if plans.get("regions") else "softmax")
-        if cascade_stage(plans) == "lowres":
+                                       activation=plans.labels.activation)
+        cascade = plans.cascade
+        if cascade is not None and cascade.stage == "lowres":
             from voxflow.planning.cascade import upsample_probabilities
 
-            probs = upsample_probabilities(probs, image.shape[1:], int(plans["cascade"]["factor"]))
+            probs = upsample_probabilities(probs, image.shape[1:], cascade.factor)
         first = first or plans
         mean = probs if mean is None else mean + (probs - mean) / (i + 1)
     if mean is None or plans is None:
@@ -78,51 +89,32 @@ def lowres_models(fullres_model: str | Path) -> list[str]:
     return found
 
 
-def class_indices(labels: np.ndarray, label_values: Sequence[int]) -> np.ndarray:
-    """A label map in label values -> class indices (the order of plans["label_values"])."""
-    lut = np.zeros(256, np.uint8)
-    lut[np.asarray(label_values, int)] = np.arange(len(label_values), dtype=np.uint8)
-    return lut[labels]
-
-
-def _stage_input(store_path, image, plans, model_path, cfg, device, previous, volumes):
+def _stage_input(store_path, image, plans: Plans, model_path, cfg, device, previous, volumes):
     """The volume a model predicts on: the store's image; pooled for a low-resolution stage; with the previous
     stage's prediction one-hot for a full-resolution one."""
-    stage = cascade_stage(plans)
-    if stage is None:
+    cascade = plans.cascade
+    if cascade is None:
         return image
+    stage = cascade.stage
     if stage not in volumes:
         from voxflow.planning.cascade import downsample_volume
 
         if stage == "lowres":
-            volumes[stage] = downsample_volume(np.asarray(image[:]), int(plans["cascade"]["factor"]))
+            volumes[stage] = downsample_volume(np.asarray(image[:]), cascade.factor)
         else:
             if previous is None:
-                low, low_plans = predict_probabilities(store_path, lowres_models(model_path), cfg, device)
-                previous = class_indices(segmentation(low, low_plans), low_plans["label_values"])
-            n = int(plans["cascade"]["prev_channels"])
+                low, low_plans = _ensemble(store_path, lowres_models(model_path), cfg, device)
+                previous = low_plans.labels.class_indices(low_plans.labels.labels_from_probabilities(low))
+            n = cascade.prev_channels
             hot = (np.arange(1, n + 1)[:, None, None, None] == previous[None]).astype(np.float32)
             volumes[stage] = np.concatenate([np.asarray(image[:], np.float32), hot])
     return volumes[stage]
 
 
-def labels_from_probabilities(probs: np.ndarray, label_values: Sequence[int]) -> np.ndarray:
-    lut = np.asarray(label_values, dtype=np.uint8)
-    return lut[np.argmax(probs, axis=0)]
-
-
-def segmentation(probs: np.ndarray, plans: dict) -> np.ndarray:
-    """The label map of a model's probabilities: argmax of the classes, or the regions painted in order."""
-    if plans.get("regions"):
-        from voxflow.core.labels import labels_from_region_probabilities
-
-        return labels_from_region_probabilities(probs, plans["region_labels"])
-    return labels_from_probabilities(probs, plans["label_values"])
-
-
-def foreground_probability(probs: np.ndarray, plans: dict) -> np.ndarray:
-    """P(any foreground): 1 - P(background), or the outermost region's probability."""
-    return probs[0] if plans.get("regions") else 1.0 - probs[0]
+def segmentation(probs: np.ndarray, plans: Plans | Mapping) -> np.ndarray:
+    """The label map of a model's probabilities: argmax of the classes, or the regions painted in order
+    (voxflow.core.labels.LabelScheme.labels_from_probabilities)."""
+    return Plans.of(plans).labels.labels_from_probabilities(probs)
 
 
 def store_geometry(store_path: str) -> dict:
@@ -204,8 +196,8 @@ def predict_subject(store_path: str, model_paths: Sequence[str], postprocess: di
     from voxflow.nn.checkpoints import pick_device
 
     device = device or pick_device(cfg.get("device", "auto"))
-    probs, plans = predict_probabilities(store_path, model_paths, cfg, device, progress=True)
-    seg = segmentation(probs, plans)
+    probs, plans = _ensemble(store_path, model_paths, cfg, device, progress=True)
+    seg = plans.labels.labels_from_probabilities(probs)
     import zarr
 
     meta = store_geometry(store_path)
@@ -219,7 +211,7 @@ def predict_subject(store_path: str, model_paths: Sequence[str], postprocess: di
     native = to_native(seg, meta, is_label=True).astype(np.uint8)
     write_like(native, meta["transforms"]["native_reference"], out_native)
     if out_prob_native:
-        fg = foreground_probability(probs, plans)
+        fg = plans.labels.foreground_probability(probs)
         write_like(to_native(fg, meta, is_label=False).astype(np.float32),
                    meta["transforms"]["native_reference"], out_prob_native, dtype=np.float32)
     vals, counts = np.unique(native, return_counts=True)

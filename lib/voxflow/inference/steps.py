@@ -22,7 +22,7 @@ def choose_configuration(subject: str, inp: dict, out: dict, cfg: dict, threads:
     import zarr
 
     from voxflow.inference.choose import choose, score_ensembles, write_inference
-    from voxflow.inference.predict import segmentation
+    from voxflow.planning.plans import Plans
 
     confs, folds = list(cfg["configurations"]), [int(k) for k in cfg["folds"]]
     stores = subject_stores(inp)
@@ -32,8 +32,8 @@ def choose_configuration(subject: str, inp: dict, out: dict, cfg: dict, threads:
             with np.load(inp[f"probs_{c}_{k}"]) as data:
                 files[c].update({s: inp[f"probs_{c}_{k}"] for s in data.files})
     subjects = sorted(set.intersection(*(set(v) for v in files.values())))
-    plans = json.loads(Path(inp[f"plans_{confs[0]}"]).read_text())
-    groups = plans["regions"] or [[v] for v in plans["label_values"] if v != 0]
+    scheme = Plans.load(inp[f"plans_{confs[0]}"]).labels
+    groups = scheme.foreground_groups
     cache: dict[str, tuple] = {}
 
     def reference(s: str):
@@ -49,7 +49,7 @@ def choose_configuration(subject: str, inp: dict, out: dict, cfg: dict, threads:
             return data[s]
 
     def labels(probs: np.ndarray) -> np.ndarray:
-        return segmentation(probs, plans)
+        return scheme.labels_from_probabilities(probs)
 
     rows = score_ensembles(confs, subjects, probabilities, lambda s: reference(s)[0],
                            labels, groups) if subjects else []
@@ -74,6 +74,7 @@ def predict(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> 
     import torch
 
     from voxflow.inference.predict import predict_subject
+    from voxflow.planning.plans import Plans
 
     torch.set_num_threads(max(1, threads))
     from voxflow.inputs.images import InputError
@@ -89,9 +90,9 @@ def predict(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> 
         models = list(cfg.get("models") or [])
     if not models:
         raise InputError(subject, inp.get("postprocessing"), "no fold model to predict with")
-    plans = json.loads((Path(models[0]).parent.parent / "plans.json").read_text())
-    if plans and cfg.get("modalities") and plans["modalities"] != cfg["modalities"]:
-        raise InputError(subject, models[0], f"model was trained on modalities {plans['modalities']}, "
+    trained_on = Plans.load(Path(models[0]).parent.parent / "plans.json").optional("modalities")
+    if trained_on and cfg.get("modalities") and trained_on != cfg["modalities"]:
+        raise InputError(subject, models[0], f"model was trained on modalities {trained_on}, "
                                              f"the config gives {cfg['modalities']}")
     post = json.loads(Path(inp["postprocessing"]).read_text()) if inp.get("postprocessing") else None
     if inference is not None:

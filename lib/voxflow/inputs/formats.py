@@ -3,8 +3,8 @@
 ITK fills the missing voxels of a short NIfTI or Analyze file with zeros without a word (also a .nii.gz that is
 not compressed), half-reads compressed MetaImage data, cannot open gzip NIfTI whose name does not end in .gz, nor
 NIfTI-2, and fails on a short or missing MetaImage/NRRD data file with a message that names neither. This module
-recognises the format from the content and hands ITK only what it reads correctly (`itk_read`); voxflow.inputs.images builds
-the subject-level checks on it.
+recognises the format from the content and hands ITK only what it reads correctly (`itk_read`);
+voxflow.inputs.images builds the subject-level checks on it.
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ with each configuration's plans.json (and a chosen cascade's `3d_cascade/lowres/
 `manifest.json` lists each file's sha256 and size, the voxflow version, the modalities, the label values
 and the creation time. Opening an archive checks every file against the manifest (no file missing, none
 unlisted, every checksum equal) before anything is used; a problem is one `ModelArchiveError` line that
-names the archive and the file. Standard library and voxflow.settings only: opening a model costs no heavy import.
+names the archive and the file. Standard library, voxflow.settings and voxflow.planning.plans (plans.json read as
+Plans) only: opening a model costs no heavy import.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from pathlib import Path
 
 from voxflow.settings.model import DATASET_NORMALIZATIONS
 from voxflow.core.atomic import atomic_path
+from voxflow.planning.plans import Plans
 
 MANIFEST = "manifest.json"
 FORMAT = "voxflow-model"
@@ -105,7 +107,12 @@ def normalization_needed(settings: dict) -> list[str]:
     return sorted(set(methods) & DATASET_NORMALIZATIONS)
 
 
-def _check_settings(settings: dict, plans: dict, source) -> None:
+def _read_plans(d: Path, source) -> Plans:
+    """d/plans.json as Plans (a one-line ModelArchiveError when it cannot be read)."""
+    return Plans.from_dict(_read_json(d / "plans.json", source, "plans.json"), source=str(d / "plans.json"))
+
+
+def _check_settings(settings: dict, plans: Plans, source) -> None:
     missing = [k for k in ("input", "preprocess", "infer") if not isinstance(settings.get(k), dict)]
     if missing:
         raise ModelArchiveError(source, f"settings.json lacks the section(s) {', '.join(missing)}: rerun the "
@@ -113,8 +120,9 @@ def _check_settings(settings: dict, plans: dict, source) -> None:
     mods = settings["input"].get("modalities")
     if not mods or not isinstance(mods, list):
         raise ModelArchiveError(source, "settings.json names no input.modalities")
-    if plans.get("modalities") and list(plans["modalities"]) != list(mods):
-        raise ModelArchiveError(source, f"settings.json gives modalities {mods}, plans.json {plans['modalities']}: "
+    trained_on = plans.optional("modalities")
+    if trained_on and trained_on != list(mods):
+        raise ModelArchiveError(source, f"settings.json gives modalities {mods}, plans.json {trained_on}: "
                                         "not the settings of this model")
 
 
@@ -170,7 +178,7 @@ def model_files(model_dir: str | os.PathLike) -> dict[str, Path]:
     for n in members:
         files[n] = d / n
     settings = _read_json(d / "settings.json", model_dir, "settings.json")
-    plans = _read_json(d / "plans.json", model_dir, "plans.json")
+    plans = _read_plans(d, model_dir)
     _check_settings(settings, plans, model_dir)
     needed = normalization_needed(settings)
     if needed and "normalization.json" not in files:
@@ -185,14 +193,14 @@ def export_model(model_dir: str | os.PathLike, archive: str | os.PathLike) -> di
     files = model_files(model_dir)
     d = Path(model_dir)
     settings = _read_json(d / "settings.json", model_dir, "settings.json")
-    plans = _read_json(d / "plans.json", model_dir, "plans.json")
+    plans = _read_plans(d, model_dir)
     inp = settings["input"]
     manifest = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "voxflow_version": voxflow_version(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "modalities": list(inp["modalities"]), "reference": inp.get("reference"),
         "modality_types": inp.get("modality_types") or {},
-        "label_values": list(inp.get("label_values") or plans.get("label_values") or []),
+        "label_values": list(inp.get("label_values") or plans.optional("label_values") or []),
         "space": (settings.get("preprocess") or {}).get("space", "mni"),
         "folds": sorted({_fold_key(n) for n in files if FOLD_MODEL.fullmatch(n)}),
         "configurations": (_read_json(d / INFERENCE, model_dir, INFERENCE).get("configurations")
@@ -225,7 +233,7 @@ class Model:
     dir: Path
     source: str                      # what the user gave: the archive or the folder
     settings: dict
-    plans: dict
+    plans: Plans
     postprocessing: dict
     model_paths: list[str]           # fold_<k>/model_final.pt, by fold number (the workflow's order)
     normalization: str | None        # normalization.json, where the model has one
@@ -239,7 +247,7 @@ class Model:
 
     @property
     def label_values(self) -> list[int]:
-        return list(self.settings["input"].get("label_values") or self.plans.get("label_values") or [])
+        return list(self.settings["input"].get("label_values") or self.plans.optional("label_values") or [])
 
     @property
     def space(self) -> str:
@@ -266,7 +274,7 @@ def load_model_dir(d: str | os.PathLike, source: str | os.PathLike | None = None
     except ModelArchiveError as exc:
         raise ModelArchiveError(source, exc.problem) from None
     settings = _read_json(d / "settings.json", source, "settings.json")
-    plans = _read_json(d / "plans.json", source, "plans.json")
+    plans = _read_plans(d, source)
     inference = _read_json(d / INFERENCE, source, INFERENCE) if (d / INFERENCE).is_file() else None
     post = (inference.get("postprocessing") or {} if inference is not None
             else _read_json(d / "postprocessing.json", source, "postprocessing.json"))

@@ -7,8 +7,8 @@ patch covers `factor`**3 times the volume. Every training subject is then predic
 that did not train on it (out of fold: no leakage), and the full-resolution stage trains with that prediction,
 one-hot, as extra input channels. At inference the low-resolution folds' ensemble feeds the full-resolution one.
 
-Which stage a model is, and what it needs, is in its plans (`plans["cascade"]`): {"stage": "lowres", "factor": f}
-or {"stage": "fullres", "factor": f, "prev_channels": n}.
+Which stage a model is, and what it needs, is in its plans (plans.json's "cascade", read as Plans.cascade):
+{"stage": "lowres", "factor": f} or {"stage": "fullres", "factor": f, "prev_channels": n}.
 """
 
 from __future__ import annotations

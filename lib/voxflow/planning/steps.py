@@ -49,10 +49,12 @@ def plan(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dic
     """A configuration's plans.json from the fingerprint (every automatic decision, readable)."""
     import torch
 
-    from voxflow.planning.plans import make_plans
+    from voxflow.planning.plans import Plans, make_plans
 
     fp = json.loads(Path(inp["fingerprint"]).read_text())
     device = "cuda" if (cfg["train"]["device"] in ("auto", "cuda") and torch.cuda.is_available()) else "cpu"
-    plans = make_plans(fp, cfg, cfg["modalities"], cfg["label_values"], device)
-    write_json_atomic(plans, out["plans"])
-    return {k: plans[k] for k in ("dim", "patch_size", "batch_size", "n_stages", "stem", "overridden_by_config")}
+    written = make_plans(fp, cfg, cfg["modalities"], cfg["label_values"], device)
+    write_json_atomic(written, out["plans"])
+    plans = Plans.from_dict(written, source=out["plans"])
+    return {"dim": plans.dim, "patch_size": plans.patch_size, "batch_size": plans.batch_size,
+            "n_stages": plans.n_stages, "stem": plans.stem, "overridden_by_config": plans.overridden_by_config}

@@ -126,9 +126,3 @@ def register_subject(images: dict, reference: str, mask: str, label: str | None,
             if qc is not None and src == mask:
                 qc["mask"] = warped.numpy().T > 0
     return {"transform": transform, "fwd": [Path(f).suffix for f in fwd]}
-
-
-def mask_dice(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a > 0, b > 0
-    denom = a.sum() + b.sum()
-    return float(2 * np.logical_and(a, b).sum() / denom) if denom else 1.0

@@ -33,6 +33,7 @@ from pathlib import Path
 import pandas as pd
 
 from voxflow.core.atomic import atomic_path
+from voxflow.planning.plans import Plans
 from voxflow.report.choice import TITLE as CHOICE_TITLE
 from voxflow.report.choice import has_choice, model_choice
 from voxflow.report.data import (cell, git_commit, lesion_dice, main_space, overlay_arrays, package_versions,
@@ -218,8 +219,8 @@ def _fold_label(model: Path) -> str:
     rule's) names its configuration (model.configurations)."""
     plans = model.parent.parent / "plans.json"
     try:
-        conf = json.loads(plans.read_text()).get("configuration") if plans.is_file() else None
-    except (OSError, ValueError):
+        conf = Plans.load(plans).configuration if plans.is_file() else None
+    except (OSError, ValueError):  # PlansError (not a JSON object) is a ValueError
         conf = None
     return f"{conf} {model.parent.name}" if conf else model.parent.name
 
@@ -296,7 +297,8 @@ def collect(files: ReportFiles, config: dict, run_dir: str | Path, workflow_dir:
         dice, n_evaluated = lesion_dice(metrics), str(metrics["subject"].nunique())
         if store_space is None:  # the stores' grid: the metrics' other space
             store_space = next((str(s) for s in metrics["space"].unique() if s != "native"), None)
-    plans = read_json(files.plans) or {}
+    raw_plans = read_json(files.plans)
+    plans = Plans.of(raw_plans if isinstance(raw_plans, dict) else {})  # absent or partial: the cards say "unknown"
     folds = sorted((Path(p).parent.name.split("_", 1)[1] for p in files.models), key=lambda f: (len(f), f))
     cohort = files.cohort or {}
     excluded, warnings = cohort.get("excluded") or [], cohort.get("warnings") or []
@@ -307,9 +309,9 @@ def collect(files: ReportFiles, config: dict, run_dir: str | Path, workflow_dir:
     now = now or datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     cards = {"subjects": n_subjects, "excluded": len(excluded), "predicted": len(files.predicted),
              "evaluated": n_evaluated,
-             "modalities": ", ".join(inp.get("modalities") or plans.get("modalities") or []) or "unknown",
+             "modalities": ", ".join(inp.get("modalities") or plans.optional("modalities") or []) or "unknown",
              **({"synthesized": len(files.completed)} if files.completed else {}),  # subjects completed
-             "model": plans.get("dim") or (config.get("model") or {}).get("dim", "unknown"),
+             "model": plans.optional("dim") or (config.get("model") or {}).get("dim", "unknown"),
              "folds trained": f"{len(folds)} ({', '.join(folds)})" if folds else "0",
              "QC flagged": "not computed" if qc_flags is None else len(qc_flags),
              "mode": "evaluation" if evaluated else "predict-only", "date": now,

@@ -15,6 +15,7 @@ import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from voxflow.planning.plans import Plans
 from voxflow.report.data import cell, fmt
 from voxflow.report.plots import choice_figure
 
@@ -71,18 +72,14 @@ def _change(before: float | None, after: float | None, digits: int) -> dict:
     return {"text": text, "v": "" if after is None else f"{after:.6g}", "sub": sub, "warn": False}
 
 
-def _plans_groups(plans: Mapping | None) -> list | None:
-    """The groups the ensembles were scored on (voxflow.inference.steps.choose_configuration): plans' regions, else
-    one group per foreground label."""
-    if not plans:
-        return None
-    if plans.get("regions"):
-        return list(plans["regions"])
-    labels = plans.get("label_values")
-    return [[v] for v in labels if v != 0] if labels else None
+def _plans_groups(plans: Plans | Mapping | None) -> list | None:
+    """The groups the ensembles were scored on (voxflow.inference.steps.choose_configuration): the label scheme's
+    foreground groups (plans' regions, else one group per foreground label); None for plans without labels."""
+    scheme = Plans.of(plans).optional("labels") if plans is not None else None
+    return scheme.foreground_groups if scheme is not None else None
 
 
-def choice_table(doc: Mapping, plans: Mapping | None = None, regions: Mapping | None = None) -> dict:
+def choice_table(doc: Mapping, plans: Plans | Mapping | None = None, regions: Mapping | None = None) -> dict:
     """inference.json's table (best first): members, models, mean out-of-fold Dice and Dice per group, the chosen
     row marked; the chosen one, the subjects it was scored on and the tolerance."""
     rows = [r for r in doc.get("table") or [] if isinstance(r, Mapping)]
@@ -158,7 +155,7 @@ def postprocessing_decision(post: Mapping, regions: Mapping | None = None) -> di
             "n_groups": len(groups), "after": "; then ".join(after) if after else None}
 
 
-def model_choice(path, plans: Mapping | None = None, config: Mapping | None = None) -> dict:
+def model_choice(path, plans: Plans | Mapping | None = None, config: Mapping | None = None) -> dict:
     """The section's data from postprocessing.json or inference.json (`path`); plans (the model's plans.json)
     name the groups the ensembles were scored on, config's evaluate.regions name the label groups."""
     doc = _doc(path)

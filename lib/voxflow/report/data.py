@@ -130,7 +130,9 @@ def predicted_volumes(predictions: Sequence[tuple[str, str | Path]], config: dic
     """Predicted volume (ml) per label and region, one row per (subject, native-space prediction) given."""
     import SimpleITK as sitk
 
-    values = [int(v) for v in ((config.get("input") or {}).get("label_values") or []) if int(v) != 0]
+    from voxflow.core.labels import LabelScheme
+
+    values = LabelScheme.of((config.get("input") or {}).get("label_values") or []).foreground_labels
     regions = (config.get("evaluate") or {}).get("regions") or {}
     rows = []
     for s, p in predictions:

@@ -1,5 +1,6 @@
 """train.augment.synthetic_modality_p: training samples with one modality replaced by the synthesis model's output,
-so that the segmentation model learns to work with the synthetic inputs it meets at inference (voxflow.inputs.missing)."""
+so that the segmentation model learns to work with the synthetic inputs it meets at inference
+(voxflow.inputs.missing)."""
 
 from __future__ import annotations
 

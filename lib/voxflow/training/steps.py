@@ -10,26 +10,26 @@ from pathlib import Path
 import numpy as np
 
 from voxflow.core.stores import subject_stores
+from voxflow.planning.plans import Plans
 
 
 def train(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
     import torch
 
     from voxflow.nn.ddp import env_rank
-    from voxflow.inference.predict import predict_probabilities, segmentation
+    from voxflow.inference.predict import predict_probabilities
     from voxflow.training.train import train_fold
     from voxflow.nn.checkpoints import pick_device
 
     torch.set_num_threads(max(1, threads // env_rank()[1]))  # under torchrun: the job's threads shared
     fold = int(cfg["fold"])
     sp = json.loads(Path(inp["split"]).read_text())
-    plans = json.loads(Path(inp["plans"]).read_text())
+    plans = Plans.load(inp["plans"])
     f = sp["folds"][fold]
     out_dir = Path(out["model"]).parent
     device = pick_device(cfg["train"]["device"])
     stores = subject_stores(inp, f["train"] + f["val"])
-    oof = _previous_stage(inp, f["train"] + f["val"], plans, out_dir) if plans.get("cascade", {}).get(
-        "stage") == "fullres" else {}
+    oof = _previous_stage(inp, f["train"] + f["val"], plans, out_dir) if plans.cascade_stage == "fullres" else {}
     train_cfg = cfg["train"] | ({"synthesis_model": inp["synthesis"]} if inp.get("synthesis") else {})
     info = train_fold([stores[s] for s in f["train"]], [stores[s] for s in f["val"]], plans,
                       train_cfg, out_dir, device=device,
@@ -49,7 +49,7 @@ def train(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> di
             prev = np.asarray(zarr.open_array(oof[s], mode="r")[:])
         probs, _ = predict_probabilities(stores[s], [out["model"]], cfg["infer"] | {"tta": False}, device,
                                          previous=prev)
-        preds[s] = segmentation(probs, plans)
+        preds[s] = plans.labels.labels_from_probabilities(probs)
         if out.get("val_probabilities"):
             kept[s] = probs.astype(np.float16)
 
@@ -59,14 +59,13 @@ def train(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> di
     return info
 
 
-def _previous_stage(inp: dict, subjects: list[str], plans: dict, out_dir: Path) -> dict[str, str]:
+def _previous_stage(inp: dict, subjects: list[str], plans: Plans, out_dir: Path) -> dict[str, str]:
     """A cascade's full-resolution fold: each subject's out-of-fold low-resolution prediction (from the
     low-resolution folds' val_predictions.npz, inputs lowres_<k>), as class indices in a zarr array per subject
     under fold_<k>/previous/ that the sampler reads patch-wise."""
     import zarr
 
     from voxflow.core.atomic import atomic_path
-    from voxflow.inference.predict import class_indices
 
     where = {}
     for key, path in inp.items():
@@ -81,7 +80,7 @@ def _previous_stage(inp: dict, subjects: list[str], plans: dict, out_dir: Path) 
     for s in subjects:
         target = out_dir / "previous" / f"{s}.zarr"
         with np.load(where[s]) as data:
-            idx = class_indices(data[s], plans["label_values"])
+            idx = plans.labels.class_indices(data[s])
         target.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(target) as tmp:
             arr = zarr.create_array(str(tmp), shape=idx.shape, chunks=tuple(min(64, n) for n in idx.shape),

@@ -5,7 +5,7 @@ atomically every `checkpoint_every` epochs and rerunning the rule continues from
 (loss, validation pseudo-Dice) goes to CSV and PNG after every epoch.
 
 Under torchrun (WORLD_SIZE > 1) the same function runs in every process with DDP: each process
-reads and trains on its slice of every global batch (`plans["batch_size"]`), the batch and its
+reads and trains on its slice of every global batch (the plans' batch_size), the batch and its
 augmentation being drawn per sample from seeds that do not depend on the number of processes, so
 N processes compute the same steps as one; only rank 0 validates and writes files.
 """
@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -27,12 +28,11 @@ from voxflow.nn import ddp
 from voxflow.training.augment import AugmentConfig, augment_batch
 from voxflow.training.losses import deep_supervision_weights, inverse_frequency_weights, make_loss
 from voxflow.nn.sampler import PatchBatches, make_loader
-from voxflow.planning.plans import cascade_stage
+from voxflow.planning.plans import Plans
 from voxflow.inference.model import memory_format
 from voxflow.inference.model import network_from_plans
 from voxflow.nn.checkpoints import pick_device
 from voxflow.nn.checkpoints import poly_lr
-from voxflow.planning.plans import region_index_groups_of
 from voxflow.nn.checkpoints import resumable_checkpoint
 from voxflow.nn.checkpoints import run_key
 from voxflow.nn.checkpoints import sample_generator
@@ -42,35 +42,37 @@ from voxflow.nn.checkpoints import store_stamps
 log = logging.getLogger("voxflow.train")
 
 
-def sampler_patch(plans: dict) -> list[int]:
-    """The patch the sampler reads: 3D as is (a cascade's low-resolution stage: `factor` times larger, pooled
-    after the read); 2D/2.5D = k slices of (Y, X)."""
-    if cascade_stage(plans) == "lowres":
-        return [p * int(plans["cascade"]["factor"]) for p in plans["patch_size"]]
-    return list(plans["patch_size"]) if plans["dim"] == "3d" else [plans["context_slices"]] + list(plans["patch_size"])
+def sampler_patch(plans: Plans | Mapping) -> list[int]:
+    """The patch the sampler reads (Plans.sampler_patch): 3D as is (a cascade's low-resolution stage: `factor`
+    times larger, pooled after the read); 2D/2.5D = k slices of (Y, X)."""
+    return Plans.of(plans).sampler_patch
 
 
-def with_previous_stage(img: torch.Tensor, lab: torch.Tensor, plans: dict) -> tuple[torch.Tensor, torch.Tensor]:
+def with_previous_stage(img: torch.Tensor, lab: torch.Tensor,
+                        plans: Plans | Mapping) -> tuple[torch.Tensor, torch.Tensor]:
     """A cascade's full-resolution stage: split the sampler's label (target and low-resolution prediction, encoded
     together so augmentation moves both alike) and append the prediction one-hot to the image channels."""
-    if cascade_stage(plans) != "fullres":
+    p = Plans.of(plans)
+    cascade = p.cascade
+    if cascade is None or cascade.stage != "fullres":
         return img, lab
     from voxflow.planning.cascade import decode_pair, one_hot_previous
 
-    target, prev = decode_pair(lab, plans["n_classes"])
-    prev_hot = one_hot_previous(prev[:, 0], int(plans["cascade"]["prev_channels"])).to(img.dtype)
+    target, prev = decode_pair(lab, p.n_classes)
+    prev_hot = one_hot_previous(prev[:, 0], cascade.prev_channels).to(img.dtype)
     return torch.cat([img, prev_hot], 1), target
 
 
-def to_network_input(img: torch.Tensor, lab: torch.Tensor, plans: dict):
+def to_network_input(img: torch.Tensor, lab: torch.Tensor, plans: Plans | Mapping):
     """(B,C,k,Y,X) -> (B,C*k,Y,X) for 2D/2.5D (channel order c*k+j, as SliceWise), label = centre slice; a
     cascade's low-resolution stage: the read patch pooled by its factor."""
-    if cascade_stage(plans) == "lowres":
+    p = Plans.of(plans)
+    cascade = p.cascade
+    if cascade is not None and cascade.stage == "lowres":
         from voxflow.planning.cascade import downsample_image, downsample_label
 
-        f = int(plans["cascade"]["factor"])
-        return downsample_image(img, f), downsample_label(lab, f)
-    if plans["dim"] == "3d":
+        return downsample_image(img, cascade.factor), downsample_label(lab, cascade.factor)
+    if p.is_3d:
         return img, lab
     b, c, k, y, x = img.shape
     return img.reshape(b, c * k, y, x), lab[:, :, k // 2]
@@ -158,7 +160,7 @@ def write_curve(rows: list[dict], out_dir: Path) -> None:
     plt.close(fig)
 
 
-def train_fold(train_paths: list[str], val_paths: list[str], plans: dict, cfg: dict, out_dir: str | Path,
+def train_fold(train_paths: list[str], val_paths: list[str], plans: Plans | Mapping, cfg: dict, out_dir: str | Path,
                device: torch.device | None = None, progress: bool = True,
                previous: dict[str, str] | None = None) -> dict:
     """Train (or resume) one fold; write checkpoint_latest.pt, model_final.pt, curve.csv/png.
@@ -169,8 +171,9 @@ def train_fold(train_paths: list[str], val_paths: list[str], plans: dict, cfg: d
     Returns the last curve row, this call's per-step losses of its last epoch (`step_losses`, mean
     over processes), the samples this process trained on, its rank and the world size.
     """
+    plans = Plans.of(plans)
     d = ddp.setup(device or pick_device(cfg.get("device", "auto")), cfg.get("ddp_backend", "auto"))
-    if cascade_stage(plans) == "fullres" and not previous:
+    if plans.cascade_stage == "fullres" and not previous:
         raise ValueError("a cascade's full-resolution stage trains on the low-resolution stage's predictions: "
                          "give `previous`")
     info = _train(train_paths, val_paths, plans, cfg, Path(out_dir), d, progress and d.main, previous or {})
@@ -178,21 +181,22 @@ def train_fold(train_paths: list[str], val_paths: list[str], plans: dict, cfg: d
     return info
 
 
-def training_objects(plans: dict, cfg: dict, device: torch.device, d: ddp.Dist | None = None) -> tuple:
+def training_objects(plans: Plans | Mapping, cfg: dict, device: torch.device, d: ddp.Dist | None = None) -> tuple:
     """What one step needs, from the plans and train settings: the network (in its memory format, on `device`), the
     loss (summed over DDP processes `d`), the optimizer, the AMP scaler, whether AMP is on, and the memory format.
     The one setup of training and of bench/train_throughput.py."""
+    plans = Plans.of(plans)
     fmt = memory_format(plans)
     # torch's stubs for Module.to lack memory_format, which it takes (and passes to every tensor)
     net = network_from_plans(plans, cfg["deep_supervision"]).to(device, memory_format=fmt)  # type: ignore[call-overload]
-    ds_weights = deep_supervision_weights(plans["n_stages"] - 1) if cfg["deep_supervision"] else None
+    ds_weights = deep_supervision_weights(plans.n_stages - 1) if cfg["deep_supervision"] else None
     class_weights = None
     if cfg["loss"] == "wce":
-        class_weights = inverse_frequency_weights([plans["class_voxels"][str(v)] for v in plans["label_values"]])
+        class_weights = inverse_frequency_weights(plans.class_voxel_counts)
     distributed = d is not None and d.enabled
-    loss_fn = make_loss(cfg["loss"], plans["n_classes"], class_weights, ds_weights,
+    loss_fn = make_loss(cfg["loss"], plans.n_classes, class_weights, ds_weights,
                         ddp.sum_over_processes if distributed else None, d.world if d is not None else 1,
-                        regions=region_index_groups_of(plans))
+                        regions=plans.region_index_groups)
     opt: torch.optim.Optimizer
     if cfg["optimizer"] == "sgd":
         opt = torch.optim.SGD(net.parameters(), lr=cfg["lr"], momentum=0.99, nesterov=True,
@@ -204,19 +208,20 @@ def training_objects(plans: dict, cfg: dict, device: torch.device, d: ddp.Dist |
 
 
 def train_step(net: torch.nn.Module, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler, loss_fn,
-               img: torch.Tensor, lab: torch.Tensor, plans: dict, aug_cfg: AugmentConfig, *, device: torch.device,
+               img: torch.Tensor, lab: torch.Tensor, plans: Plans | Mapping, aug_cfg: AugmentConfig, *,
+               device: torch.device,
                seed: int, step: int, first: int, lr: float, fmt: torch.memory_format, amp: bool,
                synthetic=None) -> torch.Tensor:
     """One optimisation step on a batch as the sampler gives it: a modality synthesized (optional), the network's
     input (2D slices, a cascade's pooling), augmentation drawn from (seed, step, sample), the previous stage's
     one-hot, Dice+CE, clipped gradients, the learning rate `lr`. The one loop body of training and of
     bench/train_throughput.py. Returns the loss (a tensor: reading it synchronises a GPU)."""
+    plans = Plans.of(plans)
     img, lab = img.to(device, non_blocking=True), lab.to(device, non_blocking=True)
     if synthetic is not None:
         img = synthetic(img, seed, step, first)
     img, lab = to_network_input(img, lab, plans)
-    img, lab = augment_samples(img, lab, aug_cfg, seed, step, first,
-                               plans["context_slices"] if plans["dim"] != "3d" else 1)
+    img, lab = augment_samples(img, lab, aug_cfg, seed, step, first, plans.augment_slices)
     img, lab = with_previous_stage(img, lab, plans)
     img = img.contiguous(memory_format=fmt)
     for g in opt.param_groups:
@@ -256,9 +261,10 @@ def retain_freed_memory() -> bool:
 def _train(train_paths, val_paths, plans, cfg, out_dir: Path, d: ddp.Dist, progress: bool,
            previous: dict[str, str] | None = None) -> dict:
     previous = previous or {}
+    plans = Plans.of(plans)
     from tqdm import tqdm
 
-    device, batch = d.device, int(plans["batch_size"])
+    device, batch = d.device, plans.batch_size
     if batch % d.world:
         raise ValueError(f"the planned batch size {batch} (global, over all processes) is not divisible by "
                          f"{d.world} training processes; set model.batch_size to a multiple of {d.world}")
@@ -280,7 +286,7 @@ def _train(train_paths, val_paths, plans, cfg, out_dir: Path, d: ddp.Dist, progr
     start_epoch, rows = 0, []
     stamps = store_stamps([*train_paths, *previous.values()])  # a cascade: its inputs' too
     val_stamps = store_stamps(val_paths)
-    key = run_key({"train": stamps, "val": val_stamps, "plans": plans}, cfg, RESUMABLE_KEYS)
+    key = run_key({"train": stamps, "val": val_stamps, "plans": plans.raw}, cfg, RESUMABLE_KEYS)  # the dict, as ever
     state = resumable_checkpoint(ckpt_path, key, device, "its stores, split, plans or training settings differ")
     if state is not None:
         net.load_state_dict(state["model"])
@@ -302,10 +308,10 @@ def _train(train_paths, val_paths, plans, cfg, out_dir: Path, d: ddp.Dist, progr
     if aug_cfg.synthetic_modality_p > 0:
         from voxflow.synth.augment import SyntheticModality
 
-        synthetic = SyntheticModality(cfg.get("synthesis_model"), aug_cfg.synthetic_modality_p, device, plans["dim"])
-    patch = sampler_patch(plans)
-    train_ds = PatchBatches(train_paths, patch, batch, cfg["fg_fraction"], plans["label_values"],
-                            seed=seed, centre_z=plans["dim"] != "3d", rank=d.rank, world=d.world,
+        synthetic = SyntheticModality(cfg.get("synthesis_model"), aug_cfg.synthetic_modality_p, device, plans.dim)
+    patch = plans.sampler_patch
+    train_ds = PatchBatches(train_paths, patch, batch, cfg["fg_fraction"], plans.label_values,
+                            seed=seed, centre_z=not plans.is_3d, rank=d.rank, world=d.world,
                             previous=[previous[p] for p in train_paths] if previous else None)
     train_ds.start = start_epoch * iters  # the batches of the trained steps are skipped, not redrawn
     loader = iter(make_loader(train_ds, int(cfg["workers"])))
@@ -354,7 +360,7 @@ def _train(train_paths, val_paths, plans, cfg, out_dir: Path, d: ddp.Dist, progr
                      "val_dice_mean": round(float(np.nanmean(dice[1:])), 5) if np.any(~np.isnan(dice[1:])) else "",
                      "lr": round(opt.param_groups[0]["lr"], 7), "it_per_s": round(1 / step_s, 3),
                      "data_wait_fraction": round(wait / (time.time() - t0), 3)})
-        for group, value in zip(plans.get("regions") or [], dice[1:]):  # region training: each region's Dice
+        for group, value in zip(plans.regions or [], dice[1:]):  # region training: each region's Dice
             name = "val_dice_region_" + "_".join(map(str, group))
             rows[-1][name] = "" if math.isnan(value) else round(float(value), 5)
         log.info("epoch %d: %s", epoch, rows[-1])
@@ -372,7 +378,7 @@ def _train(train_paths, val_paths, plans, cfg, out_dir: Path, d: ddp.Dist, progr
     if d.main and start_epoch >= epochs:  # resumed after its last epoch (killed before the end): the curve again
         write_curve(rows, out_dir)
     if d.main:
-        save_checkpoint(final, model=model.state_dict(), plans=json.dumps(plans), curve=json.dumps(rows),
+        save_checkpoint(final, model=model.state_dict(), plans=json.dumps(plans.raw), curve=json.dumps(rows),
                         deep_supervision=bool(cfg["deep_supervision"]), world_size=d.world)
     return {"epochs": epochs, "final": str(final), "last": rows[-1] if rows else {},
             "step_losses": losses if start_epoch < epochs else [], "samples": seen, "rank": d.rank,
@@ -384,21 +390,23 @@ def _fixed_val_batches(paths, patch, plans, cfg, seed, previous=None):
     n = int(cfg["val_patches"])
     if n <= 0:
         return []
-    ds = PatchBatches(paths, patch, batch_size=max(1, plans["batch_size"]), fg_fraction=1.0,
-                      label_values=plans["label_values"], seed=seed + 1, centre_z=plans["dim"] != "3d",
+    plans = Plans.of(plans)
+    batch = max(1, plans.batch_size)
+    ds = PatchBatches(paths, patch, batch_size=batch, fg_fraction=1.0, label_values=plans.label_values,
+                      seed=seed + 1, centre_z=not plans.is_3d,
                       previous=[previous[p] for p in paths] if previous else None)
     it = iter(ds)
-    return [next(it) for _ in range(max(1, n // max(1, plans["batch_size"])))]
+    return [next(it) for _ in range(max(1, n // batch))]
 
 
 @torch.no_grad()
-def _validate(net, batches, plans, device, amp) -> np.ndarray:
+def _validate(net, batches, plans: Plans, device, amp) -> np.ndarray:
     """Pseudo-Dice per output: slot 0 the whole foreground and then one per class, or, with regions, one per
     region (the first, outermost one, e.g. whole tumour, standing for the foreground)."""
     from voxflow.training.regions import region_dice_stats, region_targets
 
-    groups = region_index_groups_of(plans)
-    size = len(groups) + 1 if groups else plans["n_classes"]
+    groups = plans.region_index_groups
+    size = len(groups) + 1 if groups else plans.n_classes
     if not batches:
         return np.full(size, np.nan)
     net.eval()
@@ -413,7 +421,7 @@ def _validate(net, batches, plans, device, amp) -> np.ndarray:
             a, b, c = region_dice_stats(logits.float(), region_targets(lab[:, 0], groups))
             a, b, c = (np.concatenate([x[:1], x]) for x in (a, b, c))
         else:
-            a, b, c = pseudo_dice(logits.float(), lab, plans["n_classes"])
+            a, b, c = pseudo_dice(logits.float(), lab, plans.n_classes)
         tp, fp, fn = tp + a, fp + b, fn + c
     return _dice(tp, fp, fn)
 

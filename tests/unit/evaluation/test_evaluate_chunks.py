@@ -1,6 +1,6 @@
 """Evaluation in chunks (evaluate.subjects_per_job): a job scores several subjects, the metrics do not
-depend on how the subjects are chunked, a failure names the subject, and the DAG gives every predicted
-subject to exactly one chunk."""
+depend on how the subjects are chunked, and a failure names the subject (the DAG that gives every predicted
+subject to exactly one chunk: tests/workflow/test_evaluate_chunks_dag.py)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""Automatic choice of configuration and ensemble on out-of-fold predictions (voxflow.inference.choose), and one
-workflow run that trains two configurations, chooses, predicts with the choice, and predicts again from the
-model folder alone."""
+"""Automatic choice of configuration and ensemble on out-of-fold predictions (voxflow.inference.choose); the workflow
+run that trains two configurations, chooses and predicts with the choice is
+tests/workflow/test_learn_choose_workflow.py."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Input layouts (voxflow.inputs.layouts): each one on a small cohort written in that layout, its error
-cases, DICOM series / NRRD / MHA inputs, and real workflow runs through ingest (and through the
-zarr stores for a sheet cohort with a DICOM subject, whose patient name must appear in no output)."""
+cases, DICOM series / NRRD / MHA inputs (real workflow runs through ingest, and through the zarr stores for a
+sheet cohort with a DICOM subject: tests/workflow/test_layouts_workflow.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Config validation (voxflow.settings.schema.validate_config): one-line errors that name the culprit, defaults filled."""
+"""Config validation (voxflow.settings.validate_config): one-line errors that name the culprit, defaults filled."""
 
 from __future__ import annotations
 
