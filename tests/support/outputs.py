@@ -6,10 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
+from voxflow.core import metrics
+
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = np.asarray(a) > 0, np.asarray(b) > 0
-    return float(2 * np.logical_and(a, b).sum() / (a.sum() + b.sum()))
+    """voxflow.core.metrics.dice of the positive voxels; NaN when both are empty (no overlap to check)."""
+    return metrics.dice(np.asarray(a) > 0, np.asarray(b) > 0, empty=float("nan"))
 
 
 def files_under(path: Path) -> list[Path]:

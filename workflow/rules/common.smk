@@ -16,6 +16,16 @@ from voxflow.settings.launch import launcher
 from voxflow.settings.loader import shorten_subject_lists
 from voxflow.core.atomic import write_json_atomic
 
+# Three `run:` blocks (subject_status, cohort_status in preprocess.smk; report_subjects in report.smk) import
+# what they call under the module names it had before the stage packages: `voxflow.status` (now
+# voxflow.pipeline.status) and `voxflow.report` (a package now, exposing write_shown_subjects). Snakemake's code
+# rerun trigger compares a run block's text, so renaming the import there would rerun cohort_status in every
+# results folder made before and, through status/cohort.json, the whole cohort's training. The old name is an
+# alias here, for those blocks only; new code imports voxflow.pipeline.status.
+import voxflow.pipeline.status
+
+sys.modules.setdefault("voxflow.status", voxflow.pipeline.status)
+
 # The config Snakemake merged (config/config.yaml, --configfile) loaded as `voxflow validate` loads it
 # (voxflow.settings.load_config_dict: validated in place against the packaged schema, defaults filled, its cohort
 # built and checked), then resolved once into SETTINGS (voxflow.settings.Settings): every config mistake found

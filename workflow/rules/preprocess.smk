@@ -124,7 +124,7 @@ if not FUSED:
             status=STATUS,
         localrule: True
         run:
-            from voxflow.pipeline.status import write_status
+            from voxflow.status import write_status
 
             # kept as written: a run block's text is its rule's code rerun trigger
             # fmt: off
@@ -267,7 +267,7 @@ checkpoint cohort_status:
         # input.missing: synthesize: the subjects that lack a modality (never trained on, completed before inference)
         incomplete={"incomplete": COHORT.missing},
     run:
-        from voxflow.pipeline.status import merge_status
+        from voxflow.status import merge_status
 
         # kept as written: a run block's text is its rule's code rerun trigger (this checkpoint's reruns everything)
         # fmt: off

@@ -73,7 +73,7 @@ checkpoint report_subjects:
     params:
         cap=REPORT_QC_SUBJECTS,
     run:
-        from voxflow.report.build import write_shown_subjects
+        from voxflow.report import write_shown_subjects
 
         # kept as written: a run block's text is its rule's code rerun trigger
         # fmt: off

@@ -66,6 +66,13 @@ def labels_from_region_probabilities(probs: np.ndarray, labels: Sequence[int], t
 
 
 
+def foreground_groups(label_values: Sequence[int], regions: Sequence[Sequence[int]] | None = None) -> list[list[int]]:
+    """The label groups that metrics and post-processing score: the regions, else each non-zero label alone."""
+    if regions:
+        return [[int(v) for v in g] for g in regions]
+    return [[int(v)] for v in label_values if int(v) != 0]
+
+
 def labels_from_probabilities(probs: np.ndarray, label_values: Sequence[int]) -> np.ndarray:
     """Softmax probabilities (K, *spatial) -> label map: the argmax class mapped to its label value."""
     lut = np.asarray(label_values, dtype=np.uint8)
@@ -124,9 +131,7 @@ class LabelScheme:
     @property
     def foreground_groups(self) -> list[list[int]]:
         """The label groups that metrics and post-processing score: the regions, else each non-zero label alone."""
-        if self.regions is not None:
-            return [list(g) for g in self.regions]
-        return [[v] for v in self.foreground_labels]
+        return foreground_groups(self.label_values, self.regions)
 
     @property
     def region_index_groups(self) -> list[list[int]] | None:

@@ -4,8 +4,58 @@ the report, export-model and voxflow predict all build their paths here)."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 import os
+import re
+from pathlib import Path
+
+# The files of a model folder (<output_dir>/model, or a configuration's model/<configuration>/ of
+# model.configurations): what the training writes, export-model packs and voxflow predict reads.
+MODEL_FILE = "model_final.pt"  # fold_<k>/: the trained network, with its training curve
+CHECKPOINT_FILE = "checkpoint_latest.pt"  # fold_<k>/: where a killed fold resumes
+PLANS_FILE = "plans.json"
+SETTINGS_FILE = "settings.json"
+POSTPROCESSING_FILE = "postprocessing.json"
+INFERENCE_FILE = "inference.json"  # a model of several configurations: the choice, in place of postprocessing.json
+FINGERPRINT_FILE = "fingerprint.json"
+NORMALIZATION_FILE = "normalization.json"
+SPLIT_FILE = "split.json"
+STORES_FILE = "stores.json"
+FOLD_MODELS = f"fold_*/{MODEL_FILE}"  # glob of the fold models in a model folder
+ANY_FOLD_MODEL = f"fold_<k>/{MODEL_FILE}"  # how a message names a missing fold model
+
+
+def fold_name(fold: int | str) -> str:
+    """A fold's folder name, fold_<k>."""
+    return f"fold_{fold}"
+
+
+def fold_index(name: str) -> int | None:
+    """The fold number of a folder named fold_<k>; None for any other name."""
+    m = re.fullmatch(r"fold_(\d+)", name)
+    return int(m.group(1)) if m else None
+
+
+def fold_models(model_dir: str | os.PathLike) -> list[Path]:
+    """The fold models of a model folder, fold_<k>/model_final.pt (files), by fold number."""
+    found = [(k, p) for p in Path(model_dir).glob(FOLD_MODELS)
+             if (k := fold_index(p.parent.name)) is not None and p.is_file()]
+    return [p for _, p in sorted(found, key=lambda kp: kp[0])]
+
+
+def fold_dir(model_dir: str | os.PathLike, fold: int | str, configuration: str | None = None) -> str:
+    """<model_dir>[/<configuration>]/fold_<k>."""
+    return os.path.join(model_dir, *([configuration] if configuration else []), fold_name(fold))
+
+
+def fold_model(model_dir: str | os.PathLike, fold: int | str, configuration: str | None = None) -> str:
+    """<model_dir>[/<configuration>]/fold_<k>/model_final.pt."""
+    return os.path.join(fold_dir(model_dir, fold, configuration), MODEL_FILE)
+
+
+def fold_model_name(fold: int | str, configuration: str | None = None) -> str:
+    """A fold model's name inside a model folder, '/'-separated (inference.json's and an archive's):
+    [<configuration>/]fold_<k>/model_final.pt."""
+    return "/".join([*([configuration] if configuration else []), fold_name(fold), MODEL_FILE])
 
 
 def read_inference(path: str | Path) -> dict:

@@ -4,19 +4,82 @@ attributes, for every stage after preprocessing."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from voxflow.errors import InputError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+# Where preprocess.store.write_subject_store puts things (an OME-Zarr image with two label images); read only here.
+IMAGE = "0"  # the image, (C, Z, Y, X) float, full resolution
+MASK = "labels/brain/0"  # the foreground mask (the brain; in native space the body or skull-stripping mask)
+LABEL = "labels/lesion/0"  # the reference label, where the subject has one (attribute has_label)
+ATTRS = "voxflow"  # root attribute: modalities, grid (shape, spacing, origin, direction), transforms, has_label, ...
+SAMPLES = "voxflow"  # group of the foreground samples: fg_<class> voxel coordinates, (N, 3)
+
+StoreRef = Any  # a store's path, or the group open_store returned (several reads, one opening)
+
+
+def open_store(path: str | os.PathLike) -> Any:
+    """A subject's store, read-only (the zarr group): to take several of the reads below from one opening."""
+    import zarr
+
+    return zarr.open_group(str(path), mode="r")
+
+
+def _root(store: StoreRef) -> Any:
+    return open_store(store) if isinstance(store, (str, os.PathLike)) else store
+
+
+def store_meta(store: StoreRef, default: dict | None = None) -> dict:
+    """The store's voxflow attributes (a copy); `default` for a store without them, else KeyError."""
+    root = _root(store)
+    if default is not None and ATTRS not in root.attrs:
+        return dict(default)
+    return dict(root.attrs[ATTRS])
+
+
+def image_array(store: StoreRef) -> Any:
+    """The image, (C, Z, Y, X), as the lazy zarr array (patch-wise readers)."""
+    return _root(store)[IMAGE]
+
+
+def label_array(store: StoreRef) -> Any:
+    """The reference label as the lazy zarr array; KeyError for a store without one."""
+    return _root(store)[LABEL]
+
+
+def read_store_image(store: StoreRef) -> np.ndarray:
+    return image_array(store)[:]
+
+
+def read_store_label(store: StoreRef) -> np.ndarray:
+    """The reference label (Z, Y, X); KeyError for a store without one."""
+    return label_array(store)[:]
+
+
+def read_store_mask(store: StoreRef) -> np.ndarray:
+    """The foreground mask (Z, Y, X), uint8."""
+    return _root(store)[MASK][:]
+
+
+def foreground_samples(store: StoreRef) -> dict[str, np.ndarray]:
+    """Class (as a string) -> sampled voxel coordinates of that class, (N, 3); {} for a store without samples."""
+    root = _root(store)
+    if SAMPLES not in root:
+        return {}
+    return {k[3:]: root[f"{SAMPLES}/{k}"][:] for k in root[SAMPLES].array_keys()}
 
 
 def read_subject_store(path: str | Path) -> dict:
     """Read a whole store back (arrays as numpy) — for tests, evaluation and small cohorts."""
-    import zarr
-
-    root = zarr.open_group(str(path), mode="r")
-    meta = dict(root.attrs["voxflow"])
-    out = {"image": root["0"][:], "meta": meta, "mask": root["labels/brain/0"][:]}
-    out["label"] = root["labels/lesion/0"][:] if meta["has_label"] else None
+    root = open_store(path)
+    meta = store_meta(root)
+    out = {"image": read_store_image(root), "meta": meta, "mask": read_store_mask(root)}
+    out["label"] = read_store_label(root) if meta["has_label"] else None
     return out
 
 

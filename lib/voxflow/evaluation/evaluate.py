@@ -53,15 +53,16 @@ def score_subject(subject: str, native: str, grid: str, store: str, label: str, 
     on the raw reference grid) and on the store's grid (the prediction `grid` against the store's
     label), the latter's `space` being cfg["store_space"]."""
     import SimpleITK as sitk
-    import zarr
+
+    from voxflow.core.stores import open_store, read_store_label, store_meta
 
     def image(path):
         img = sitk.ReadImage(path)
         return sitk.GetArrayFromImage(img), img.GetSpacing()[::-1]
 
     def store_label(path):
-        root = zarr.open_group(path, mode="r")
-        return root["labels/lesion/0"][:], root.attrs["voxflow"]["spacing_zyx"]
+        root = open_store(path)
+        return read_store_label(root), store_meta(root)["spacing_zyx"]
 
     pred, _ = _read(subject, native, "native-space prediction", image)
     ref, spacing = _read(subject, label, "label", image)

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from voxflow.core.metrics import dice
+
 COST = {"2d": 1, "2.5d": 2, "3d": 3, "3d_cascade": 4}  # inference cost order for ties (a cascade runs 2 stages)
 
 
@@ -28,12 +30,7 @@ def ensembles(configurations: Sequence[str]) -> list[tuple[str, ...]]:
 
 def foreground_dice(seg: np.ndarray, ref: np.ndarray, groups: Sequence[Sequence[int]]) -> list[float]:
     """Dice of each label group (a label, or a region); NaN when both are empty."""
-    out = []
-    for g in groups:
-        p, r = np.isin(seg, g), np.isin(ref, g)
-        denom = int(p.sum()) + int(r.sum())
-        out.append(float("nan") if denom == 0 else 2.0 * int((p & r).sum()) / denom)
-    return out
+    return [dice(np.isin(seg, g), np.isin(ref, g), empty=float("nan")) for g in groups]
 
 
 def score_ensembles(configurations: Sequence[str], subjects: Sequence[str],

@@ -21,6 +21,8 @@ import torch
 
 from voxflow.inputs.images import read_raw
 from voxflow.core.atomic import atomic_path
+from voxflow.core.layout import FOLD_MODELS
+from voxflow.core.stores import image_array, read_store_mask, store_meta
 from voxflow.nn.sliding_window import sliding_window_predict
 from voxflow.planning.plans import Plans
 from voxflow.inference.model import load_trained, volume_predictor
@@ -45,10 +47,7 @@ def predict_probabilities(store_path: str, model_paths: Sequence[str], cfg: dict
 def _ensemble(store_path: str, model_paths: Sequence[str], cfg: dict, device: torch.device, progress: bool = False,
               previous: np.ndarray | None = None) -> tuple[np.ndarray, Plans]:
     """predict_probabilities with the plans as Plans."""
-    import zarr
-
-    root = zarr.open_group(store_path, mode="r")
-    image = root["0"]
+    image = image_array(store_path)
     mean = None
     plans: Plans | None = None
     first: Plans | None = None
@@ -82,7 +81,7 @@ def _ensemble(store_path: str, model_paths: Sequence[str], cfg: dict, device: to
 
 def lowres_models(fullres_model: str | Path) -> list[str]:
     """The low-resolution folds of a cascade's full-resolution model (<configuration>/lowres/fold_*)."""
-    found = sorted(str(p) for p in (Path(fullres_model).parent.parent / "lowres").glob("fold_*/model_final.pt"))
+    found = sorted(str(p) for p in (Path(fullres_model).parent.parent / "lowres").glob(FOLD_MODELS))
     if not found:
         raise FileNotFoundError(f"{fullres_model} is a cascade's full-resolution stage, but no low-resolution "
                                 f"model is beside it ({Path(fullres_model).parent.parent / 'lowres'}/fold_*/)")
@@ -119,9 +118,7 @@ def segmentation(probs: np.ndarray, plans: Plans | Mapping) -> np.ndarray:
 
 def store_geometry(store_path: str) -> dict:
     """The store's voxflow attributes: its grid (shape, origin, spacing, direction) and transforms."""
-    import zarr
-
-    return dict(zarr.open_group(store_path, mode="r").attrs["voxflow"])
+    return store_meta(store_path)
 
 
 def store_grid_image(arr_zyx: np.ndarray, meta: dict):
@@ -198,11 +195,9 @@ def predict_subject(store_path: str, model_paths: Sequence[str], postprocess: di
     device = device or pick_device(cfg.get("device", "auto"))
     probs, plans = _ensemble(store_path, model_paths, cfg, device, progress=True)
     seg = plans.labels.labels_from_probabilities(probs)
-    import zarr
-
     meta = store_geometry(store_path)
     # the store's foreground mask (the brain; in native space the body or skull-stripping mask)
-    brain = zarr.open_group(store_path, mode="r")["labels/brain/0"][:] > 0
+    brain = read_store_mask(store_path) > 0
     seg = np.where(brain, seg, 0).astype(np.uint8)
     if postprocess:
         seg = apply_postprocessing(seg, postprocess, fill_holes_labels=postprocess.get("fill_holes") or (),

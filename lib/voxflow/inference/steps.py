@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from voxflow.core.atomic import write_json_atomic
-from voxflow.core.stores import store_path, subject_stores
+from voxflow.core.layout import PLANS_FILE, fold_model_name
+from voxflow.core.stores import open_store, read_store_label, read_store_mask, store_meta, store_path, subject_stores
 from voxflow.postprocessing.steps import postprocessing_decision
 
 
@@ -18,8 +19,6 @@ def choose_configuration(subject: str, inp: dict, out: dict, cfg: dict, threads:
     """Score every configuration and ensemble on the out-of-fold subjects, keep the best (voxflow.inference.choose),
     decide its post-processing on its out-of-fold predictions, write model/inference.json."""
     import shutil
-
-    import zarr
 
     from voxflow.inference.choose import choose, score_ensembles, write_inference
     from voxflow.planning.plans import Plans
@@ -39,9 +38,8 @@ def choose_configuration(subject: str, inp: dict, out: dict, cfg: dict, threads:
     def reference(s: str):
         if s not in cache:
             cache.clear()
-            root = zarr.open_group(stores[s], mode="r")
-            cache[s] = (root["labels/lesion/0"][:], root["labels/brain/0"][:] > 0,
-                        root.attrs["voxflow"]["spacing_zyx"])
+            root = open_store(stores[s])
+            cache[s] = (read_store_label(root), read_store_mask(root) > 0, store_meta(root)["spacing_zyx"])
         return cache[s]
 
     def probabilities(c: str, s: str) -> np.ndarray:
@@ -63,7 +61,7 @@ def choose_configuration(subject: str, inp: dict, out: dict, cfg: dict, threads:
         spacings.append(spacing)
     post = postprocessing_decision(preds, refs, spacings, cfg)
     model_dir = Path(out["inference"]).parent
-    models = {c: [f"{c}/fold_{k}/model_final.pt" for k in folds] for c in confs}
+    models = {c: [fold_model_name(k, c) for k in folds] for c in confs}
     doc = write_inference(out["inference"], chosen, rows, models, post, len(subjects), float(cfg["tolerance"]))
     shutil.copyfile(inp[f"plans_{chosen['members'][0]}"], model_dir / ".plans.json.tmp")
     (model_dir / ".plans.json.tmp").replace(out["plans"])
@@ -90,7 +88,7 @@ def predict(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> 
         models = list(cfg.get("models") or [])
     if not models:
         raise InputError(subject, inp.get("postprocessing"), "no fold model to predict with")
-    trained_on = Plans.load(Path(models[0]).parent.parent / "plans.json").optional("modalities")
+    trained_on = Plans.load(Path(models[0]).parent.parent / PLANS_FILE).optional("modalities")
     if trained_on and cfg.get("modalities") and trained_on != cfg["modalities"]:
         raise InputError(subject, models[0], f"model was trained on modalities {trained_on}, "
                                              f"the config gives {cfg['modalities']}")

@@ -30,23 +30,25 @@ from pathlib import Path
 
 from voxflow.settings.model import DATASET_NORMALIZATIONS
 from voxflow.core.atomic import atomic_path
+from voxflow.core.layout import (ANY_FOLD_MODEL, FINGERPRINT_FILE, INFERENCE_FILE, MODEL_FILE, NORMALIZATION_FILE,
+                                 PLANS_FILE, POSTPROCESSING_FILE, SETTINGS_FILE, fold_models)
 from voxflow.planning.plans import Plans
 
 MANIFEST = "manifest.json"
 FORMAT = "voxflow-model"
 FORMAT_VERSION = 1
-REQUIRED = ("plans.json", "settings.json", "postprocessing.json")
-INFERENCE = "inference.json"  # a model of several configurations: in place of postprocessing.json
-OPTIONAL = ("fingerprint.json", "normalization.json")
+REQUIRED = (PLANS_FILE, SETTINGS_FILE, POSTPROCESSING_FILE)
+INFERENCE = INFERENCE_FILE  # a model of several configurations: in place of postprocessing.json
+OPTIONAL = (FINGERPRINT_FILE, NORMALIZATION_FILE)
 _CONFIGURATION = r"(?:2d|2\.5d|3d|3d_cascade)(?:/lowres)?"  # model.configurations' folders
-FOLD_MODEL = re.compile(rf"(?:{_CONFIGURATION}/)?fold_(\d+)/model_final\.pt")
-CONFIGURATION_PLANS = re.compile(rf"{_CONFIGURATION}/plans\.json")
+FOLD_MODEL = re.compile(rf"(?:{_CONFIGURATION}/)?fold_(\d+)/{re.escape(MODEL_FILE)}")
+CONFIGURATION_PLANS = re.compile(rf"{_CONFIGURATION}/{re.escape(PLANS_FILE)}")
 
 
 def required_files(several: bool) -> list[str]:
     """The JSON files a model must hold: a model of several configurations has inference.json (the choice and its
     post-processing) in place of postprocessing.json. The one rule of export, opening and the manifest check."""
-    return [INFERENCE if several and n == "postprocessing.json" else n for n in REQUIRED]
+    return [INFERENCE if several and n == POSTPROCESSING_FILE else n for n in REQUIRED]
 # the first voxflow whose workflow writes model/settings.json (the model_settings rule)
 SETTINGS_SINCE = "0.1.0"
 _CHUNK = 1 << 20
@@ -79,9 +81,10 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def _read_json(path: Path, source, name: str) -> dict:
+def _read_json(d: Path, name: str, source) -> dict:
+    """The JSON object d/name; a one-line ModelArchiveError naming `source` and the file when it is none."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads((d / name).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ModelArchiveError(source, f"cannot read {name}: {exc}") from None
     if not isinstance(data, dict):
@@ -109,7 +112,7 @@ def normalization_needed(settings: dict) -> list[str]:
 
 def _read_plans(d: Path, source) -> Plans:
     """d/plans.json as Plans (a one-line ModelArchiveError when it cannot be read)."""
-    return Plans.from_dict(_read_json(d / "plans.json", source, "plans.json"), source=str(d / "plans.json"))
+    return Plans.from_dict(_read_json(d, PLANS_FILE, source), source=str(d / PLANS_FILE))
 
 
 def _check_settings(settings: dict, plans: Plans, source) -> None:
@@ -129,19 +132,18 @@ def _check_settings(settings: dict, plans: Plans, source) -> None:
 def _chosen_models(d: Path, source) -> list[str]:
     """A model of several configurations: the chosen models inference.json names (relative, '/'-separated),
     each configuration's plans.json, and the low-resolution folds a chosen cascade chains."""
-    doc = _read_json(d / INFERENCE, source, INFERENCE)
+    doc = _read_json(d, INFERENCE, source)
     models = doc.get("models")
     if not isinstance(models, list) or not models or not all(isinstance(m, str) and FOLD_MODEL.fullmatch(m)
                                                              for m in models):
-        raise ModelArchiveError(source, f"{INFERENCE} names no models of the form <configuration>/fold_<k>/"
-                                        f"model_final.pt (models: {models!r})")
+        raise ModelArchiveError(source, f"{INFERENCE} names no models of the form <configuration>/{ANY_FOLD_MODEL} "
+                                        f"(models: {models!r})")
     names = list(dict.fromkeys(models))
     for conf in dict.fromkeys(m.rsplit("/", 2)[0] for m in models):
         low = d / conf / "lowres"
-        names += sorted(f"{conf}/lowres/{p.parent.name}/model_final.pt" for p in low.glob("fold_*/model_final.pt")
-                        if re.fullmatch(r"fold_\d+", p.parent.name))
+        names += sorted(f"{conf}/lowres/{p.parent.name}/{MODEL_FILE}" for p in fold_models(low))
     for conf in dict.fromkeys(n.rsplit("/", 2)[0] for n in list(names)):
-        names.append(f"{conf}/plans.json")
+        names.append(f"{conf}/{PLANS_FILE}")
     return names
 
 
@@ -152,8 +154,8 @@ def model_files(model_dir: str | os.PathLike) -> dict[str, Path]:
     if not d.is_dir():
         raise ModelArchiveError(model_dir, "not a directory (a trained model folder, e.g. results/model)")
     files: dict[str, Path] = {}
-    if not (d / "settings.json").is_file():
-        raise ModelArchiveError(model_dir, f"no settings.json: was this model trained with voxflow >= "
+    if not (d / SETTINGS_FILE).is_file():
+        raise ModelArchiveError(model_dir, f"no {SETTINGS_FILE}: was this model trained with voxflow >= "
                                            f"{SETTINGS_SINCE}? rerun the workflow's model_settings rule "
                                            "(snakemake --configfile <the run's config> "
                                            "<output_dir>/model/settings.json)")
@@ -164,11 +166,9 @@ def model_files(model_dir: str | os.PathLike) -> dict[str, Path]:
         members = _chosen_models(d, model_dir)
         missing += [n for n in members if not (d / n).is_file()]
     else:
-        members = [f"{e.name}/model_final.pt" for e in sorted(
-            (e for e in os.scandir(d) if e.is_dir() and re.fullmatch(r"fold_\d+", e.name)
-             and (d / e.name / "model_final.pt").is_file()), key=lambda e: int(e.name[5:]))]
+        members = [f"{p.parent.name}/{MODEL_FILE}" for p in fold_models(d)]
         if not members:
-            missing.append("fold_<k>/model_final.pt")
+            missing.append(ANY_FOLD_MODEL)
     if missing:
         raise ModelArchiveError(model_dir, f"lacks {', '.join(missing)}: not the model folder of a finished "
                                            "training run (<output_dir>/model)")
@@ -177,12 +177,12 @@ def model_files(model_dir: str | os.PathLike) -> dict[str, Path]:
             files[n] = d / n
     for n in members:
         files[n] = d / n
-    settings = _read_json(d / "settings.json", model_dir, "settings.json")
+    settings = _read_json(d, SETTINGS_FILE, model_dir)
     plans = _read_plans(d, model_dir)
     _check_settings(settings, plans, model_dir)
     needed = normalization_needed(settings)
-    if needed and "normalization.json" not in files:
-        raise ModelArchiveError(model_dir, f"lacks normalization.json (normalization {needed}): rerun the "
+    if needed and NORMALIZATION_FILE not in files:
+        raise ModelArchiveError(model_dir, f"lacks {NORMALIZATION_FILE} (normalization {needed}): rerun the "
                                            "workflow's normalization_stats rule")
     return files
 
@@ -192,7 +192,7 @@ def export_model(model_dir: str | os.PathLike, archive: str | os.PathLike) -> di
     the manifest."""
     files = model_files(model_dir)
     d = Path(model_dir)
-    settings = _read_json(d / "settings.json", model_dir, "settings.json")
+    settings = _read_json(d, SETTINGS_FILE, model_dir)
     plans = _read_plans(d, model_dir)
     inp = settings["input"]
     manifest = {
@@ -203,7 +203,7 @@ def export_model(model_dir: str | os.PathLike, archive: str | os.PathLike) -> di
         "label_values": list(inp.get("label_values") or plans.optional("label_values") or []),
         "space": (settings.get("preprocess") or {}).get("space", "mni"),
         "folds": sorted({_fold_key(n) for n in files if FOLD_MODEL.fullmatch(n)}),
-        "configurations": (_read_json(d / INFERENCE, model_dir, INFERENCE).get("configurations")
+        "configurations": (_read_json(d, INFERENCE, model_dir).get("configurations")
                            if INFERENCE in files else None),
         "files": {n: {"sha256": sha256_file(p), "size": p.stat().st_size} for n, p in files.items()},
     }
@@ -273,13 +273,13 @@ def load_model_dir(d: str | os.PathLike, source: str | os.PathLike | None = None
         model_files(d)
     except ModelArchiveError as exc:
         raise ModelArchiveError(source, exc.problem) from None
-    settings = _read_json(d / "settings.json", source, "settings.json")
+    settings = _read_json(d, SETTINGS_FILE, source)
     plans = _read_plans(d, source)
-    inference = _read_json(d / INFERENCE, source, INFERENCE) if (d / INFERENCE).is_file() else None
+    inference = _read_json(d, INFERENCE, source) if (d / INFERENCE).is_file() else None
     post = (inference.get("postprocessing") or {} if inference is not None
-            else _read_json(d / "postprocessing.json", source, "postprocessing.json"))
+            else _read_json(d, POSTPROCESSING_FILE, source))
     if manifest is None and (d / MANIFEST).is_file():  # an unpacked archive: still checked
-        manifest = _read_json(d / MANIFEST, source, MANIFEST)
+        manifest = _read_json(d, MANIFEST, source)
         _check_manifest(manifest, source)
         _verify_folder(d, manifest, source)
     if (manifest is not None and manifest.get("modalities")
@@ -289,10 +289,8 @@ def load_model_dir(d: str | os.PathLike, source: str | os.PathLike | None = None
     if inference is not None:  # the chosen models, in inference.json's order (the workflow's)
         paths = [str(d / m) for m in inference["models"]]
     else:
-        paths = [str(p) for p in sorted((p for p in d.glob("fold_*/model_final.pt")
-                                         if re.fullmatch(r"fold_\d+", p.parent.name)),
-                                        key=lambda p: int(p.parent.name[5:]))]
-    norm = d / "normalization.json"
+        paths = [str(p) for p in fold_models(d)]
+    norm = d / NORMALIZATION_FILE
     return Model(dir=d, source=source, settings=settings, plans=plans, postprocessing=post,
                  model_paths=paths, normalization=str(norm) if norm.is_file() else None,
                  manifest=manifest, sha256=sha256)
@@ -314,7 +312,7 @@ def _check_manifest(manifest, source) -> None:
     names = set(manifest["files"])
     missing = [n for n in required_files(INFERENCE in names) if n not in names]
     if not any(FOLD_MODEL.fullmatch(n) for n in names):
-        missing.append("fold_<k>/model_final.pt")
+        missing.append(ANY_FOLD_MODEL)
     if missing:
         raise ModelArchiveError(source, f"{MANIFEST} lists no {', '.join(missing)}: not a complete model")
 

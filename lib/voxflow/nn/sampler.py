@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from voxflow.core.stores import foreground_samples, image_array, label_array, open_store, store_meta
+
 
 @dataclass
 class Store:
@@ -28,11 +30,10 @@ class Store:
         import zarr
 
         self.prev = zarr.open_array(self.previous, mode="r") if self.previous else None
-        root = zarr.open_group(self.path, mode="r")
-        self.image = root["0"]
-        meta = root.attrs["voxflow"]
-        self.label = root["labels/lesion/0"] if meta.get("has_label") else None
-        self.fg = {k[3:]: root[f"voxflow/{k}"][:] for k in root["voxflow"].array_keys()} if "voxflow" in root else {}
+        root = open_store(self.path)
+        self.image = image_array(root)
+        self.label = label_array(root) if store_meta(root).get("has_label") else None
+        self.fg = foreground_samples(root)
         self.shape = tuple(self.image.shape[1:])
         return self
 

@@ -34,21 +34,21 @@ _BYTES_PER_VOXEL_FEATURE = 135.0
 
 def _subject_stats(path: str, n_classes_max: int = 256, n_samples: int = 20000, seed: int = 0) -> dict:
     import numpy as np
-    import zarr
 
-    root = zarr.open_group(path, mode="r")
-    meta = dict(root.attrs["voxflow"])
-    img = root["0"]
-    mask = root["labels/brain/0"][:] > 0
+    from voxflow.core.stores import open_store, read_store_image, read_store_label, read_store_mask, store_meta
+
+    root = open_store(path)
+    meta = store_meta(root)
+    mask = read_store_mask(root) > 0
     rng = np.random.default_rng(seed)
     idx = np.argwhere(mask)
     if len(idx) > n_samples:
         idx = idx[rng.choice(len(idx), n_samples, replace=False)]
-    data = img[:]
+    data = read_store_image(root)
     samples = data[:, idx[:, 0], idx[:, 1], idx[:, 2]].astype(np.float32)
     counts = {}
     if meta.get("has_label"):
-        lab = root["labels/lesion/0"][:]
+        lab = read_store_label(root)
         vals, cnt = np.unique(lab, return_counts=True)
         counts = {str(int(v)): int(c) for v, c in zip(vals, cnt)}
     return {"path": path, "shape": meta["shape_zyx"], "spacing": meta["spacing_zyx"],

@@ -97,12 +97,6 @@ def binary_open_close(seg: np.ndarray, labels: LabelSpec, radius_vox: int = 1, o
     return out
 
 
-def _dice(pred: np.ndarray, ref: np.ndarray) -> float:
-    """Dice of two masks; NaN when both are empty (ignored in means, as in nnU-Net)."""
-    denom = int(pred.sum()) + int(ref.sum())
-    return float("nan") if denom == 0 else 2.0 * int(np.logical_and(pred, ref).sum()) / denom
-
-
 def _mean_or_none(values: list[float]) -> float | None:
     finite = [v for v in values if not np.isnan(v)]
     return float(np.mean(finite)) if finite else None
@@ -122,7 +116,7 @@ def decide_largest_component(
     ignored; a group with no informative case is not enabled. Returns a JSON-serialisable ``{"groups",
     "enabled", "dice_before", "dice_after", "hd95_before", "hd95_after", "dice_tolerance"}``.
     """
-    from voxflow.core.metrics import distance_metrics
+    from voxflow.core.metrics import dice, distance_metrics
 
     if len(predictions) != len(references):
         raise ValueError("need one reference per prediction")
@@ -136,8 +130,8 @@ def decide_largest_component(
             if not (mask.any() or ref_mask.any()):
                 continue
             largest = _largest_only(mask)
-            before.append(_dice(mask, ref_mask))
-            after.append(_dice(largest, ref_mask))
+            before.append(dice(mask, ref_mask, empty=float("nan")))  # both empty: left out of the mean (nnU-Net)
+            after.append(dice(largest, ref_mask, empty=float("nan")))
             spacing = None if spacings is None else spacings[i]
             hd_before.append(float(distance_metrics(mask, ref_mask, spacing)["hd95"]))
             hd_after.append(float(distance_metrics(largest, ref_mask, spacing)["hd95"]))

@@ -6,12 +6,10 @@ from __future__ import annotations
 import numpy as np
 
 from voxflow.core.atomic import write_json_atomic
-from voxflow.core.stores import subject_stores
+from voxflow.core.stores import open_store, read_store_label, store_meta, subject_stores
 
 
 def postprocess_plan(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
-    import zarr
-
     preds, refs, spacings, stores = [], [], [], subject_stores(inp)
     for key, path in inp.items():
         if not key.startswith("val_"):
@@ -19,9 +17,9 @@ def postprocess_plan(subject: str, inp: dict, out: dict, cfg: dict, threads: int
         with np.load(path) as data:
             for s in data.files:
                 preds.append(data[s])
-                root = zarr.open_group(stores[s], mode="r")
-                refs.append(root["labels/lesion/0"][:])
-                spacings.append(root.attrs["voxflow"]["spacing_zyx"])
+                root = open_store(stores[s])
+                refs.append(read_store_label(root))
+                spacings.append(store_meta(root)["spacing_zyx"])
     decision = postprocessing_decision(preds, refs, spacings, cfg)
     write_json_atomic(decision, out["postprocessing"])
     return decision

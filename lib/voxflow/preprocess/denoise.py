@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from voxflow.settings.model import is_ct_modality
+
 
 def nlm_denoise(img, noise_model: str = "Rician", patch_radius: int = 1, search_radius: int = 2,
                 shrink_factor: int = 1):
@@ -46,7 +48,7 @@ def denoise_subject(images: dict, out_images: dict, modality_types: dict, *, mod
         img = ants.image_read(path)
         if modalities is None or mod in modalities:
             model = noise_model if noise_model != "auto" else (
-                "Gaussian" if modality_types.get(mod, "mr") == "ct" else "Rician")
+                "Gaussian" if is_ct_modality(modality_types, mod) else "Rician")
             before = float(img.numpy().std())
             img = nlm_denoise(img, model, patch_radius, search_radius, shrink_factor)
             info[mod] = {"noise_model": model, "std_before": before, "std_after": float(img.numpy().std())}

@@ -14,6 +14,7 @@ import SimpleITK as sitk
 
 from voxflow.inputs.images import InputError, read_image, write_image
 from voxflow.inputs.validate import check_label_grid, check_label_values
+from voxflow.settings.model import modality_type
 
 CANONICAL = "LPS"
 
@@ -67,7 +68,7 @@ def ingest_subject(subject: str, images: Mapping[str, str], out_images: Mapping[
     for mod, img in loaded.items():
         write_image(canonical(img), out_images[mod])
         info["modalities"][mod] = {"source": "" if mod in missing else str(images[mod]), "size": img.GetSize(),
-                                   "spacing": img.GetSpacing(), "type": modality_types.get(mod, "mr")}
+                                   "spacing": img.GetSpacing(), "type": modality_type(modality_types, mod)}
     if lab is not None and out_label:
         write_image(canonical(lab), out_label)
     return info

@@ -15,8 +15,6 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
-
 from voxflow.inputs.images import write_ants
 from voxflow.core.atomic import atomic_path
 from voxflow.core.atomic import write_json_atomic

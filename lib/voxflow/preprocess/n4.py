@@ -10,19 +10,19 @@ from __future__ import annotations
 
 import numpy as np
 
+from voxflow.settings.model import is_ct_modality
 
-def head_mask(img):
-    """A foreground (head) mask: N4 must ignore air, whose noise has no bias to estimate.
 
-    Threshold at the image mean (what ants.get_mask does) plus hole filling, on the small copy
-    N4 runs on: ants.get_mask's morphological clean-up costs 2-3 s at full resolution for nothing
-    the bias fit can see.
+def n4_fit_mask(img):
+    """N4's foreground (head) mask, an image like `img`: N4 must ignore air, whose noise has no bias to estimate.
+
+    The opened head mask (voxflow.qc.subject.head_mask: threshold at the image mean, what ants.get_mask does, one
+    opening, hole filling), on the small copy N4 runs on: ants.get_mask's morphological clean-up costs 2-3 s at
+    full resolution for nothing the bias fit can see.
     """
-    from scipy import ndimage
+    from voxflow.qc.subject import head_mask
 
-    arr = img.numpy()
-    fg = ndimage.binary_fill_holes(ndimage.binary_opening(arr > arr.mean(), iterations=1))
-    return img.new_image_like(fg.astype(np.float32))
+    return img.new_image_like(head_mask(img.numpy(), opened=True).astype(np.float32))
 
 
 def n4_correct(img, mask=None, *, fit_spacing_mm: float = 6.0, iterations=(20, 10),
@@ -37,7 +37,7 @@ def n4_correct(img, mask=None, *, fit_spacing_mm: float = 6.0, iterations=(20, 1
     from voxflow.preprocess.coreg import coarse_copy
 
     small = coarse_copy(img, fit_spacing_mm)
-    small_mask = (head_mask(small) if mask is None
+    small_mask = (n4_fit_mask(small) if mask is None
                   else ants.resample_image_to_target(mask, small, interp_type="nearestNeighbor"))
     # N4 works on positive intensities; shift tiny/negative values (z-scored inputs) away from 0.
     arr = small.numpy()
@@ -71,7 +71,7 @@ def correct_subject(images: dict, out_images: dict, out_fields: dict, modality_t
     stats: dict[str, dict[str, float] | str] = {}
     for mod, path in images.items():
         img = ants.image_read(path)
-        if enabled and modality_types.get(mod, "mr") == "mr":
+        if enabled and not is_ct_modality(modality_types, mod):
             corrected, bias = n4_correct(img, fit_spacing_mm=fit_spacing_mm, iterations=iterations,
                                          spline_distance_mm=spline_distance_mm)
             b = bias.numpy()
@@ -98,10 +98,10 @@ def _score(scores: dict, mod: str, img, bias, fit_spacing_mm: float) -> None:
     import time
 
     from voxflow.preprocess.coreg import coarse_copy
-    from voxflow.qc.subject import head_mask as head, image_quality
+    from voxflow.qc.subject import head_mask, image_quality
 
     t0 = time.perf_counter()
-    field_mask = head(coarse_copy(img, fit_spacing_mm).numpy().T) if bias is not None else None
+    field_mask = head_mask(coarse_copy(img, fit_spacing_mm).numpy().T) if bias is not None else None
     if field_mask is not None and field_mask.shape != bias.numpy().T.shape:
         field_mask = None
     scores.setdefault("by_modality", {})[mod] = image_quality(

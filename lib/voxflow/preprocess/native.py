@@ -26,6 +26,7 @@ from scipy import ndimage
 from voxflow.inputs.images import InputError, write_image
 from voxflow.core.atomic import atomic_path
 from voxflow.core.atomic import write_json_atomic
+from voxflow.settings.model import is_ct_modality
 
 INTERPOLATORS = {"linear": sitk.sitkLinear, "bSpline": sitk.sitkBSpline}
 
@@ -147,8 +148,7 @@ def native_subject(subject: str, images: dict, reference: str, modality_types: d
     `qc`, if given, receives the resampled reference and foreground mask (Z,Y,X) already in memory.
     """
     ref = sitk.ReadImage(images[reference], sitk.sitkFloat32)
-    is_ct = modality_types.get(reference, "mr") == "ct"
-    if is_ct:
+    if is_ct_modality(modality_types, reference):
         fg = body_mask(sitk.GetArrayViewFromImage(ref), body_threshold_hu)
         source = f"CT body: largest region above {body_threshold_hu:g} HU"
         if not fg.any():
@@ -187,7 +187,7 @@ def native_subject(subject: str, images: dict, reference: str, modality_types: d
     for mod, path in images.items():
         img = ref if mod == reference else sitk.ReadImage(path, sitk.sitkFloat32)
         # outside the source grid: air for CT, zero for MR
-        default = -1024.0 if modality_types.get(mod, "mr") == "ct" else 0.0
+        default = -1024.0 if is_ct_modality(modality_types, mod) else 0.0
         out, axis = resample(cut(img), spacing_xyz, interpolation, anisotropy_threshold, default)
         write_image(out, out_images[mod], compress=False)
         if qc is not None and mod == reference:

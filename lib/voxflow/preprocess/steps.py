@@ -20,7 +20,7 @@ from voxflow.pipeline.chain import RawSubject, build_chain, run_chain, step_spec
 from voxflow.core.layout import fill, store_pattern, template_paths
 from collections.abc import Callable, Mapping
 import os
-from voxflow.settings.model import ChainSettings
+from voxflow.settings.model import ChainSettings, is_ct_modality
 
 def by_modality(files: dict, prefix: str = "img_") -> dict[str, str]:
     return {k[len(prefix):]: v for k, v in files.items() if k.startswith(prefix)}
@@ -206,7 +206,8 @@ def native(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> d
                           body_threshold_hu=cfg["body_threshold_hu"], interpolation=cfg["interpolation"],
                           anisotropy_threshold=cfg["anisotropy_threshold"], qc=qc)
     image = qc["image"]
-    if (cfg.get("modality_types") or {}).get(cfg["reference"], "mr") == "ct":
+    is_ct = is_ct_modality(cfg.get("modality_types"), cfg["reference"])
+    if is_ct:
         lo, hi = -160.0, 240.0  # abdominal soft-tissue window (level 40, width 400 HU)
     else:
         lo, hi = np.percentile(image[qc["mask"]], [1, 99.5]) if qc["mask"].any() else (image.min(), image.max())
@@ -214,7 +215,6 @@ def native(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> d
     panel_rows([("image + foreground", image, dict(vmin=lo, vmax=hi))], qc["spacing_zyx"], out["qc"],
                f"{subject}: native space, cropped, {sp} mm", overlays=[(0, qc["mask"], "red")])
     with Timer() as t:
-        is_ct = (cfg.get("modality_types") or {}).get(cfg["reference"], "mr") == "ct"
         scores = {cfg["reference"]: ct_crop(image, qc["mask"], qc["spacing_zyx"])} if is_ct else {}
     write_step_scores(out["scores"], scores, t.seconds)
     return info

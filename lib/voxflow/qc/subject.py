@@ -31,10 +31,12 @@ MIN_CONTRAST = 0.25
 WM_SMOOTHING_MM = 4.0  # wm_inhomogeneity: the white matter smoothed over this (noise averages out, bias stays)
 
 
-def head_mask(img: np.ndarray) -> np.ndarray:
+def head_mask(img: np.ndarray, opened: bool = False) -> np.ndarray:
     """The head (foreground): above the image's mean, holes filled; the complement is the air (MRIQC's background
-    is an air mask too, found with a more careful model)."""
-    return ndimage.binary_fill_holes(img > img.mean())
+    is an air mask too, found with a more careful model). `opened`: one binary opening before the filling, which
+    drops isolated voxels above the mean (noise in the air): N4's fit mask (voxflow.preprocess.n4.n4_fit_mask)."""
+    fg = img > img.mean()
+    return ndimage.binary_fill_holes(ndimage.binary_opening(fg, iterations=1) if opened else fg)
 
 
 def is_magnitude(values: np.ndarray) -> bool:

@@ -33,6 +33,7 @@ from pathlib import Path
 import pandas as pd
 
 from voxflow.core.atomic import atomic_path
+from voxflow.core.layout import PLANS_FILE, POSTPROCESSING_FILE, SPLIT_FILE
 from voxflow.planning.plans import Plans
 from voxflow.report.choice import TITLE as CHOICE_TITLE
 from voxflow.report.choice import has_choice, model_choice
@@ -217,7 +218,7 @@ def _preprocessing_qc(files: ReportFiles) -> dict:
 def _fold_label(model: Path) -> str:
     """"fold_0", or "<configuration> fold_0" when the fold's plans.json (model/<configuration>/plans.json, the plan
     rule's) names its configuration (model.configurations)."""
-    plans = model.parent.parent / "plans.json"
+    plans = model.parent.parent / PLANS_FILE
     try:
         conf = Plans.load(plans).configuration if plans.is_file() else None
     except (OSError, ValueError):  # PlansError (not a JSON object) is a ValueError
@@ -263,8 +264,8 @@ def _provenance(files: ReportFiles, config: dict, commit: str) -> dict:
 
     versions = pd.DataFrame(list(package_versions().items()), columns=["package", "version"])
     docs = [{"name": Path(p).name if p else name, "text": None if obj is None else json.dumps(obj, indent=2)}
-            for name, p in (("plans.json", files.plans), ("postprocessing.json", files.postprocessing),
-                            ("split.json", files.split)) for obj in [read_json(p)]]
+            for name, p in ((PLANS_FILE, files.plans), (POSTPROCESSING_FILE, files.postprocessing),
+                            (SPLIT_FILE, files.split)) for obj in [read_json(p)]]
     return {"versions": table(versions, "version-table"), "commit": commit, "files": docs,
             "config": yaml.safe_dump(config, sort_keys=False)}
 

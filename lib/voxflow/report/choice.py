@@ -15,6 +15,7 @@ import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from voxflow.core.labels import foreground_groups
 from voxflow.planning.plans import Plans
 from voxflow.report.data import cell, fmt
 from voxflow.report.plots import choice_figure
@@ -73,10 +74,13 @@ def _change(before: float | None, after: float | None, digits: int) -> dict:
 
 
 def _plans_groups(plans: Plans | Mapping | None) -> list | None:
-    """The groups the ensembles were scored on (voxflow.inference.steps.choose_configuration): the label scheme's
-    foreground groups (plans' regions, else one group per foreground label); None for plans without labels."""
-    scheme = Plans.of(plans).optional("labels") if plans is not None else None
-    return scheme.foreground_groups if scheme is not None else None
+    """The groups the ensembles were scored on (voxflow.inference.steps.choose_configuration, the label scheme's
+    foreground groups): plans' regions, else one group per foreground label; None for plans without either (the
+    plans may be partial: no LabelScheme, which checks the regions against the labels)."""
+    if plans is None:
+        return None
+    p = Plans.of(plans)
+    return foreground_groups(p.optional("label_values") or [], p.optional("regions")) or None
 
 
 def choice_table(doc: Mapping, plans: Plans | Mapping | None = None, regions: Mapping | None = None) -> dict:

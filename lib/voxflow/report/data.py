@@ -108,15 +108,16 @@ def overlay_arrays(store: str | Path, pred_path: str | Path, channel: str | None
     the reference lesion (None without labels or when not wanted), the prediction (None if the file is
     missing), the voxel spacing (z, y, x) and the modality shown."""
     import SimpleITK as sitk
-    import zarr
 
-    root = zarr.open_group(str(store), mode="r")
-    meta = dict(root.attrs.get("voxflow", {}))
+    from voxflow.core.stores import image_array, open_store, read_store_label, store_meta
+
+    root = open_store(store)
+    meta = store_meta(root, default={})
     mods = list(meta.get("modalities", []))
     ch = mods.index(channel) if channel in mods else 0
-    image = np.asarray(root["0"][ch], dtype=np.float32)
+    image = np.asarray(image_array(root)[ch], dtype=np.float32)
     try:
-        ref = np.asarray(root["labels/lesion/0"][:]) if show_ref and meta.get("has_label", True) else None
+        ref = np.asarray(read_store_label(root)) if show_ref and meta.get("has_label", True) else None
     except KeyError:
         ref = None
     pred = sitk.GetArrayFromImage(sitk.ReadImage(str(pred_path))) if Path(pred_path).is_file() else None

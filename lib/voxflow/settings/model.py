@@ -16,6 +16,16 @@ def _frozen(d: Mapping) -> Mapping:
     return MappingProxyType(dict(d))
 
 
+def modality_type(modality_types: Mapping[str, str] | None, modality: str) -> str:
+    """A modality's type by input.modality_types: "mr" or "ct"; a modality it does not name is MR."""
+    return (modality_types or {}).get(modality, "mr")
+
+
+def is_ct_modality(modality_types: Mapping[str, str] | None, modality: str) -> bool:
+    """Whether `modality` is CT by input.modality_types (the steps' config carries them as `modality_types`)."""
+    return modality_type(modality_types, modality) == "ct"
+
+
 @dataclass(frozen=True)
 class ChainSettings:
     """What one subject's preprocessing chain needs (voxflow.pipeline.chain): from the workflow's config, or from a
@@ -35,7 +45,7 @@ class ChainSettings:
         types = inp.get("modality_types") or {}
         norm = preprocess["normalize"]
         return cls(modalities=mods, reference=inp.get("reference") or mods[0],
-                   modality_types=_frozen({m: types.get(m, "mr") for m in mods}),
+                   modality_types=_frozen({m: modality_type(types, m) for m in mods}),
                    label_values=tuple(inp["label_values"]) if inp.get("label_values") else None,
                    has_label=has_label, preprocess=preprocess,
                    norm_methods=_frozen({m: (norm.get("per_modality") or {}).get(m, norm["method"]) for m in mods}))
@@ -53,7 +63,7 @@ class ChainSettings:
                 "preprocess": self.preprocess}
 
     def is_ct(self, modality: str) -> bool:
-        return self.modality_types.get(modality, "mr") == "ct"
+        return is_ct_modality(self.modality_types, modality)
 
     @property
     def space(self) -> str:
@@ -239,7 +249,9 @@ class Settings:
         """model/normalization.json when some modality's normalization is learned over the cohort."""
         import os
 
-        return os.path.join(self.model_dir, "normalization.json") if self.chain.dataset_norm else None
+        from voxflow.core.layout import NORMALIZATION_FILE
+
+        return os.path.join(self.model_dir, NORMALIZATION_FILE) if self.chain.dataset_norm else None
 
     @property
     def store_declared(self) -> bool:

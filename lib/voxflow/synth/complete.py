@@ -56,9 +56,9 @@ def complete_store(subject: str, store: str, generator_path: str, out_store: str
 
 def synthetic_modalities(store: str) -> dict:
     """The store's synthetic modalities -> {why, model} ({} for a store of real images only)."""
-    import zarr
+    from voxflow.core.stores import store_meta
 
-    return dict(zarr.open_group(str(store), mode="r").attrs["voxflow"].get("synthetic_modalities") or {})
+    return dict(store_meta(store).get("synthetic_modalities") or {})
 
 
 def complete_subject(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:

@@ -84,10 +84,10 @@ class SynthPatches(PatchBatches):
         super().__init__(paths, patch, batch_size, fg_fraction=0.0, seed=seed, rank=rank, world=world)
 
     def __iter__(self):
-        import zarr
+        from voxflow.core.stores import read_store_mask
 
         stores = [Store(p).open() for p in self.paths]
-        masks = [np.asarray(zarr.open_group(p, mode="r")["labels/brain/0"][:]) for p in self.paths]
+        masks = [np.asarray(read_store_mask(p)) for p in self.paths]
         centres = [np.argwhere(m[::4, ::4, ::4] > 0) * 4 for m in masks]  # subsampled: bounded memory
         for k in self._batch_indices():
             rng = np.random.default_rng([self.seed, k])
@@ -105,9 +105,9 @@ class SynthPatches(PatchBatches):
 
 
 def _store_meta(paths: list[str]) -> tuple[list[str], list[float]]:
-    import zarr
+    from voxflow.core.stores import store_meta
 
-    metas = [dict(zarr.open_group(p, mode="r").attrs["voxflow"]) for p in paths]
+    metas = [store_meta(p) for p in paths]
     mods = list(metas[0]["modalities"])
     for p, m in zip(paths, metas):
         if list(m["modalities"]) != mods:

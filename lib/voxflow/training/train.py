@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from voxflow.core.atomic import atomic_path
+from voxflow.core.layout import CHECKPOINT_FILE, MODEL_FILE
 from voxflow.nn import ddp
 from voxflow.training.augment import AugmentConfig, augment_batch
 from voxflow.training.losses import deep_supervision_weights, inverse_frequency_weights, make_loss
@@ -271,7 +272,7 @@ def _train(train_paths, val_paths, plans, cfg, out_dir: Path, d: ddp.Dist, progr
     first = d.rank * (batch // d.world)  # index of this process's first sample in each global batch
     out_dir.mkdir(parents=True, exist_ok=True)
     if d.main:
-        for stem in ("checkpoint_latest", "model_final", "curve"):  # half-written files of a killed run
+        for stem in (Path(CHECKPOINT_FILE).stem, Path(MODEL_FILE).stem, "curve"):  # half-written files of a killed run
             for stale in out_dir.glob(f".{stem}.tmp-*"):
                 stale.unlink(missing_ok=True)
     seed = int(cfg["seed"])
@@ -282,7 +283,7 @@ def _train(train_paths, val_paths, plans, cfg, out_dir: Path, d: ddp.Dist, progr
     epochs, iters = int(cfg["epochs"]), int(cfg["iters_per_epoch"])
     budget = cfg.get("budget_minutes")
     elapsed = 0.0  # training seconds of this fold, over resumes (the budget's clock)
-    ckpt_path = out_dir / "checkpoint_latest.pt"
+    ckpt_path = out_dir / CHECKPOINT_FILE
     start_epoch, rows = 0, []
     stamps = store_stamps([*train_paths, *previous.values()])  # a cascade: its inputs' too
     val_stamps = store_stamps(val_paths)
@@ -374,7 +375,7 @@ def _train(train_paths, val_paths, plans, cfg, out_dir: Path, d: ddp.Dist, progr
     if synthetic is not None:
         log.info("train.augment.synthetic_modality_p=%s: %d samples had a modality synthesized",
                  synthetic.p, synthetic.applied)
-    final = out_dir / "model_final.pt"
+    final = out_dir / MODEL_FILE
     if d.main and start_epoch >= epochs:  # resumed after its last epoch (killed before the end): the curve again
         write_curve(rows, out_dir)
     if d.main:
