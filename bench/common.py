@@ -1,7 +1,7 @@
 """What the benchmarks share. A bench runs as `.venv/bin/python bench/<name>.py` from the repository root, so its
 folder (bench/) is on sys.path and `from common import ...` finds this module; voxflow is the installed package.
 
-- ROOT, CONFIG, SCHEMA, SHARED_DATA: the repository's folders and files;
+- ROOT, CONFIG, SHARED_DATA: the repository's folders and files;
 - read_config: a config file read over config/config.yaml as the Snakefile reads it;
 - finished_run, train_and_score: a finished run's stores, split and fingerprint, and fold 0 trained on them and
   scored by Dice per region (bench/regions.py, bench/stem.py);
@@ -22,7 +22,6 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "config" / "config.yaml"
-SCHEMA = ROOT / "config" / "config.schema.yaml"
 SHARED_DATA = ROOT / ".." / "shared" / "data"
 SLIDING_WINDOW = Path(__file__).resolve().with_name("sliding_window.py")
 
@@ -37,11 +36,11 @@ def dice(pred: np.ndarray, ref: np.ndarray) -> float:
 def read_config(configfile: str | Path) -> dict:
     """The config of `snakemake --configfile FILE`: FILE read over config/config.yaml (as the Snakefile reads it;
     config/config.yaml alone when FILE is it), validated with the schema's defaults filled."""
-    from voxflow.settings.load import validate_config
-    from voxflow.inputs.validate import load_config
+    from voxflow.settings import validate_config
+    from voxflow.settings.loader import read_config
 
-    base = None if Path(configfile).resolve() == CONFIG.resolve() else str(CONFIG)
-    return validate_config(load_config(str(configfile), base=base), SCHEMA)
+    base = None if Path(configfile).resolve() == CONFIG.resolve() else CONFIG
+    return validate_config(read_config(configfile, base=base))
 
 
 def finished_run(configfile: str) -> tuple[dict, dict, dict, dict]:

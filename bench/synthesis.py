@@ -94,14 +94,14 @@ def main() -> None:
     import yaml
     import zarr
 
-    from voxflow.settings.load import validate_config
+    from voxflow.settings import validate_config
     from voxflow.synth.infer import synthesize
     from voxflow.synth.metrics import mae, psnr, ssim3d, synthesis_figure
     from voxflow.synth.model import load_generator
     from voxflow.synth.train import train_synthesis
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    cfg = validate_config(yaml.safe_load(Path(args.configfile).read_text()), ROOT / "config" / "config.schema.yaml")
+    cfg = validate_config(yaml.safe_load(Path(args.configfile).read_text()))
     mods = list(cfg["input"]["modalities"])
     target = args.modality or ("flair" if "flair" in mods else mods[-1])
     t_idx = mods.index(target)

@@ -14,7 +14,7 @@ log = logging.getLogger("voxflow")
 
 
 def _run_step(args) -> int:
-    from voxflow.errors import InputError
+    from voxflow.errors import InputError, error_line, failed_step, one_line
     from voxflow.pipeline.registry import step_function
 
     spec = json.loads(args.io)
@@ -24,14 +24,13 @@ def _run_step(args) -> int:
     try:
         info = fn(args.subject, spec.get("input", {}), spec.get("output", {}), spec.get("config", {}), args.threads)
     except InputError as exc:
-        # One line, last in the log, that names subject, file and problem.
-        print(f"voxflow ERROR [{getattr(exc, 'voxflow_step', args.name)}] {exc}", file=sys.stderr)
+        # One line, last in the log, that names subject, file and problem (the step: a chain's that failed).
+        print(error_line(exc.step or args.name, str(exc)), file=sys.stderr)
         return 2
     except Exception as exc:  # anything else: traceback first (log.exception), then the one line
         log.exception("step %s failed", args.name)
-        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-        step = getattr(exc, "voxflow_step", args.name)
-        print(f"voxflow ERROR [{step}] subject={args.subject}: {type(exc).__name__}: {first}", file=sys.stderr)
+        step, cause = failed_step(exc, args.name)
+        print(error_line(step, f"subject={args.subject}: {one_line(cause)}"), file=sys.stderr)
         return 1
     log.info("done %s subject=%s in %.1fs: %s", args.name, args.subject, time.time() - t0,
              json.dumps(info, default=str)[:2000] if info else "")

@@ -26,6 +26,7 @@ import numpy as np
 
 from voxflow.inputs.images import Grid, InputError, read_header, read_image
 from voxflow.core.atomic import atomic_path
+from voxflow.errors import first_line, subject_problem
 from voxflow.inputs.images import grid_summary
 from voxflow.inputs.images import same_grid
 import SimpleITK as sitk
@@ -66,8 +67,8 @@ def _check(rows: list[Row], subject: str, path: str, fn, *args, **kw):
     except InputError as exc:
         rows.append(Row(exc.subject, exc.file, exc.problem))
     except Exception as exc:  # noqa: BLE001 - a reader crash is this file's problem, not the cohort's
-        first = (str(exc).strip().splitlines() or [""])[0][:200]
-        rows.append(Row(subject, str(path), f"unexpected error while checking: {type(exc).__name__}: {first}"))
+        rows.append(Row(subject, str(path), f"unexpected error while checking: {type(exc).__name__}: "
+                                            f"{first_line(exc, 200)}"))
     return None
 
 
@@ -281,8 +282,8 @@ def validate(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) ->
     rows += [Row(subject, "-", f"modality '{m}' is missing ({why}): it will be synthesized (input.missing: "
                                "synthesize)", "warning") for m, why in missing.items()]
     for r in rows:
-        logging.getLogger("voxflow").warning("%s: subject=%s file=%s: %s", "problem" if r.severity == "error"
-                                             else "warning", r.subject, r.file, r.problem)
+        logging.getLogger("voxflow").warning("%s: %s", "problem" if r.severity == "error" else "warning",
+                                             subject_problem(r.subject, r.file, r.problem))
     write_table(rows, out["table"])
     return {"problems": len(error_rows(rows)), "warnings": len(warning_rows(rows))}
 

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from voxflow.settings.model import DATASET_NORMALIZATIONS
 from voxflow.core.atomic import atomic_path
+from voxflow.errors import first_line
 from voxflow.core.layout import (ANY_FOLD_MODEL, FINGERPRINT_FILE, INFERENCE_FILE, MODEL_FILE, NORMALIZATION_FILE,
                                  PLANS_FILE, POSTPROCESSING_FILE, SETTINGS_FILE, fold_models)
 from voxflow.planning.plans import Plans
@@ -344,7 +345,7 @@ def _verify_folder(d: Path, manifest: dict, source) -> None:
 
 
 def _zip_problem(exc: Exception) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    return first_line(exc, 200) or type(exc).__name__
 
 
 def _unpack(zf: zipfile.ZipFile, manifest: dict, dest: Path, source) -> None:

@@ -9,6 +9,8 @@ import os
 import re
 from pathlib import Path
 
+from voxflow.errors import subject_problem
+
 IMAGE_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".hdr")
 # data files of two-file formats (their header file is the candidate) and other companions, never a scan
 _COMPANION = re.compile(r".*\.(img|img\.gz|raw|zraw|json|bval|bvec|txt|csv|tsv)$", re.I)
@@ -20,7 +22,7 @@ class UsageError(Exception):
 class SubjectError(Exception):
     def __init__(self, subject: str, file, problem: str, step: str):
         self.subject, self.file, self.problem, self.step = subject, str(file) if file else "-", problem, step
-        super().__init__(f"subject={subject} file={self.file}: {problem}")
+        super().__init__(subject_problem(subject, self.file, problem))
 
 
 # --- matching scans to the model's modalities --------------------------------------------------------------

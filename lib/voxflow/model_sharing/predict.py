@@ -26,6 +26,7 @@ from pathlib import Path
 from voxflow.model_sharing.archive import ModelArchiveError
 from voxflow.model_sharing.inputs import SubjectError, UsageError, resolve_inputs
 from voxflow.core.atomic import write_json_atomic
+from voxflow.errors import error_line
 
 WORK = ".work"
 
@@ -69,7 +70,7 @@ def _predict_one(model, subject: str, images: dict[str, str], out_dir: Path, wor
                  bar) -> dict:
     """One subject: the workflow's chain, then its inference; the outputs land in out_dir/<subject>/."""
     from voxflow.preprocess.steps import preprocess_subject
-    from voxflow.errors import InputError
+    from voxflow.errors import InputError, failed_step, one_line
     from voxflow.inference.predict import predict_subject
 
     state = {"step": "preprocess"}
@@ -83,11 +84,10 @@ def _predict_one(model, subject: str, images: dict[str, str], out_dir: Path, wor
         store = preprocess_subject(model.settings, subject, images, work, normalization=model.normalization,
                                    threads=threads, progress=progress)
     except InputError as exc:
-        raise SubjectError(exc.subject, exc.file, exc.problem, getattr(exc, "voxflow_step", state["step"])) from exc
-    except Exception as exc:
-        first = (str(exc).strip().splitlines() or [""])[0][:300]
-        raise SubjectError(subject, getattr(exc, "file", None), f"{type(exc).__name__}: {first}".rstrip(": "),
-                           getattr(exc, "voxflow_step", state["step"])) from exc
+        raise SubjectError(exc.subject, exc.file, exc.problem, exc.step or state["step"]) from exc
+    except Exception as exc:  # noqa: BLE001 - re-raised as the subject's one line, from the step's own exception
+        step, cause = failed_step(exc, state["step"])
+        raise SubjectError(subject, getattr(cause, "file", None), one_line(cause), step) from cause
     t1 = time.perf_counter()
     progress("inference")
     stage = work / "prediction"
@@ -103,8 +103,7 @@ def _predict_one(model, subject: str, images: dict[str, str], out_dir: Path, wor
                                str(stage / names["grid"]), str(stage / names["native"]),
                                str(stage / names["prob"]) if "prob" in names else None)
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [""])[0][:300]
-        raise SubjectError(subject, store, f"{type(exc).__name__}: {first}".rstrip(": "), "predict") from exc
+        raise SubjectError(subject, store, one_line(exc), "predict") from exc
     t2 = time.perf_counter()
     dest = out_dir / subject
     dest.mkdir(parents=True, exist_ok=True)
@@ -207,7 +206,7 @@ def _run_subjects(args, model, out_dir: Path, work_root: Path, id_rule: str, id_
                 done.append((subject, sidecar))
             except SubjectError as exc:
                 failed.append(exc)
-                bar.write(f"voxflow ERROR [{exc.step}] {exc}", file=sys.stderr)
+                bar.write(error_line(exc.step, str(exc)), file=sys.stderr)
                 if args.verbose and exc.__cause__ is not None:
                     logging.getLogger("voxflow").error("subject %s failed", subject, exc_info=exc.__cause__)
             finally:

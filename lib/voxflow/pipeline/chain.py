@@ -20,7 +20,7 @@ from pathlib import Path
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from voxflow.errors import InputError
+from voxflow.errors import InputError, at_step, failed_step, one_line, subject_problem
 from voxflow.core.atomic import remove_path
 from voxflow.settings import ChainSettings
 from voxflow.core.layout import fill, validation_table
@@ -204,7 +204,8 @@ def run_chain(subject: str, specs: list[dict], on_error: str = "stop", status: s
     One process instead of seven saves each step's start-up (importing antspyx/torch). Ends with the subject's
     status file (`status`). A failing step: with `on_error: exclude` the status names the step, the file and the
     one-line problem, and its files and those of the later steps are removed, the store too (nothing stale looks
-    complete); with `stop` the error is raised, naming the step that failed."""
+    complete); with `stop` (and for a failure of the machine) the error is raised, naming the step that failed
+    (voxflow.errors.at_step: an InputError stays one, anything else comes in a StepError)."""
     from voxflow.pipeline.registry import step_function
     from voxflow.pipeline.status import validation_rows, write_status
 
@@ -217,10 +218,12 @@ def run_chain(subject: str, specs: list[dict], on_error: str = "stop", status: s
         try:
             info = step_function(name)(subject, spec["input"], spec["output"], spec["config"], threads)
         except Exception as exc:
-            exc.voxflow_step = getattr(exc, "voxflow_step", name)  # type: ignore[attr-defined]
-            if on_error != "exclude" or not status or machine_failure(exc):
-                raise
-            failure = failure_record(exc)
+            failed = at_step(exc, name)
+            if on_error != "exclude" or not status or machine_failure(failed_step(failed, name)[1]):
+                if failed is exc:
+                    raise
+                raise failed from exc
+            failure = failure_record(failed)
             if name == "ingest" and any(sev == "error" for _, _, sev in validation_rows(table)):
                 failure["step"] = "validate"  # ingest stops on the validation table's first error: validation found it
             for later in specs[i:]:
@@ -231,8 +234,8 @@ def run_chain(subject: str, specs: list[dict], on_error: str = "stop", status: s
             if qc_dir:  # the job's QC folder: the figures of the steps that ran (none: empty)
                 Path(qc_dir).mkdir(parents=True, exist_ok=True)
             write_status(status, subject, validation=table, failure=failure)
-            print(f"voxflow EXCLUDED [{failure['step']}] subject={subject} file={failure['file']}: "
-                  f"{failure['problem']}", file=sys.stderr)
+            line = subject_problem(subject, failure["file"], failure["problem"])
+            print(f"voxflow EXCLUDED [{failure['step']}] {line}", file=sys.stderr)
             return {"excluded": failure, "seconds": done}
         done[name] = round(time.perf_counter() - t0, 2)
         log.info("chain %s subject=%s: %s done in %.1fs %s", name, subject, name, done[name],
@@ -252,10 +255,10 @@ def machine_failure(exc: Exception) -> bool:
 
 
 def failure_record(exc: Exception) -> dict:
-    """step, file and one-line problem of a failed step: an InputError's own, else the exception's first line."""
-    step = getattr(exc, "voxflow_step", "?")
-    if isinstance(exc, InputError):
-        return {"step": step, "file": exc.file, "problem": exc.problem}
-    first = (str(exc).strip().splitlines() or [""])[0][:300]
-    return {"step": step, "file": "-", "problem": f"{type(exc).__name__}: {first}".rstrip(": ")}
+    """step, file and one-line problem of a failed step (its step as voxflow.errors.at_step recorded it, else "?"):
+    an InputError's own, else the exception's type and first line."""
+    step, cause = failed_step(exc, "?")
+    if isinstance(cause, InputError):
+        return {"step": step, "file": cause.file, "problem": cause.problem}
+    return {"step": step, "file": "-", "problem": one_line(cause)}
 

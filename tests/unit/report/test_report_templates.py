@@ -1,4 +1,4 @@
-"""The report's templates (voxflow/templates): they ship with the package, the page inlines report.css and
+"""The report's templates (voxflow/report/templates): they ship with the package, the page inlines report.css and
 report.js unchanged, every value is escaped, and a section that failed renders as its note."""
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class Texts(HTMLParser):
 
 
 def test_templates_are_package_resources():
-    files = resources.files("voxflow") / "templates"
+    files = resources.files("voxflow.report") / "templates"
     for name in TEMPLATES:
         assert (files / name).is_file(), name
     env = environment()
@@ -55,7 +55,7 @@ def test_templates_are_package_resources():
 
 def test_page_inlines_css_and_js_unchanged():
     doc = render(_context(run={"cards": [["subjects", "3"]]}))
-    files = resources.files("voxflow") / "templates"
+    files = resources.files("voxflow.report") / "templates"
     for name in ("report.css", "report.js"):
         assert (files / name).read_text(encoding="utf-8").strip() in doc, name
     assert doc.startswith("<!DOCTYPE html>")
@@ -100,6 +100,7 @@ def test_wheel_ships_the_templates(tmp_path):
     wheel = tmp_path / "dist" / r.stdout.strip().splitlines()[-1]
     names = set(zipfile.ZipFile(wheel).namelist())
     for name in TEMPLATES:
-        assert f"voxflow/templates/{name}" in names, sorted(n for n in names if "templates" in n)
-    assert "voxflow/py.typed" in names and "voxflow/report.py" in names
+        assert f"voxflow/report/templates/{name}" in names, sorted(n for n in names if "templates" in n)
+    assert "voxflow/py.typed" in names and "voxflow/report/build.py" in names
+    assert "voxflow/settings/config.schema.yaml" in names
     assert Path(wheel).name.startswith("voxflow-")
