@@ -35,7 +35,7 @@ def layering_violations(pkg: Path = PKG) -> list[str]:
         me = _stage(_module(path, pkg))
         if me in (None, "__main__"):
             continue
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             targets = []
             if isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]

@@ -61,6 +61,13 @@ def read_store_label(store: StoreRef) -> np.ndarray:
     return label_array(store)[:]
 
 
+def read_store_reference(store: StoreRef) -> tuple[np.ndarray, list[float]]:
+    """The reference label and its spacing (z, y, x; mm): what a prediction on the store's grid is scored against.
+    KeyError for a store without a label."""
+    root = _root(store)
+    return read_store_label(root), store_meta(root)["spacing_zyx"]
+
+
 def read_store_mask(store: StoreRef) -> np.ndarray:
     """The foreground mask (Z, Y, X), uint8."""
     return _root(store)[MASK][:]

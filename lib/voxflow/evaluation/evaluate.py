@@ -54,22 +54,18 @@ def score_subject(subject: str, native: str, grid: str, store: str, label: str, 
     label), the latter's `space` being cfg["store_space"]."""
     import SimpleITK as sitk
 
-    from voxflow.core.stores import open_store, read_store_label, store_meta
+    from voxflow.core.stores import read_store_reference
 
     def image(path):
         img = sitk.ReadImage(path)
         return sitk.GetArrayFromImage(img), img.GetSpacing()[::-1]
-
-    def store_label(path):
-        root = open_store(path)
-        return read_store_label(root), store_meta(root)["spacing_zyx"]
 
     pred, _ = _read(subject, native, "native-space prediction", image)
     ref, spacing = _read(subject, label, "label", image)
     rows = _rows(pred, ref, spacing, cfg, subject, "native")
     space = cfg["store_space"]
     grid_pred, _ = _read(subject, grid, f"{space}-space prediction", image)
-    grid_ref, grid_spacing = _read(subject, store, "store's label", store_label)
+    grid_ref, grid_spacing = _read(subject, store, "store's label", read_store_reference)
     return rows + _rows(grid_pred, grid_ref, grid_spacing, cfg, subject, space)
 
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from voxflow.core.atomic import write_json_atomic
 from voxflow.core.layout import PLANS_FILE, fold_model_name
-from voxflow.core.stores import open_store, read_store_label, read_store_mask, store_meta, store_path, subject_stores
+from voxflow.core.stores import open_store, read_store_mask, read_store_reference, store_path, subject_stores
 from voxflow.postprocessing.steps import postprocessing_decision
 
 
@@ -39,7 +39,8 @@ def choose_configuration(subject: str, inp: dict, out: dict, cfg: dict, threads:
         if s not in cache:
             cache.clear()
             root = open_store(stores[s])
-            cache[s] = (read_store_label(root), read_store_mask(root) > 0, store_meta(root)["spacing_zyx"])
+            ref, spacing = read_store_reference(root)
+            cache[s] = (ref, read_store_mask(root) > 0, spacing)
         return cache[s]
 
     def probabilities(c: str, s: str) -> np.ndarray:

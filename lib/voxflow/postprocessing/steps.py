@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from voxflow.core.atomic import write_json_atomic
-from voxflow.core.stores import open_store, read_store_label, store_meta, subject_stores
+from voxflow.core.stores import read_store_reference, subject_stores
 
 
 def postprocess_plan(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
@@ -17,9 +17,9 @@ def postprocess_plan(subject: str, inp: dict, out: dict, cfg: dict, threads: int
         with np.load(path) as data:
             for s in data.files:
                 preds.append(data[s])
-                root = open_store(stores[s])
-                refs.append(read_store_label(root))
-                spacings.append(store_meta(root)["spacing_zyx"])
+                ref, spacing = read_store_reference(stores[s])
+                refs.append(ref)
+                spacings.append(spacing)
     decision = postprocessing_decision(preds, refs, spacings, cfg)
     write_json_atomic(decision, out["postprocessing"])
     return decision

@@ -345,7 +345,7 @@ def test_a_cohort_folder_runs_on_when_subjects_fail(model_zip, tmp_path, capsys)
 def test_a_failing_subject_does_not_stop_the_others(model_zip, tmp_path, capsys, monkeypatch):
     """The per-subject loop with the chain and the inference stubbed: a subject whose preprocessing fails is
     named in one line, the next one is predicted, exit code 1; outputs, sidecar and work files."""
-    import voxflow.pipeline.chain
+    import voxflow.preprocess.steps
     import voxflow.inference.predict
     from voxflow.errors import InputError
 
@@ -368,7 +368,7 @@ def test_a_failing_subject_does_not_stop_the_others(model_zip, tmp_path, capsys,
             Path(p).write_bytes(b"nifti")
         return {"native_voxels": {0: 10}}
 
-    monkeypatch.setattr(voxflow.pipeline.chain, "preprocess_subject", preprocess)
+    monkeypatch.setattr(voxflow.preprocess.steps, "preprocess_subject", preprocess)
     monkeypatch.setattr(voxflow.inference.predict, "predict_subject", predict)
     cohort = tmp_path / "cohort"
     for s in ("a_bad", "b_good"):

@@ -319,7 +319,7 @@ def test_2d_automatic_patch_uses_the_budget_for_one_slice():
 
 
 def test_plan_step_fingerprints_only_training_subjects(base_cfg, stores, tmp_path):
-    from voxflow.training import steps
+    from voxflow.planning import steps
 
     sp_path = tmp_path / "split.json"
     steps.split("cohort", {}, {"split": str(sp_path)},
