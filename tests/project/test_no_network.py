@@ -66,7 +66,7 @@ def _torch_load_calls(tree: ast.AST):
 def test_every_torch_load_is_weights_only():
     calls = []
     for path in sorted((PROJECT / "lib").rglob("*.py")):
-        tree = ast.parse(path.read_text(), filename=str(path))
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
         for call in _torch_load_calls(tree):
             kw = {k.arg: k.value for k in call.keywords}
             ok = isinstance(kw.get("weights_only"), ast.Constant) and kw["weights_only"].value is True
@@ -75,7 +75,7 @@ def test_every_torch_load_is_weights_only():
     assert [c for c, ok in calls if not ok] == [], "torch.load without weights_only=True"
     # pickle, joblib and dill can run code too: lib/ must not load with them
     for path in sorted((PROJECT / "lib").rglob("*.py")):
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
         for needle in ("pickle.load", "joblib.load", "dill.load", "allow_pickle=True"):
             assert needle not in text, f"{path}: {needle}"
 

@@ -103,3 +103,16 @@ def template_files(image: str) -> dict[str, str]:
 
 def fill(pattern: str, subject: str) -> str:
     return pattern.replace("{subject}", subject)
+
+
+def output_folders() -> list[tuple[str, str]]:
+    """The folders of a run under output_dir and what each holds (`voxflow where`, `make demo`'s last lines)."""
+    return [("report", "report.html: the cohort report (self-contained, opens offline)"),
+            ("evaluation", "metrics.tsv (per subject, label, space), summary.tsv (mean, std, median, IQR)"),
+            ("predictions", "<subject>/<subject>_seg.nii.gz: predictions in native space (+ _seg_mni, "
+                            "or _seg_resampled in native-space runs: on the stores' grid)"),
+            ("model", "plans.json, fingerprint.json, split.json, fold_<k>/ (model, curve.csv/png)"),
+            ("zarr", "per-subject zarr stores (OME-Zarr)"),
+            ("qc", "QC images and scores.json per subject and step; scores.tsv, flags.tsv (cohort QC)"),
+            ("preprocess", "intermediate NIfTI per step, transforms in <subject>/xfm"),
+            ("logs", "one log per rule and subject"), ("benchmarks", "run time per rule and subject")]

@@ -82,7 +82,7 @@ def foreground_samples(store: StoreRef) -> dict[str, np.ndarray]:
 
 
 def read_subject_store(path: str | Path) -> dict:
-    """Read a whole store back (arrays as numpy) — for tests, evaluation and small cohorts."""
+    """Read a whole store back (arrays as numpy): for tests, evaluation and small cohorts."""
     root = open_store(path)
     meta = store_meta(root)
     out = {"image": read_store_image(root), "meta": meta, "mask": read_store_mask(root)}

@@ -4,7 +4,13 @@ that does the work (module:function, imported when called, so that a preprocessi
 from __future__ import annotations
 
 import importlib
+import json
+import logging
+import sys
+import time
 from collections.abc import Callable
+
+log = logging.getLogger("voxflow")
 
 STEPS: dict[str, str] = {
     # the built-in demo cohort and the MNI152 template
@@ -48,3 +54,29 @@ def step_function(name: str) -> Callable:
     except KeyError:
         raise KeyError(f"unknown step {name!r}; known: {sorted(STEPS)}") from None
     return getattr(importlib.import_module(module), func)
+
+
+def run_step(name: str, subject: str, spec: dict, threads: int = 1) -> int:
+    """`voxflow step NAME`: the step's function on the rule's files and config; the exit code the rule sees.
+
+    A subject's bad input (InputError) ends in one line, last in the log, naming subject, file and problem (exit
+    2); anything else logs its traceback first, then the one line (exit 1)."""
+    from voxflow.errors import InputError, error_line, failed_step, one_line
+
+    fn = step_function(name)
+    t0 = time.time()
+    log.info("step %s subject=%s threads=%d", name, subject, threads)
+    try:
+        info = fn(subject, spec.get("input", {}), spec.get("output", {}), spec.get("config", {}), threads)
+    except InputError as exc:
+        # One line, last in the log, that names subject, file and problem (the step: a chain's that failed).
+        print(error_line(exc.step or name, str(exc)), file=sys.stderr)
+        return 2
+    except Exception as exc:  # anything else: traceback first (log.exception), then the one line
+        log.exception("step %s failed", name)
+        step, cause = failed_step(exc, name)
+        print(error_line(step, f"subject={subject}: {one_line(cause)}"), file=sys.stderr)
+        return 1
+    log.info("done %s subject=%s in %.1fs: %s", name, subject, time.time() - t0,
+             json.dumps(info, default=str)[:2000] if info else "")
+    return 0
