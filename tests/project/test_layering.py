@@ -56,7 +56,8 @@ def test_every_top_level_entry_is_a_stage_package_or_one_of_the_few_modules():
         f"packages not in the layering order: {sorted(packages - set(ORDER))}; "
         f"in the order but missing: {sorted(set(ORDER) - {'errors', 'cli'} - packages)}")
     for p in packages:
-        assert (PKG / p / "__init__.py").read_text(encoding="utf-8").strip().startswith('"""'), f"{p}/__init__.py: no docstring"
+        doc = (PKG / p / "__init__.py").read_text(encoding="utf-8").strip()
+        assert doc.startswith('"""'), f"{p}/__init__.py: no docstring"
 
 
 def test_no_stage_package_imports_a_later_stage():
