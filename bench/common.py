@@ -48,7 +48,7 @@ def finished_run(configfile: str) -> tuple[dict, dict, dict, dict]:
     config/config.yaml as the Snakefile reads it, the stores of the training subjects and of the complete test
     subjects (an incomplete subject's store lacks a modality: not a fair test). A run stopped before its
     fingerprint rule: the fold's subjects measured as that rule does."""
-    from voxflow.planning.plans import fingerprint
+    from voxflow.planning.fingerprint import fingerprint
 
     cfg = read_config(configfile)
     model_dir = Path(cfg["output_dir"]) / "model"
@@ -73,7 +73,7 @@ def train_and_score(cfg: dict, fp: dict, split: dict, stores: dict, out: Path, i
     import zarr
 
     from voxflow.inference.predict import predict_probabilities, segmentation
-    from voxflow.planning.plans import make_plans
+    from voxflow.planning.planner import make_plans
     from voxflow.training.train import train_fold
     from voxflow.nn.checkpoints import pick_device
 

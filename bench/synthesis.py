@@ -36,7 +36,8 @@ def _train_seg(cfg: dict, modalities: list[str], train: list[str], val: list[str
     """A segmentation model planned from its own training stores' fingerprint, as the workflow's plan rule would."""
     import torch
 
-    from voxflow.planning.plans import fingerprint, make_plans
+    from voxflow.planning.planner import make_plans
+    from voxflow.planning.fingerprint import fingerprint
     from voxflow.training.train import train_fold
 
     cfg = copy.deepcopy(cfg)

@@ -4,7 +4,7 @@ Both loops train on the same data (synthetic BraTS-like subjects: 4 channels, la
 classes, written as voxflow zarr stores in a temporary directory) with the same patch size, batch size,
 channels, output classes, torch.set_num_threads (= the cores this process may use) and DataLoader workers.
 
-- voxflow: the plan (`voxflow.planning.plans.make_plans` on the stores' fingerprint, with config/config.yaml over
+- voxflow: the plan (`voxflow.planning.planner.make_plans` on the stores' fingerprint, with config/config.yaml over
   the schema defaults, as the workflow reads them; `--patch`/`--batch` are passed as the config's
   model.patch_size/model.batch_size overrides), the network `voxflow.inference.model.network_from_plans` (deep
   supervision as configured), and one step as `voxflow.training.train._train` runs it: PatchBatches/make_loader
@@ -147,7 +147,8 @@ def setup_voxflow(args, stores: dict[str, str]) -> tuple:
 
     from voxflow.training import train as T
     from voxflow.training.augment import AugmentConfig
-    from voxflow.planning.plans import fingerprint, make_plans
+    from voxflow.planning.planner import make_plans
+    from voxflow.planning.fingerprint import fingerprint
     from voxflow.nn.sampler import PatchBatches, make_loader
 
     allocator = "default"

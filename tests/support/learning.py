@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from voxflow.planning.plans import fingerprint, make_plans
+from voxflow.planning.planner import make_plans
+from voxflow.planning.fingerprint import fingerprint
 from voxflow.preprocess.store import write_subject_store
 
 SHAPE = (24, 32, 28)

@@ -41,7 +41,8 @@ def test_train_rule_runs_under_torchrun_resumes_and_writes_once(tmp_path):
     checkpointed after epoch 1 (by one process: the global batch makes them the same run), and rank 0
     alone logs and writes."""
     from voxflow.settings import validate_config
-    from voxflow.planning.plans import fingerprint, make_plans
+    from voxflow.planning.planner import make_plans
+    from voxflow.planning.fingerprint import fingerprint
     from voxflow.core.split import make_split
     from voxflow.training.train import train_fold
 

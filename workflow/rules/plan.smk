@@ -1,5 +1,5 @@
-# Cohort: deterministic split, dataset fingerprint and plans.json (voxflow.planning.plans).
-from voxflow.planning.plans import write_training_stores
+# Cohort: deterministic split, dataset fingerprint and plans.json (voxflow.planning: fingerprint, planner, plans).
+from voxflow.planning.planner import write_training_stores
 from voxflow.core.split import make_split, training_subjects
 
 MODEL_DIR = os.path.join(OUT, "model")

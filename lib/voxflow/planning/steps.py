@@ -37,7 +37,7 @@ def split(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> di
 
 def fingerprint(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dict:
     """model/fingerprint.json: the training stores measured once (one dask task per subject)."""
-    from voxflow.planning.plans import fingerprint as measure
+    from voxflow.planning.fingerprint import fingerprint as measure
     from voxflow.core.split import training_subjects
 
     fp = measure(subject_stores(inp, training_subjects(json.loads(Path(inp["split"]).read_text()))), cfg["scheduler"])
@@ -49,7 +49,8 @@ def plan(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> dic
     """A configuration's plans.json from the fingerprint (every automatic decision, readable)."""
     import torch
 
-    from voxflow.planning.plans import Plans, make_plans
+    from voxflow.planning.plans import Plans
+    from voxflow.planning.planner import make_plans
 
     fp = json.loads(Path(inp["fingerprint"]).read_text())
     device = "cuda" if (cfg["train"]["device"] in ("auto", "cuda") and torch.cuda.is_available()) else "cpu"

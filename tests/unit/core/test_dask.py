@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from support.learning import synthetic_label, write_store
-from voxflow.planning.plans import fingerprint
+from voxflow.planning.fingerprint import fingerprint
 from voxflow.core.parallel import compute
 
 distributed = pytest.importorskip("distributed")

@@ -14,7 +14,8 @@ import pytest
 from support.paths import SCHEMA
 from voxflow.core.atomic import write_json_atomic
 from voxflow.core.labels import LabelScheme
-from voxflow.planning.plans import Cascade, Plans, PlansError, make_plans
+from voxflow.planning.plans import Cascade, Plans, PlansError
+from voxflow.planning.planner import make_plans
 
 MODS = ["t1", "t2"]
 LABEL_VALUES = [0, 1, 2, 4]
@@ -32,7 +33,7 @@ def cfg(tmp_path_factory):
 
 
 def _fp(median_shape=(96, 96, 96)):
-    """A fingerprint as voxflow.planning.plans.fingerprint writes it (what make_plans reads of it)."""
+    """A fingerprint as voxflow.planning.fingerprint.fingerprint writes it (what make_plans reads of it)."""
     return {"median_shape": list(median_shape), "median_spacing": [1.0, 1.25, 1.5],
             "class_voxels": {"0": 5000, "1": 40, "2": 300, "4": 12}, "intensity": {"mean": [0.0, 0.0]}}
 

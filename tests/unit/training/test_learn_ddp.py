@@ -65,7 +65,8 @@ def cfg(tmp_path_factory) -> dict:
 
 
 def plans_for(cfg: dict, stores: dict[str, str]) -> dict:
-    from voxflow.planning.plans import fingerprint, make_plans
+    from voxflow.planning.planner import make_plans
+    from voxflow.planning.fingerprint import fingerprint
 
     return make_plans(fingerprint(stores, "threads"), cfg, MODS, LABEL_VALUES, "cpu")
 

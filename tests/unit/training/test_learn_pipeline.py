@@ -24,7 +24,8 @@ import torch  # noqa: E402
 
 torch.set_num_threads(1)
 
-from voxflow.planning.plans import auto_patch, estimate_memory_gb, fingerprint, make_plans  # noqa: E402
+from voxflow.planning.planner import auto_patch, estimate_memory_gb, make_plans  # noqa: E402
+from voxflow.planning.fingerprint import fingerprint  # noqa: E402
 from voxflow.core.split import make_split  # noqa: E402
 from voxflow.nn.sampler import PatchBatches, Store, make_loader, read_patch  # noqa: E402
 from support.learning import (  # noqa: E402
