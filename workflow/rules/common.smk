@@ -15,6 +15,7 @@ from voxflow.settings import load_config_dict
 from voxflow.settings.launch import launcher
 from voxflow.settings.loader import shorten_subject_lists
 from voxflow.core.atomic import write_json_atomic
+from voxflow.core.layout import OutputLayout
 
 # Three `run:` blocks (subject_status, cohort_status in preprocess.smk; report_subjects in report.smk) import
 # what they call under the module names it had before the stage packages: `voxflow.status` (now
@@ -49,32 +50,20 @@ NORM_JSON = SETTINGS.normalization_json  # dataset-level normalization (nyul, ct
 ON_ERROR = SETTINGS.on_error  # exclude: a failing subject is left out, the rest runs on; stop: the run stops
 FUSED = SETTINGS.fused  # one job per subject (the whole chain), or one job per step
 STORE_DECLARED = SETTINGS.store_declared  # see voxflow.settings.Settings.store_declared
-STATUS = os.path.join(OUT, "status", "subjects", "{subject}.json")
-COHORT_STATUS = os.path.join(OUT, "status", "cohort.json")
-QC_SCORES = os.path.join(OUT, "qc", "scores.tsv")  # every included subject's quality scores (rule qc_flags)
-QC_FLAGS = os.path.join(OUT, "qc", "flags.tsv")  # the outliers among them, worst first
 EXCLUDE_FLAGGED = SETTINGS.exclude_flagged
-
-
-def store(subject):
-    return os.path.join(OUT, "zarr", f"{subject}.zarr")
+# Every path under output_dir, and the model folder's files (LAYOUT.model): voxflow.core.layout, the one layout
+# that the steps, the report, export-model and voxflow predict read too. The rules name no path of their own.
+LAYOUT = OutputLayout(OUT)
+store = LAYOUT.store  # zarr/<subject>.zarr; the run blocks of subject_status and training_stores call store(...)
 
 
 def store_input(subject):
     """The file a consumer of a subject's store names as its input: the store, or its status file."""
-    return store(subject) if STORE_DECLARED else STATUS.replace("{subject}", subject)
+    return store(subject) if STORE_DECLARED else LAYOUT.status(subject)
 
 
 wildcard_constraints:
     subject="[^/]+",
-
-
-def log_path(rule_name):
-    return os.path.join(OUT, "logs", rule_name, "{subject}.log")
-
-
-def bench_path(rule_name):
-    return os.path.join(OUT, "benchmarks", rule_name, "{subject}.tsv")
 
 
 def job_function(fn):
@@ -178,14 +167,14 @@ def step_cmd(name, subject="{wildcards.subject:q}", nproc=1):
 def all_targets():
     # the cohort's input problems, one table (one job per subject: merged when the run ends, validate.smk),
     # and every subject's status: included, or excluded with the step and the reason
-    targets = ([] if FUSED else [os.path.join(OUT, "validation", "problems.tsv")]) + [COHORT_STATUS, QC_FLAGS]
+    targets = ([] if FUSED else [LAYOUT.problems_table]) + [LAYOUT.cohort_status, LAYOUT.qc_flags]
     # Only the end products are named: the QC images and the stores come with the status files, and the
     # predictions (of the subjects that were not excluded: known once the checkpoint cohort_status ran,
     # plan.smk) with the report. Naming 4 files per subject here cost seconds of DAG building at 10 000 subjects.
     if SETTINGS.writes_report:
-        targets += [os.path.join(OUT, "report", "report.html")]
+        targets += [LAYOUT.report_html]
     if SETTINGS.exports_model:  # what `voxflow export-model` packs with the folds
-        targets += [os.path.join(OUT, "model", "settings.json")]
+        targets += [LAYOUT.model.settings]
     if EVALUATE:
-        targets += [os.path.join(OUT, "evaluation", "summary.tsv")]
+        targets += [LAYOUT.summary]
     return targets

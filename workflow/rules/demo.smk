@@ -1,7 +1,6 @@
 # The built-in demo cohort: synthetic heads from nilearn's MNI152 template (see voxflow.demo.mri).
-DEMO_RAW = os.path.join(OUT, "demo", "raw")
-DEMO_TRUTH = os.path.join(OUT, "demo", "truth")
 DEMO = SETTINGS.section("demo")
+DEMO_FILES = LAYOUT.demo_files(MODS)  # modality -> scan, seg, brainmask (patterns of {subject})
 
 
 def demo_index(subject):
@@ -19,13 +18,13 @@ DEMO_INDEX = {s: demo_index(s) for s in SUBJECTS}
 
 rule demo_subject:
     output:
-        **{f"img_{m}": os.path.join(DEMO_RAW, "{subject}", f"{m}.nii.gz") for m in MODS},
-        label=os.path.join(DEMO_RAW, "{subject}", "seg.nii.gz"),
-        brainmask=os.path.join(DEMO_TRUTH, "{subject}_brainmask.nii.gz"),
+        **{f"img_{m}": DEMO_FILES[m] for m in MODS},
+        label=DEMO_FILES["seg"],
+        brainmask=DEMO_FILES["brainmask"],
     log:
-        log_path("demo_subject"),
+        LAYOUT.log("demo_subject"),
     benchmark:
-        bench_path("demo_subject")
+        LAYOUT.benchmark("demo_subject")
     conda:
         CONDA_ENV
     threads: 1
@@ -38,8 +37,8 @@ rule demo_subject:
                 "output": dict(output.items()),
                 "config": {
                     "index": DEMO_INDEX[w.subject],
-                    "raw_dir": DEMO_RAW,
-                    "truth_dir": DEMO_TRUTH,
+                    "raw_dir": LAYOUT.demo_raw,
+                    "truth_dir": LAYOUT.demo_truth,
                     "modalities": MODS,
                     "seed": DEMO["seed"],
                     "spacing_scale": DEMO["spacing_scale"],

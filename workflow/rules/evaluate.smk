@@ -5,13 +5,11 @@
 # (bench/dag.py).
 from voxflow.evaluation.evaluate import chunk_id
 
-EVAL_DIR = os.path.join(OUT, "evaluation")
 EVAL_CFG = SETTINGS.section("evaluate") | {"label_values": INP["label_values"], "store_space": STORE_SPACE}
 EVALUATE = SETTINGS.evaluate
 # Consecutive runs of the predicted subjects (chunk_id: voxflow.evaluation.evaluate); a chunk's params list its subjects, so a
 # chunk whose membership changes is scored again.
 _PER_JOB = SETTINGS.eval_subjects_per_job
-EVAL_CHUNK_TABLE = os.path.join(EVAL_DIR, "chunks", "{chunk}.tsv")
 
 
 def eval_chunks():
@@ -24,26 +22,26 @@ def eval_chunks():
 def eval_inputs(wildcards):
     files = {}
     for s in eval_chunks()[wildcards.chunk]:
-        files[f"native_{s}"] = prediction_file(s)
-        files[f"{STORE_SPACE}_{s}"] = prediction_file(s, STORE_SPACE)
+        files[f"native_{s}"] = LAYOUT.prediction(s)
+        files[f"{STORE_SPACE}_{s}"] = LAYOUT.prediction(s, STORE_SPACE)
         files[f"store_{s}"] = store_input(s)
     return files
 
 
 @job_function
 def eval_chunk_tables(wildcards):
-    return [EVAL_CHUNK_TABLE.format(chunk=c) for c in eval_chunks()]
+    return [LAYOUT.evaluation_chunk(c) for c in eval_chunks()]
 
 
 rule evaluate:
     input:
         unpack(eval_inputs),
     output:
-        metrics=EVAL_CHUNK_TABLE,
+        metrics=LAYOUT.evaluation_chunk(),
     log:
-        os.path.join(OUT, "logs", "evaluate", "{chunk}.log"),
+        LAYOUT.log("evaluate", "{chunk}"),
     benchmark:
-        os.path.join(OUT, "benchmarks", "evaluate", "{chunk}.tsv")
+        LAYOUT.benchmark("evaluate", "{chunk}")
     wildcard_constraints:
         chunk=r"\d+",
     conda:
@@ -65,12 +63,12 @@ rule aggregate:
         # limit on one command-line argument
         eval_chunk_tables,
     output:
-        metrics=os.path.join(EVAL_DIR, "metrics.tsv"),
-        summary=report(os.path.join(EVAL_DIR, "summary.tsv"), caption="../report/summary.rst", category="Evaluation"),
+        metrics=LAYOUT.metrics,
+        summary=report(LAYOUT.summary, caption="../report/summary.rst", category="Evaluation"),
     log:
-        os.path.join(OUT, "logs", "aggregate", "aggregate.log"),
+        LAYOUT.log("aggregate", "aggregate"),
     benchmark:
-        os.path.join(OUT, "benchmarks", "aggregate", "aggregate.tsv")
+        LAYOUT.benchmark("aggregate", "aggregate")
     conda:
         CONDA_ENV
     threads: 2
@@ -81,7 +79,7 @@ rule aggregate:
         **step_params(
             lambda w: {
                 "scheduler": SETTINGS.dask_scheduler,
-                "table_pattern": EVAL_CHUNK_TABLE,
+                "table_pattern": LAYOUT.evaluation_chunk(),
                 "n_chunks": len(eval_chunks()),
             }
         ),

@@ -3,10 +3,12 @@
 # Training subjects only (the parse-time split; the step re-reads split.json): test subjects never feed it.
 # The images travel as positional inputs (they order the DAG) and as path templates in --io, so the command
 # line does not grow with the cohort. Predict-only runs read the trained model's normalization.json.
+from voxflow.pipeline.chain import image_path, label_path
+
 _norm_paths = {
-    "image": sub_path(OUT, SPACE_STEP, "{modality}.nii"),
+    "image": image_path(OUT, SPACE_STEP, "{modality}"),
     "mask": SPACE_MASK,
-    "label": sub_path(OUT, SPACE_STEP, "label.nii.gz") if HAS_LABEL else None,
+    "label": label_path(OUT, SPACE_STEP) if HAS_LABEL else None,
 }
 
 if NORM_JSON and not SETTINGS.predict_model_dir:
@@ -15,13 +17,13 @@ if NORM_JSON and not SETTINGS.predict_model_dir:
         input:
             # the subjects' files are written before their status files, which the split (or, with no labels,
             # status/cohort.json: every included subject) follows
-            **({"split": os.path.join(MODEL_DIR, "split.json")} if TRAINING else {"subjects": COHORT_STATUS}),
+            **({"split": LAYOUT.model.split} if TRAINING else {"subjects": LAYOUT.cohort_status}),
         output:
             normalization=NORM_JSON,
         log:
-            os.path.join(OUT, "logs", "normalization_stats", "normalization_stats.log"),
+            LAYOUT.log("normalization_stats", "normalization_stats"),
         benchmark:
-            os.path.join(OUT, "benchmarks", "normalization_stats", "normalization_stats.tsv")
+            LAYOUT.benchmark("normalization_stats", "normalization_stats")
         conda:
             CONDA_ENV
         threads: 2

@@ -2,7 +2,6 @@
 from voxflow.planning.planner import write_training_stores
 from voxflow.core.split import make_split, training_subjects
 
-MODEL_DIR = os.path.join(OUT, "model")
 # model.configurations: each one trained on the same folds in model/<configuration>/, the best one or ensemble
 # chosen on the out-of-fold predictions (rule choose_configuration -> model/inference.json). Without: model.dim
 # alone, in model/.
@@ -10,8 +9,6 @@ MODEL_DIR = os.path.join(OUT, "model")
 # model/3d_cascade/lowres/ (a configuration of its own for the plan and train rules, never chosen alone).
 CONFIGURATIONS = list(SETTINGS.configurations)
 MULTI_CONFIG = bool(CONFIGURATIONS)
-CONF_DIR = os.path.join(MODEL_DIR, "{configuration}") if MULTI_CONFIG else MODEL_DIR
-INFERENCE_JSON = os.path.join(MODEL_DIR, "inference.json")
 CONF_LOG = "{configuration}_" if MULTI_CONFIG else ""  # log and benchmark names
 
 
@@ -19,8 +16,12 @@ wildcard_constraints:
     configuration="2d|2\\.5d|3d|3d_cascade|3d_cascade/lowres",
 
 
-def conf_dir(configuration):
-    return os.path.join(MODEL_DIR, configuration) if MULTI_CONFIG else MODEL_DIR
+def conf_model(configuration):
+    """A configuration's model folder (voxflow.core.layout.ModelFolder): model/<configuration>, or model/ alone."""
+    return LAYOUT.model.configuration(configuration if MULTI_CONFIG else None)
+
+
+CONF_MODEL = conf_model("{configuration}")  # the plan and train rules' model folder
 
 
 def model_section(wildcards):
@@ -80,9 +81,6 @@ def train_subjects():
     return training_subjects(sp) if sp else []
 
 
-STORES_JSON = os.path.join(MODEL_DIR, "stores.json")
-
-
 @job_function
 def training_store_inputs(wildcards):
     return [store_input(s) for s in train_subjects()]
@@ -95,9 +93,9 @@ rule training_stores:
     building quadratic, and the paths would overflow Linux's 128 KiB limit on one command-line argument."""
     input:
         training_store_inputs,
-        split=os.path.join(MODEL_DIR, "split.json"),
+        split=LAYOUT.model.split,
     output:
-        stores=STORES_JSON,
+        stores=LAYOUT.model.stores,
     localrule: True
     run:
         write_training_stores(input.split, store("{subject}"), output.stores)
@@ -105,14 +103,14 @@ rule training_stores:
 
 rule split:
     input:
-        **({"flags": QC_FLAGS} if EXCLUDE_FLAGGED else {}),  # qc.exclude_flagged: flagged subjects not trained on
-        subjects=COHORT_STATUS,
+        **({"flags": LAYOUT.qc_flags} if EXCLUDE_FLAGGED else {}),  # qc.exclude_flagged: flagged ones not trained on
+        subjects=LAYOUT.cohort_status,
     output:
-        split=os.path.join(MODEL_DIR, "split.json"),
+        split=LAYOUT.model.split,
     log:
-        os.path.join(OUT, "logs", "split", "split.log"),
+        LAYOUT.log("split", "split"),
     benchmark:
-        os.path.join(OUT, "benchmarks", "split", "split.tsv")
+        LAYOUT.benchmark("split", "split")
     conda:
         CONDA_ENV
     threads: 1
@@ -125,23 +123,20 @@ rule split:
         step_cmd("split", subject="cohort")
 
 
-FINGERPRINT = os.path.join(MODEL_DIR, "fingerprint.json")
-
-
 rule fingerprint:
     """The training stores measured once (shapes, spacings, intensities, class voxels), whatever the number of
     configurations planned from it."""
     input:
         **({"normalization": NORM_JSON} if NORM_JSON else {}),
-        split=os.path.join(MODEL_DIR, "split.json"),
-        stores=STORES_JSON,
+        split=LAYOUT.model.split,
+        stores=LAYOUT.model.stores,
         # the stores' dataset-level normalization (their rules are known only after the checkpoint)
     output:
-        fingerprint=FINGERPRINT,
+        fingerprint=LAYOUT.model.fingerprint,
     log:
-        os.path.join(OUT, "logs", "fingerprint", "fingerprint.log"),
+        LAYOUT.log("fingerprint", "fingerprint"),
     benchmark:
-        os.path.join(OUT, "benchmarks", "fingerprint", "fingerprint.tsv")
+        LAYOUT.benchmark("fingerprint", "fingerprint")
     conda:
         CONDA_ENV
     threads: 2
@@ -156,13 +151,13 @@ rule fingerprint:
 
 rule plan:
     input:
-        fingerprint=FINGERPRINT,
+        fingerprint=LAYOUT.model.fingerprint,
     output:
-        plans=os.path.join(CONF_DIR, "plans.json"),
+        plans=CONF_MODEL.plans,
     log:
-        os.path.join(OUT, "logs", "plan", f"{CONF_LOG}plan.log"),
+        LAYOUT.log("plan", f"{CONF_LOG}plan"),
     benchmark:
-        os.path.join(OUT, "benchmarks", "plan", f"{CONF_LOG}plan.tsv")
+        LAYOUT.benchmark("plan", f"{CONF_LOG}plan")
     conda:
         CONDA_ENV
     threads: 1
@@ -182,14 +177,11 @@ rule plan:
         step_cmd("plan", subject="cohort")
 
 
-MODEL_SETTINGS = os.path.join(MODEL_DIR, "settings.json")
-
-
 rule model_settings:
     """What a scan needs to go through this model outside the workflow (`voxflow predict`, packed by `voxflow
     export-model`): the chain's settings (voxflow.settings.ChainSettings.to_json) and the inference settings."""
     output:
-        settings=MODEL_SETTINGS,
+        settings=LAYOUT.model.settings,
     localrule: True
     params:
         settings=settings_text(SETTINGS.chain.to_json() | {"infer": SETTINGS.section("infer")}),

@@ -5,13 +5,13 @@
 # or auto with exclude). Both write the same files. The step functions: voxflow.pipeline.registry's table.
 from voxflow.inputs.cohort import QC_SUBJECT_PATTERN
 from voxflow.pipeline.chain import RawSubject, build_chain, fused_steps, raw_files, space_mask_path, step_spec
-from voxflow.core.layout import qc_path, sub_path, template_paths, validation_table
+from voxflow.core.layout import qc_figure_name
 
 CHAIN = build_chain(SETTINGS.chain, OUT, NORM_JSON)
 CHAIN_STEP = {st.name: st for st in CHAIN}
 SPACE_STEP = SETTINGS.chain.space_step
 SPACE_MASK = space_mask_path(OUT, SETTINGS.chain)
-TEMPLATE = template_paths(OUT, PRE["mni"]["resolution_mm"])
+TEMPLATE = LAYOUT.template(PRE["mni"]["resolution_mm"])
 DEMO_LAYOUT = INP["layout"] == "demo"
 
 
@@ -34,9 +34,9 @@ rule template:
     output:
         **TEMPLATE,
     log:
-        os.path.join(OUT, "logs", "template", "mni152.log"),
+        LAYOUT.log("template", "mni152"),
     benchmark:
-        os.path.join(OUT, "benchmarks", "template", "mni152.tsv")
+        LAYOUT.benchmark("template", "mni152")
     conda:
         CONDA_ENV
     threads: 1
@@ -95,9 +95,9 @@ if not FUSED:
             output:
                 **step_rule_outputs(_st),
             log:
-                log_path(_st.name),
+                LAYOUT.log(_st.name),
             benchmark:
-                bench_path(_st.name)
+                LAYOUT.benchmark(_st.name)
             priority: 10 if _st.raw_inputs else 0  # every subject's validation first: its table comes early
             conda:
                 CONDA_ENV
@@ -118,10 +118,10 @@ if not FUSED:
             # with dataset-level normalization the subject is done before its store: to_zarr waits for
             # normalization_stats, which waits for the split of the included subjects
             done=SPACE_MASK if NORM_JSON else store("{subject}"),
-            validation=VALIDATION_TABLE,
+            validation=LAYOUT.validation_table(),
             scores=CHAIN_STEP["qc_scores"].outputs["scores"],
         output:
-            status=STATUS,
+            status=LAYOUT.status(),
         localrule: True
         run:
             from voxflow.status import write_status
@@ -184,19 +184,19 @@ if FUSED:
             unpack(chain_inputs),
         output:
             **({"zarr": directory(store("{subject}"))} if STORE_DECLARED and not NORM_JSON else {}),
-            status=STATUS,
+            status=LAYOUT.status(),
             qc=report(
-                directory(os.path.join(OUT, "qc", "{subject}")),
-                patterns=["{step}.png"],
+                directory(LAYOUT.qc_dir()),
+                patterns=[qc_figure_name("{step}")],
                 caption="../report/qc.rst",
                 category="Preprocessing QC",
                 subcategory="{subject}",
                 labels={"subject": "{subject}", "step": "{step}"},
             ),
         log:
-            log_path("preprocess_subject"),
+            LAYOUT.log("preprocess_subject"),
         benchmark:
-            bench_path("preprocess_subject")
+            LAYOUT.benchmark("preprocess_subject")
         wildcard_constraints:
             subject=QC_SUBJECT_PATTERN,  # its output qc/{subject} must not claim the cohort's qc/flags.tsv
         conda:
@@ -229,14 +229,14 @@ if FUSED and NORM_JSON:
 
     rule to_zarr:
         input:
-            status=STATUS,
+            status=LAYOUT.status(),
             normalization=NORM_JSON,
         output:
             zarr=directory(store("{subject}")),
         log:
-            log_path("to_zarr"),
+            LAYOUT.log("to_zarr"),
         benchmark:
-            bench_path("to_zarr")
+            LAYOUT.benchmark("to_zarr")
         conda:
             CONDA_ENV
         threads: 1
@@ -257,9 +257,9 @@ checkpoint cohort_status:
     the step that failed and its one-line reason, the validation warnings. A checkpoint: the split, the
     training stores and the predicted subjects are those of the included subjects, known only after it ran."""
     input:
-        expand(STATUS, subject=SUBJECTS),
+        expand(LAYOUT.status(), subject=SUBJECTS),
     output:
-        cohort=COHORT_STATUS,
+        cohort=LAYOUT.cohort_status,
     localrule: True
     params:
         # test subjects of the config (those not excluded are written): a changed list rewrites the file

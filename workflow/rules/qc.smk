@@ -8,14 +8,14 @@
 
 checkpoint qc_flags:
     input:
-        cohort=COHORT_STATUS,
+        cohort=LAYOUT.cohort_status,
     output:
-        scores=QC_SCORES,
-        flags=QC_FLAGS,
+        scores=LAYOUT.qc_scores,
+        flags=LAYOUT.qc_flags,
     log:
-        os.path.join(OUT, "logs", "qc_flags", "cohort.log"),
+        LAYOUT.log("qc_flags", "cohort"),
     benchmark:
-        os.path.join(OUT, "benchmarks", "qc_flags", "cohort.tsv")
+        LAYOUT.benchmark("qc_flags", "cohort")
     conda:
         CONDA_ENV
     threads: 2

@@ -16,23 +16,21 @@
 # worst ones, known only from metrics.tsv, and the cohort QC the flagged ones, known only from qc/flags.tsv, so the
 # report's per-subject inputs come from its output.
 REPORT_QC_SUBJECTS = 12  # subjects shown per QC section
-PREDICTED_SUBJECTS = os.path.join(OUT, "status", "predicted.json")  # not under predictions/: a subject's folder
-REPORT_SUBJECTS = os.path.join(OUT, "status", "report_subjects.json")
 # The QC figure of each step that draws one: with one job per step, the figures are the steps' declared outputs;
 # with one job per subject they are in the job's declared folder qc/<subject> (preprocess.smk).
 QC_FIGURES = {st.name: st.outputs[st.qc] for st in CHAIN if st.qc}
 REPORT_PATHS = {
-    "prediction": prediction_file("{subject}", STORE_SPACE),  # on the stores' grid (prediction QC)
-    "native": prediction_file("{subject}"),  # native space (predict-only: the volume table)
+    "prediction": LAYOUT.prediction("{subject}", STORE_SPACE),  # on the stores' grid (prediction QC)
+    "native": LAYOUT.prediction(),  # native space (predict-only: the volume table)
     "store": store_input(
         "{subject}"
     ),  # the store, or the status file that stands for it (voxflow.core.stores.store_path)
-    "qc": os.path.join(OUT, "qc", "{subject}", "{step}.png"),
-    "synthesis_qc": SYNTH_QC,  # a completed subject's modalities, the synthesized ones marked
+    "qc": LAYOUT.qc_figure("{step}"),
+    "synthesis_qc": LAYOUT.synthesis_qc(),  # a completed subject's modalities, the synthesized ones marked
     # Run times: Snakemake writes a job's benchmark file itself, after the job, so no rule has it as an output
     # and it cannot be an input (the report's own appears after the report). The step reads the files that
     # match this pattern when it runs: those of the jobs before it, and any left by earlier runs.
-    "benchmarks": os.path.join(OUT, "benchmarks", "{rule}", "{job}.tsv"),
+    "benchmarks": LAYOUT.benchmark("{rule}", "{job}"),
 }
 REPORT_CFG = {
     "config": shorten_subject_lists(SETTINGS.config),
@@ -43,14 +41,14 @@ REPORT_CFG = {
     "paths": REPORT_PATHS,
     "qc_steps": list(QC_FIGURES),
 }
-REPORT_SPLIT = os.path.join(MODEL_SRC, "split.json")  # predict-only: the trained model's, when it has one
+REPORT_SPLIT = MODEL_SRC.split  # predict-only: the trained model's, when it has one
 
 
 rule predicted_subjects:
     input:
-        cohort=COHORT_STATUS,
+        cohort=LAYOUT.cohort_status,
     output:
-        subjects=PREDICTED_SUBJECTS,
+        subjects=LAYOUT.predicted_subjects,
     localrule: True
     params:
         subjects=job_function(lambda wildcards: {"subjects": predict_subjects()}),
@@ -63,12 +61,12 @@ checkpoint report_subjects:
     worst lesion Dice first, the QC-flagged ones, worst first, and the cohort's, flagged first, then by name; at
     most REPORT_QC_SUBJECTS each."""
     input:
-        **({"metrics": os.path.join(EVAL_DIR, "metrics.tsv")} if EVALUATE else {}),
-        cohort=COHORT_STATUS,
-        subjects=PREDICTED_SUBJECTS,
-        flags=QC_FLAGS,
+        **({"metrics": LAYOUT.metrics} if EVALUATE else {}),
+        cohort=LAYOUT.cohort_status,
+        subjects=LAYOUT.predicted_subjects,
+        flags=LAYOUT.qc_flags,
     output:
-        subjects=REPORT_SUBJECTS,
+        subjects=LAYOUT.report_subjects,
     localrule: True
     params:
         cap=REPORT_QC_SUBJECTS,
@@ -87,18 +85,18 @@ def report_subject_files(wildcards):
     """The files of the subjects the QC sections show (after the checkpoint report_subjects); the flagged
     subjects' QC images are shown in the cohort QC too."""
     shown = json.loads(open(checkpoints.report_subjects.get().output.subjects).read())
-    files = [f for s in shown["prediction_qc"] for f in (prediction_file(s, STORE_SPACE), store_input(s))]
+    files = [f for s in shown["prediction_qc"] for f in (LAYOUT.prediction(s, STORE_SPACE), store_input(s))]
     for s in dict.fromkeys(shown.get("flagged", []) + shown["preprocessing_qc"]):
-        files += [os.path.join(OUT, "qc", s)] if FUSED else [p.replace("{subject}", s) for p in QC_FIGURES.values()]
+        files += [LAYOUT.qc_dir(s)] if FUSED else [p.replace("{subject}", s) for p in QC_FIGURES.values()]
     # the completed subjects' synthesis figures (input.missing: synthesize), at most REPORT_QC_SUBJECTS
     completed = [s for s in predict_subjects() if s in INCOMPLETE][:REPORT_QC_SUBJECTS]
-    return files + [SYNTH_QC.replace("{subject}", s) for s in completed]
+    return files + [LAYOUT.synthesis_qc(s) for s in completed]
 
 
 @job_function
 def report_volume_files(wildcards):
     """Predict-only view: every native prediction (after the checkpoint cohort_status)."""
-    return [] if EVALUATE else [prediction_file(s) for s in predict_subjects()]
+    return [] if EVALUATE else [LAYOUT.prediction(s) for s in predict_subjects()]
 
 
 rule report:
@@ -108,31 +106,27 @@ rule report:
         **({"split": REPORT_SPLIT} if TRAINING or os.path.isfile(REPORT_SPLIT) else {}),
         **(
             {
-                "synthesis": os.path.join(SYNTH_DIR, "synthesis.json"),
-                "synthesis_curve": os.path.join(SYNTH_DIR, "curve.csv"),
+                "synthesis": LAYOUT.model.synthesis_summary,
+                "synthesis_curve": LAYOUT.model.synthesis_curve,
             }
             if SYNTHESIS
             else {}
         ),
-        **(
-            {"metrics": os.path.join(EVAL_DIR, "metrics.tsv"), "summary": os.path.join(EVAL_DIR, "summary.tsv")}
-            if EVALUATE
-            else {}
-        ),
-        cohort=COHORT_STATUS,
-        subjects=PREDICTED_SUBJECTS,
-        shown=REPORT_SUBJECTS,
+        **({"metrics": LAYOUT.metrics, "summary": LAYOUT.summary} if EVALUATE else {}),
+        cohort=LAYOUT.cohort_status,
+        subjects=LAYOUT.predicted_subjects,
+        shown=LAYOUT.report_subjects,
         models=PRED_MODELS,
-        plans=os.path.join(MODEL_SRC, "plans.json"),
+        plans=MODEL_SRC.plans,
         postprocessing=PRED_DECISION,  # postprocessing.json, or inference.json (several configurations)
-        qc_scores=QC_SCORES,
-        qc_flags=QC_FLAGS,
+        qc_scores=LAYOUT.qc_scores,
+        qc_flags=LAYOUT.qc_flags,
     output:
-        html=report(os.path.join(OUT, "report", "report.html"), caption="../report/report.rst", category="Report"),
+        html=report(LAYOUT.report_html, caption="../report/report.rst", category="Report"),
     log:
-        os.path.join(OUT, "logs", "report", "report.log"),
+        LAYOUT.log("report", "report"),
     benchmark:
-        os.path.join(OUT, "benchmarks", "report", "report.tsv")
+        LAYOUT.benchmark("report", "report")
     conda:
         CONDA_ENV
     threads: 1

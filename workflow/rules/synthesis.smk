@@ -2,35 +2,31 @@
 # a 3D conditional GAN trained on the complete training subjects' stores (model/synthesis/), and each subject that
 # lacks a modality completed with it in a copy of its store (completed/<subject>.zarr) that inference reads.
 INCOMPLETE = COHORT.missing  # subject -> {modality: why}, found at parse time
-SYNTH_DIR = os.path.join(MODEL_DIR, "synthesis")
-SYNTH_MODEL = os.path.join(SYNTH_DIR, "generator.pt")
 SYNTH_P = SETTINGS.synthetic_modality_p
 # the model is trained when a subject needs it, or when training replaces modalities by its output
 SYNTHESIS = bool(TRAINING and (INCOMPLETE or SYNTH_P > 0))
-COMPLETED = os.path.join(OUT, "completed", "{subject}.zarr")
-SYNTH_QC = os.path.join(OUT, "qc_synthesis", "{subject}.png")
 if INCOMPLETE:
     print(missing_summary(COHORT), file=sys.stderr)
 
 
 def inference_store(subject):
     """The store a subject is predicted from: its completed copy when it lacks a modality."""
-    return COMPLETED.replace("{subject}", subject) if subject in INCOMPLETE else store_input(subject)
+    return LAYOUT.completed(subject) if subject in INCOMPLETE else store_input(subject)
 
 
 rule train_synthesis:
     """The missing-modality synthesis model (voxflow.synth.train): generator.pt, curve.csv, synthesis.json."""
     input:
-        stores=STORES_JSON,
-        split=os.path.join(MODEL_DIR, "split.json"),
+        stores=LAYOUT.model.stores,
+        split=LAYOUT.model.split,
     output:
-        generator=SYNTH_MODEL,
-        curve=os.path.join(SYNTH_DIR, "curve.csv"),
-        summary=os.path.join(SYNTH_DIR, "synthesis.json"),
+        generator=LAYOUT.model.synthesis_model,
+        curve=LAYOUT.model.synthesis_curve,
+        summary=LAYOUT.model.synthesis_summary,
     log:
-        os.path.join(OUT, "logs", "train_synthesis", "synthesis.log"),
+        LAYOUT.log("train_synthesis", "synthesis"),
     benchmark:
-        os.path.join(OUT, "benchmarks", "train_synthesis", "synthesis.tsv")
+        LAYOUT.benchmark("train_synthesis", "synthesis")
     conda:
         CONDA_ENV
     threads: SETTINGS.synthesis_threads
@@ -49,19 +45,19 @@ rule complete_subject:
     """A subject's missing modalities synthesized into a copy of its store, marked synthetic (+ a QC figure)."""
     input:
         store=job_function(lambda wildcards: store_input(wildcards.subject)),
-        generator=SYNTH_MODEL,
+        generator=LAYOUT.model.synthesis_model,
     output:
-        zarr=directory(COMPLETED),
+        zarr=directory(LAYOUT.completed()),
         qc=report(
-            SYNTH_QC,
+            LAYOUT.synthesis_qc(),
             caption="../report/synthesis.rst",
             category="Synthesized modalities",
             labels={"subject": "{subject}"},
         ),
     log:
-        log_path("complete_subject"),
+        LAYOUT.log("complete_subject"),
     benchmark:
-        bench_path("complete_subject")
+        LAYOUT.benchmark("complete_subject")
     conda:
         CONDA_ENV
     threads: 1

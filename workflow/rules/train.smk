@@ -1,45 +1,40 @@
 # One training job per fold (voxflow.training.train); rerunning resumes from checkpoint_latest.pt.
 # train.gpus / train.processes > 1: the job runs under torchrun, one DDP process per GPU.
+from voxflow.core.layout import CURVE_PNG_FILE, VAL_PREDICTIONS_FILE, VAL_PROBABILITIES_FILE, fold_name
+
 TRAIN_PROCESSES = SETTINGS.train_processes  # DDP world size, checked with the rest of the config
 
 
 def previous_stage_inputs(wildcards):
     """A cascade's full-resolution fold: every low-resolution fold's out-of-fold predictions."""
     if MULTI_CONFIG and wildcards.configuration == "3d_cascade":
-        return {
-            f"lowres_{k}": os.path.join(conf_dir("3d_cascade/lowres"), f"fold_{k}", "val_predictions.npz")
-            for k in FOLDS
-        }
+        return {f"lowres_{k}": conf_model("3d_cascade/lowres").fold_file(k, VAL_PREDICTIONS_FILE) for k in FOLDS}
     return {}
 
 
 rule train:
     input:
         unpack(previous_stage_inputs),
-        **({"synthesis": SYNTH_MODEL} if SYNTH_P > 0 else {}),
-        stores=STORES_JSON,
-        split=os.path.join(MODEL_DIR, "split.json"),
-        plans=os.path.join(CONF_DIR, "plans.json"),
+        **({"synthesis": LAYOUT.model.synthesis_model} if SYNTH_P > 0 else {}),
+        stores=LAYOUT.model.stores,
+        split=LAYOUT.model.split,
+        plans=CONF_MODEL.plans,
         # train.augment.synthetic_modality_p > 0: samples get a modality replaced by the synthesis model's output
     output:
-        **(
-            {"val_probabilities": os.path.join(CONF_DIR, "fold_{fold}", "val_probabilities.npz")}
-            if MULTI_CONFIG
-            else {}
-        ),
-        model=os.path.join(CONF_DIR, "fold_{fold}", "model_final.pt"),
-        val_predictions=os.path.join(CONF_DIR, "fold_{fold}", "val_predictions.npz"),
+        **({"val_probabilities": CONF_MODEL.fold_file("{fold}", VAL_PROBABILITIES_FILE)} if MULTI_CONFIG else {}),
+        model=CONF_MODEL.fold_model("{fold}"),
+        val_predictions=CONF_MODEL.fold_file("{fold}", VAL_PREDICTIONS_FILE),
         # several configurations: the validation subjects' probabilities, to score ensembles on
         curve=report(
-            os.path.join(CONF_DIR, "fold_{fold}", "curve.png"),
+            CONF_MODEL.fold_file("{fold}", CURVE_PNG_FILE),
             caption="../report/curve.rst",
             category="Training",
             labels={"fold": f"{CONF_LOG}{{fold}}"},
         ),
     log:
-        os.path.join(OUT, "logs", "train", f"{CONF_LOG}fold_{{fold}}.log"),
+        LAYOUT.log("train", CONF_LOG + fold_name("{fold}")),
     benchmark:
-        os.path.join(OUT, "benchmarks", "train", f"{CONF_LOG}fold_{{fold}}.tsv")
+        LAYOUT.benchmark("train", CONF_LOG + fold_name("{fold}"))
     conda:
         CONDA_ENV
     threads: SETTINGS.train_threads
@@ -66,19 +61,19 @@ if MULTI_CONFIG:
         model.choice_tolerance, the cheaper), its post-processing and the table in model/inference.json."""
         input:
             **{
-                f"probs_{c}_{k}": os.path.join(conf_dir(c), f"fold_{k}", "val_probabilities.npz")
+                f"probs_{c}_{k}": conf_model(c).fold_file(k, VAL_PROBABILITIES_FILE)
                 for c in CONFIGURATIONS
                 for k in FOLDS
             },
-            **{f"plans_{c}": os.path.join(conf_dir(c), "plans.json") for c in CONFIGURATIONS},
-            stores=STORES_JSON,
+            **{f"plans_{c}": conf_model(c).plans for c in CONFIGURATIONS},
+            stores=LAYOUT.model.stores,
         output:
-            inference=INFERENCE_JSON,
-            plans=os.path.join(MODEL_DIR, "plans.json"),  # the chosen first configuration's (predict-only checks)
+            inference=LAYOUT.model.inference,
+            plans=LAYOUT.model.plans,  # the chosen first configuration's (predict-only checks)
         log:
-            os.path.join(OUT, "logs", "choose_configuration", "choose_configuration.log"),
+            LAYOUT.log("choose_configuration", "choose_configuration"),
         benchmark:
-            os.path.join(OUT, "benchmarks", "choose_configuration", "choose_configuration.tsv")
+            LAYOUT.benchmark("choose_configuration", "choose_configuration")
         conda:
             CONDA_ENV
         threads: 1
@@ -100,14 +95,14 @@ if MULTI_CONFIG:
 
 rule postprocess_plan:
     input:
-        **{f"val_{k}": os.path.join(MODEL_DIR, f"fold_{k}", "val_predictions.npz") for k in FOLDS},
-        stores=STORES_JSON,
+        **{f"val_{k}": LAYOUT.model.fold_file(k, VAL_PREDICTIONS_FILE) for k in FOLDS},
+        stores=LAYOUT.model.stores,
     output:
-        postprocessing=os.path.join(MODEL_DIR, "postprocessing.json"),
+        postprocessing=LAYOUT.model.postprocessing,
     log:
-        os.path.join(OUT, "logs", "postprocess_plan", "postprocess_plan.log"),
+        LAYOUT.log("postprocess_plan", "postprocess_plan"),
     benchmark:
-        os.path.join(OUT, "benchmarks", "postprocess_plan", "postprocess_plan.tsv")
+        LAYOUT.benchmark("postprocess_plan", "postprocess_plan")
     conda:
         CONDA_ENV
     threads: 1

@@ -5,13 +5,7 @@
 # (validation/problems.tsv, printed to the console as text) lists every problem of every subject.
 # A cohort rule that failed on a broken subject would block the whole run instead.
 
-from voxflow.core.layout import validation_table
-
-VALIDATION = os.path.join(OUT, "validation")
-VALIDATION_TABLE = validation_table(OUT)  # voxflow.pipeline.chain: <output_dir>/validation/subjects/<subject>.tsv
-
-
-PROBLEMS = {"table": os.path.join(VALIDATION, "problems.tsv"), "text": os.path.join(VALIDATION, "problems.txt")}
+PROBLEMS = {"table": LAYOUT.problems_table, "text": LAYOUT.problems_text}
 
 
 if not FUSED:
@@ -20,7 +14,7 @@ if not FUSED:
         """The cohort's problems in one table. `run:` rather than `voxflow step`: the 10 000 table paths
         would not fit in one command-line argument."""
         input:
-            tables=expand(VALIDATION_TABLE, subject=SUBJECTS),
+            tables=expand(LAYOUT.validation_table(), subject=SUBJECTS),
         output:
             **PROBLEMS,
         priority: 10
@@ -47,17 +41,17 @@ def merge_validation_at_exit(log):
         return
     from voxflow.inputs.validate import tables_changed
 
-    tables = [VALIDATION_TABLE.replace("{subject}", s) for s in SUBJECTS]
+    tables = [LAYOUT.validation_table(s) for s in SUBJECTS]
     if tables_changed(tables, PROBLEMS["table"]):
         merge_validation(tables, missing_ok=True)
 
 
 def exclusions_at_exit():
     """The run's final summary names the excluded subjects, their failing step and reason (status/cohort.json)."""
-    if os.path.exists(COHORT_STATUS):
+    if os.path.exists(LAYOUT.cohort_status):
         from voxflow.pipeline.status import exclusion_summary
 
-        text = exclusion_summary(json.loads(open(COHORT_STATUS).read()))
+        text = exclusion_summary(json.loads(open(LAYOUT.cohort_status).read()))
         if text:
             print(text, file=sys.stderr)
 

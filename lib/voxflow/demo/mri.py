@@ -20,6 +20,7 @@ from scipy.spatial.transform import Rotation
 
 from voxflow.demo.faults import ARRAY_FAULTS, FAR_ROTATION_DEG, FAULTS, apply_fault
 from voxflow.core.atomic import atomic_path, write_json_atomic
+from voxflow.core.layout import demo_files
 
 MODALITIES = ("t1", "t1c", "t2", "flair")
 SPACING = {"t1": (1.0, 1.0, 1.5), "t1c": (1.0, 1.0, 1.5), "t2": (1.0, 1.0, 3.0), "flair": (3.0, 1.0, 1.0)}
@@ -323,6 +324,7 @@ def generate_subject(subject: str, index: int, raw_dir: str | Path, truth_dir: s
     lo_n, hi_n = (int(v) for v in n_lesions)
     if not 0 <= lo_n <= hi_n:
         raise ValueError(f"n_lesions must be (min, max) with 0 <= min <= max, got {n_lesions}")
+    files = {k: Path(v) for k, v in demo_files(raw_dir, truth_dir, subject, modalities).items()}
     raw, truth_dir = Path(raw_dir) / subject, Path(truth_dir)
     raw.mkdir(parents=True, exist_ok=True)
     truth_dir.mkdir(parents=True, exist_ok=True)
@@ -353,10 +355,10 @@ def generate_subject(subject: str, index: int, raw_dir: str | Path, truth_dir: s
         nat = _native(t, p, m, m == ref, mod_rngs[m], spacing_scale, box, les, img)
         if m == ref and fault in ARRAY_FAULTS:
             nat["data"] = apply_fault(fault, nat["data"], seed=int(seed) * 1000 + int(index))
-        paths[m] = raw / f"{m}.nii.gz"
+        paths[m] = files[m]
         _save_nifti(nat["data"], nat["affine"], paths[m])
         if m == ref:
-            paths["seg"], paths["brainmask"] = raw / "seg.nii.gz", truth_dir / f"{subject}_brainmask.nii.gz"
+            paths["seg"], paths["brainmask"] = files["seg"], files["brainmask"]
             _save_nifti(nat["seg"], nat["affine"], paths["seg"])
             _save_nifti(nat["brain"], nat["affine"], paths["brainmask"])
             ref_affine = nat["affine"]
@@ -380,6 +382,6 @@ def generate_subject(subject: str, index: int, raw_dir: str | Path, truth_dir: s
                  modality_offsets={m: p["offsets"][m] for m in modalities},
                  spacing_mm={m: [s * spacing_scale for s in SPACING[m]] for m in modalities},
                  reference_affine=ref_affine.tolist(), lesions=lesions, fault=fault)
-    paths["truth"] = truth_dir / f"{subject}_truth.json"
+    paths["truth"] = files["truth"]
     _save_json(truth, paths["truth"])
     return dict(paths={k: str(v) for k, v in paths.items()}, truth=truth)

@@ -21,7 +21,7 @@ import torch
 
 from voxflow.inputs.images import read_raw
 from voxflow.core.atomic import atomic_path
-from voxflow.core.layout import FOLD_MODELS
+from voxflow.core.layout import FOLD_MODELS, LOWRES_DIR
 from voxflow.core.stores import image_array, read_store_mask, store_meta
 from voxflow.nn.sliding_window import sliding_window_predict
 from voxflow.planning.plans import Plans
@@ -81,10 +81,11 @@ def _ensemble(store_path: str, model_paths: Sequence[str], cfg: dict, device: to
 
 def lowres_models(fullres_model: str | Path) -> list[str]:
     """The low-resolution folds of a cascade's full-resolution model (<configuration>/lowres/fold_*)."""
-    found = sorted(str(p) for p in (Path(fullres_model).parent.parent / "lowres").glob(FOLD_MODELS))
+    lowres = Path(fullres_model).parent.parent / LOWRES_DIR
+    found = sorted(str(p) for p in lowres.glob(FOLD_MODELS))
     if not found:
         raise FileNotFoundError(f"{fullres_model} is a cascade's full-resolution stage, but no low-resolution "
-                                f"model is beside it ({Path(fullres_model).parent.parent / 'lowres'}/fold_*/)")
+                                f"model is beside it ({lowres}/fold_*/)")
     return found
 
 

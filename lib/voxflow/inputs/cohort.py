@@ -6,6 +6,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 
+from voxflow.core.layout import QC_FLAGS_FILE, QC_SCORES_FILE
 from voxflow.errors import ConfigError
 
 
@@ -43,7 +44,7 @@ _ASCII_ID = re.compile(r"[A-Za-z0-9_+][A-Za-z0-9_.+-]*")
 
 
 # Names a subject cannot have: the cohort QC tables sit next to the subjects' QC folders (qc/<subject>/).
-RESERVED_IDS = ("scores.tsv", "flags.tsv")
+RESERVED_IDS = (QC_SCORES_FILE, QC_FLAGS_FILE)
 # Snakemake's pattern for a subject in qc/{subject}: every ID but the reserved ones.
 QC_SUBJECT_PATTERN = r"(?!(?:scores|flags)\.tsv$)[^/]+"
 

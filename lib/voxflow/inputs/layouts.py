@@ -15,6 +15,7 @@ import json
 import os
 import re
 
+from voxflow.core.layout import OutputLayout
 from voxflow.inputs.cohort import Cohort, check_subject_ids, demo_subject_ids, subject_id_ok
 from voxflow.errors import ConfigError
 
@@ -51,7 +52,7 @@ def demo(config: dict) -> Cohort:
     """The generated cohort: files appear under output_dir/demo/raw when the demo rule runs."""
     inp = config["input"]
     subjects = inp["subjects"] or demo_subject_ids(config["demo"]["n_subjects"])
-    return _per_subject_folders(subjects, inp, os.path.join(config["output_dir"], "demo", "raw"), ".nii.gz")
+    return _per_subject_folders(subjects, inp, OutputLayout(config["output_dir"]).demo_raw, ".nii.gz")
 
 
 def folders(config: dict) -> Cohort:

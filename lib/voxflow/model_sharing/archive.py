@@ -31,8 +31,8 @@ from pathlib import Path
 from voxflow.settings.model import DATASET_NORMALIZATIONS
 from voxflow.core.atomic import atomic_path
 from voxflow.errors import first_line
-from voxflow.core.layout import (ANY_FOLD_MODEL, FINGERPRINT_FILE, INFERENCE_FILE, MODEL_FILE, NORMALIZATION_FILE,
-                                 PLANS_FILE, POSTPROCESSING_FILE, SETTINGS_FILE, fold_models)
+from voxflow.core.layout import (ANY_FOLD_MODEL, FINGERPRINT_FILE, INFERENCE_FILE, LOWRES_DIR, MODEL_FILE,
+                                 NORMALIZATION_FILE, PLANS_FILE, POSTPROCESSING_FILE, SETTINGS_FILE, fold_models)
 from voxflow.planning.plans import Plans
 
 MANIFEST = "manifest.json"
@@ -141,8 +141,8 @@ def _chosen_models(d: Path, source) -> list[str]:
                                         f"(models: {models!r})")
     names = list(dict.fromkeys(models))
     for conf in dict.fromkeys(m.rsplit("/", 2)[0] for m in models):
-        low = d / conf / "lowres"
-        names += sorted(f"{conf}/lowres/{p.parent.name}/{MODEL_FILE}" for p in fold_models(low))
+        low = d / conf / LOWRES_DIR
+        names += sorted(f"{conf}/{LOWRES_DIR}/{p.parent.name}/{MODEL_FILE}" for p in fold_models(low))
     for conf in dict.fromkeys(n.rsplit("/", 2)[0] for n in list(names)):
         names.append(f"{conf}/{PLANS_FILE}")
     return names

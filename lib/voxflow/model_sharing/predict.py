@@ -26,6 +26,7 @@ from pathlib import Path
 from voxflow.model_sharing.archive import ModelArchiveError
 from voxflow.model_sharing.inputs import SubjectError, UsageError, resolve_inputs
 from voxflow.core.atomic import write_json_atomic
+from voxflow.core.layout import prediction_name, prediction_sidecar_name, probability_name
 from voxflow.errors import error_line
 
 WORK = ".work"
@@ -63,7 +64,7 @@ def _open(args, work_root: Path):
 
 
 def _store_grid_name(subject: str, space: str) -> str:
-    return f"{subject}_seg_{'mni' if space == 'mni' else 'resampled'}.nii.gz"
+    return prediction_name(subject, "mni" if space == "mni" else "resampled")
 
 
 def _predict_one(model, subject: str, images: dict[str, str], out_dir: Path, work: Path, device, threads: int,
@@ -93,9 +94,9 @@ def _predict_one(model, subject: str, images: dict[str, str], out_dir: Path, wor
     stage = work / "prediction"
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir(parents=True)
-    names = {"native": f"{subject}_seg.nii.gz", "grid": _store_grid_name(subject, model.space)}
+    names = {"native": prediction_name(subject), "grid": _store_grid_name(subject, model.space)}
     if model.settings["infer"].get("probabilities"):
-        names["prob"] = f"{subject}_prob.nii.gz"
+        names["prob"] = probability_name(subject)
     infer_cfg = dict(model.settings["infer"], device=device.type)
     try:
         # positional: the store-grid output's parameter name is the workflow's business
@@ -126,7 +127,7 @@ def _predict_one(model, subject: str, images: dict[str, str], out_dir: Path, wor
         "label_voxels_native": info.get("native_voxels") if isinstance(info, dict) else None,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    _write_json(sidecar, dest / f"{subject}_seg.json")
+    _write_json(sidecar, dest / prediction_sidecar_name(subject))
     return sidecar
 
 

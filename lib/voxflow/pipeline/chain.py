@@ -23,12 +23,8 @@ from typing import Any
 from voxflow.errors import InputError, at_step, failed_step, one_line, subject_problem
 from voxflow.core.atomic import remove_path
 from voxflow.settings import ChainSettings
-from voxflow.core.layout import fill, validation_table
-from voxflow.core.layout import qc_path
-from voxflow.core.layout import qc_scores_path
-from voxflow.core.layout import store_pattern
-from voxflow.core.layout import sub_path
-from voxflow.core.layout import template_paths
+from voxflow.core.layout import OutputLayout, fill, qc_path, qc_scores_path, store_pattern, sub_path, template_paths
+from voxflow.core.layout import validation_table
 
 log = logging.getLogger("voxflow.chain")
 
@@ -62,10 +58,20 @@ class Step:
     raw_inputs: bool = False  # its inputs are the subject's raw files (validate)
 
 
+def image_path(root: str, step: str, modality: str) -> str:
+    """A step's image of a modality ("{modality}": the pattern of every modality's). Float intermediates are
+    uncompressed NIfTI: gzip shrinks float32 scans by ~10% and costs ~1.3 s per 1 mm volume, a third of the
+    preprocessing time. Masks and labels stay gzipped."""
+    return sub_path(root, step, f"{modality}.nii")
+
+
+def label_path(root: str, step: str) -> str:
+    """A step's label (ingest's, and the stores' grid's)."""
+    return sub_path(root, step, "label.nii.gz")
+
+
 def _images(root: str, step: str, mods, prefix: str = "img_") -> dict[str, str]:
-    """Float intermediates are uncompressed NIfTI: gzip shrinks float32 scans by ~10% and costs ~1.3 s per
-    1 mm volume, a third of the preprocessing time. Masks and labels stay gzipped."""
-    return {f"{prefix}{m}": os.path.join(root, "preprocess", "{subject}", step, f"{m}.nii") for m in mods}
+    return {f"{prefix}{m}": image_path(root, step, m) for m in mods}
 
 
 def space_mask_path(root: str, cs: ChainSettings) -> str:
@@ -79,7 +85,7 @@ def build_chain(cs: ChainSettings, root: str, normalization: str | None = None) 
     pre, mods, ref = cs.preprocess, list(cs.modalities), cs.reference
     types = dict(cs.modality_types)
     label = cs.has_label
-    ingest_label = {"label": sub_path(root, "ingest", "label.nii.gz")} if label else {}
+    ingest_label = {"label": label_path(root, "ingest")} if label else {}
     pre_n4 = "denoise" if cs.denoise else "coreg"
     steps = [
         Step("validate", inputs={}, raw_inputs=True, weight="light",
@@ -116,8 +122,8 @@ def build_chain(cs: ChainSettings, root: str, normalization: str | None = None) 
                           config={**pre["skullstrip"], "reference": ref}))
     brain = {} if cs.ct_direct else {"mask": sub_path(root, "brain", "brain_mask.nii.gz")}
     space, grid = cs.space_step, _images(root, cs.space_step, mods)
-    space_label = {"label": sub_path(root, space, "label.nii.gz")} if label else {}
-    xfm = os.path.join(root, "preprocess", "{subject}", "xfm") if space == "mni" else sub_path(root, "native", "xfm")
+    space_label = {"label": label_path(root, space)} if label else {}
+    xfm = OutputLayout(root).transforms_dir(space)
     if space == "mni":
         tpl = template_paths(root, pre["mni"]["resolution_mm"])
         steps.append(Step("mni", qc="qc", folders=frozenset({"xfm"}),

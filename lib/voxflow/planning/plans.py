@@ -17,6 +17,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from voxflow.core.layout import PLANS_FILE
+
 
 if TYPE_CHECKING:
     from voxflow.core.labels import LabelScheme
@@ -59,10 +61,10 @@ class Plans:
     `to_dict()` gives a copy), for writing and for hashing (the resumable run key of a training run)."""
 
     raw: dict = field(repr=False, hash=False)
-    source: str = "plans.json"  # where the plans came from (a plans.json path, a checkpoint), for the errors
+    source: str = PLANS_FILE  # where the plans came from (a plans.json path, a checkpoint), for the errors
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any], source: str = "plans.json") -> Plans:
+    def from_dict(cls, d: Mapping[str, Any], source: str = PLANS_FILE) -> Plans:
         if not isinstance(d, Mapping):
             raise PlansError(f"{source}: the plans are not a JSON object (plans.json holds one)")
         return cls(copy.deepcopy(dict(d)), str(source))
@@ -89,7 +91,7 @@ class Plans:
         raise self._missing(key)
 
     def _missing(self, key: str) -> PlansError:
-        where = "" if self.source == "plans.json" else f" ({self.source})"
+        where = "" if self.source == PLANS_FILE else f" ({self.source})"
         return PlansError(f"plans.json has no key {key!r}{where}: plans of another voxflow version? rerun the plan "
                           "rule")
 

@@ -26,14 +26,13 @@ from __future__ import annotations
 import datetime
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from voxflow.core.atomic import atomic_path
-from voxflow.core.layout import PLANS_FILE, POSTPROCESSING_FILE, SPLIT_FILE
+from voxflow.core.layout import PLANS_FILE, POSTPROCESSING_FILE, SPLIT_FILE, OutputLayout
 from voxflow.planning.plans import Plans
 from voxflow.report.choice import TITLE as CHOICE_TITLE
 from voxflow.report.choice import has_choice, model_choice
@@ -57,11 +56,9 @@ MAX_QC_SUBJECTS = 12
 def default_paths(out_dir: str | Path, store_space: str | None) -> dict:
     """Where a run under `out_dir` keeps what the report reads ({subject}, {step}, {rule}, {job}: placeholders;
     the predictions on the stores' grid are named after its space). The rule passes its own patterns."""
-    o, grid = str(out_dir), store_space or "grid"
-    return {"prediction": os.path.join(o, "predictions", "{subject}", f"{{subject}}_seg_{grid}.nii.gz"),
-            "native": os.path.join(o, "predictions", "{subject}", "{subject}_seg.nii.gz"),
-            "store": os.path.join(o, "zarr", "{subject}.zarr"), "qc": os.path.join(o, "qc", "{subject}", "{step}.png"),
-            "benchmarks": os.path.join(o, "benchmarks", "{rule}", "{job}.tsv")}
+    at = OutputLayout(str(out_dir))
+    return {"prediction": at.prediction("{subject}", store_space or "grid"), "native": at.prediction(),
+            "store": at.store(), "qc": at.qc_figure("{step}"), "benchmarks": at.benchmark("{rule}", "{job}")}
 
 
 @dataclass

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from voxflow.core.layout import OutputLayout
 from voxflow.qc import cohort as qc_cohort
 from voxflow.qc.scores import MIN_SUBJECTS_FOR_Z, SCORES
 from voxflow.report.data import qc_flag_table, qc_held_out_table, qc_score_table, read_json, read_qc_tsv
@@ -46,7 +47,7 @@ def cohort_qc(scores_tsv: str | None, flags_tsv: str | None, flagged: Sequence[t
     """The section's data. `flagged`: (subject, {step: QC png}) of the flagged subjects the checkpoint listed,
     worst first; their images are shown below the flag table."""
     kept = held_out(split_json)
-    base = {"computed": False, "scores_file": str(scores_tsv or "qc/scores.tsv"),
+    base = {"computed": False, "scores_file": str(scores_tsv or OutputLayout("").qc_scores),
             "held_out": qc_held_out_table(kept) if kept else None}
     scores = read_qc_tsv(scores_tsv)
     if scores is None:
@@ -68,7 +69,7 @@ def cohort_qc(scores_tsv: str | None, flags_tsv: str | None, flagged: Sequence[t
     return base | {
         "computed": True, "n_subjects": n_subjects, "min_subjects": MIN_SUBJECTS_FOR_Z,
         "small": n_subjects < MIN_SUBJECTS_FOR_Z, "figures": qc_score_figures(scores, marks),
-        "flags_file": str(flags_tsv or "qc/flags.tsv"), "has_flags": flags is not None,
+        "flags_file": str(flags_tsv or OutputLayout("").qc_flags), "has_flags": flags is not None,
         "table": qc_flag_table(flags) if flags is not None and len(flags) else None,
         "n_flags": 0 if flags is None else len(flags), "n_flagged": n_flagged,
         "steps": steps if rows else [], "rows": rows if steps else [],

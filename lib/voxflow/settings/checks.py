@@ -9,19 +9,14 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+from voxflow.core.layout import (ANY_FOLD_MODEL, NORMALIZATION_FILE, PLANS_FILE, POSTPROCESSING_FILE, WRITTEN_FOLDERS,
+                                 ModelFolder, OutputLayout, fold_models)
 from voxflow.inputs.cohort import Cohort, _listing, _plural
 from voxflow.errors import ConfigError
 from voxflow.settings.model import ChainSettings
 
 
 # --- cross-field checks, once the cohort is known ---------------------------------------------------------------------
-
-# Top-level folders of output_dir that the workflow writes: an input root inside one of them would be written
-# over. output_dir/demo is written only by the demo layout, whose raw data is not an input root: a cohort the
-# demo generated can be read back with the folders layout (and config/examples/liver_ct.yaml keeps its data in
-# output_dir/data).
-OUTPUT_FOLDERS = ("benchmarks", "evaluation", "logs", "model", "predictions", "preprocess", "qc", "report", "status",
-                  "template", "validation", "zarr")
 
 
 def _inside(path: str, folder: str) -> bool:
@@ -172,10 +167,11 @@ def _check_paths(config: dict, cohort: Cohort) -> list[str]:
         where = "is the input root" if _inside(root, out) else f"is inside the input root {root!r}"
         return [f"config error at 'output_dir': {out!r} {where} ({key}): outputs would mix with the input data; "
                 "choose an output_dir outside it"]
-    for name in OUTPUT_FOLDERS:
-        if _inside(root, os.path.join(out, name)):
+    for name in WRITTEN_FOLDERS:  # the folders of output_dir the workflow writes: an input root there is written over
+        folder = OutputLayout(out).at(name)
+        if _inside(root, folder):
             at = "input.sheet" if key != "input.root" else "input.root"
-            return [f"config error at '{at}': the input root {root!r} is inside {os.path.join(out, name)!r}, a folder "
+            return [f"config error at '{at}': the input root {root!r} is inside {folder!r}, a folder "
                     "the workflow writes; move the data or choose another output_dir"]
     return []
 
@@ -189,32 +185,32 @@ def _check_model_dir(config: dict, cohort: Cohort) -> list[str]:
         return []
     if not os.path.isdir(model):
         return [f"config error at 'predict.model_dir': {model!r} is not a directory"]
-    inference = os.path.join(model, "inference.json")
+    folder = ModelFolder(model)
+    inference = folder.inference
     if os.path.isfile(inference):  # a model of several configurations (model.configurations): the chosen ones
         from voxflow.core.layout import inference_models
 
-        missing = [] if os.path.isfile(os.path.join(model, "plans.json")) else ["plans.json"]
+        missing = [] if os.path.isfile(folder.plans) else [PLANS_FILE]
         try:
             missing += [os.path.relpath(m, model) for m in inference_models(inference) if not os.path.isfile(m)]
         except (OSError, ValueError, KeyError) as exc:
             return [f"config error at 'predict.model_dir': cannot read {inference}: {exc}"]
     else:
-        missing = [n for n in ("plans.json", "postprocessing.json") if not os.path.isfile(os.path.join(model, n))]
-        if not any(e.name.startswith("fold_") and os.path.isfile(os.path.join(e.path, "model_final.pt"))
-                   for e in os.scandir(model)):
-            missing.append("fold_<k>/model_final.pt")
+        missing = [n for n in (PLANS_FILE, POSTPROCESSING_FILE) if not os.path.isfile(folder.file(n))]
+        if not fold_models(model):
+            missing.append(ANY_FOLD_MODEL)
     norm = config["preprocess"]["normalize"]
     methods = sorted({norm["per_modality"].get(m, norm["method"]) for m in config["input"]["modalities"]}
                      & {"ct_dataset", "nyul"})
-    if methods and not os.path.isfile(os.path.join(model, "normalization.json")):
-        missing.append(f"normalization.json (normalization {methods})")
+    if methods and not os.path.isfile(folder.normalization):
+        missing.append(f"{NORMALIZATION_FILE} (normalization {methods})")
     if missing:
         return [f"config error at 'predict.model_dir': {model!r} lacks {', '.join(missing)}: not the model folder of "
                 "a finished training run (output_dir/model)"]
     try:
-        plans = json.loads(Path(model, "plans.json").read_text())
+        plans = json.loads(Path(folder.plans).read_text())
     except (OSError, ValueError) as exc:
-        return [f"config error at 'predict.model_dir': cannot read {os.path.join(model, 'plans.json')}: {exc}"]
+        return [f"config error at 'predict.model_dir': cannot read {folder.plans}: {exc}"]
     mods = config["input"]["modalities"]
     if isinstance(plans, dict) and plans.get("modalities") and list(plans["modalities"]) != list(mods):
         return [f"config error at 'input.modalities': {mods}, but the model in {model!r} was trained on "

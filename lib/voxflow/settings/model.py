@@ -240,18 +240,16 @@ class Settings:
     @property
     def model_dir(self) -> str:
         """The model the predictions use: the trained one of this run, or predict.model_dir."""
-        import os
+        from voxflow.core.layout import OutputLayout
 
-        return self.predict_model_dir or os.path.join(self.output_dir, "model")
+        return self.predict_model_dir or OutputLayout(self.output_dir).model_dir
 
     @property
     def normalization_json(self) -> str | None:
         """model/normalization.json when some modality's normalization is learned over the cohort."""
-        import os
+        from voxflow.core.layout import ModelFolder
 
-        from voxflow.core.layout import NORMALIZATION_FILE
-
-        return os.path.join(self.model_dir, NORMALIZATION_FILE) if self.chain.dataset_norm else None
+        return ModelFolder(self.model_dir).normalization if self.chain.dataset_norm else None
 
     @property
     def store_declared(self) -> bool:

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from voxflow.core.atomic import atomic_path
+from voxflow.core.layout import CURVE_CSV_FILE, GENERATOR_FILE, SYNTHESIS_CHECKPOINT_FILE, SYNTHESIS_SUMMARY_FILE
 from voxflow.nn import ddp
 from voxflow.nn.sampler import PatchBatches, Store, _window, choose_start, make_loader, read_patch
 from voxflow.nn.checkpoints import (pick_device, poly_lr, resumable_checkpoint, run_key, sample_generator,
@@ -162,7 +163,7 @@ def _train(paths: list[str], cfg: dict, out_dir: Path, d: ddp.Dist, progress: bo
     d_net = d_net.to(device, memory_format=CL)  # type: ignore[call-overload]
     opt_g = torch.optim.Adam(g_net.parameters(), lr=cfg["lr"], betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(d_net.parameters(), lr=cfg["lr"], betas=(0.5, 0.999))
-    ckpt, key = out_dir / "checkpoint.pt", _run_key(train_paths, val_paths, cfg)
+    ckpt, key = out_dir / SYNTHESIS_CHECKPOINT_FILE, _run_key(train_paths, val_paths, cfg)
     step, rows, pending, elapsed = 0, [], [], 0.0
     state = resumable_checkpoint(ckpt, key, device, "stores or settings differ")
     if state is not None:
@@ -227,12 +228,12 @@ def _train(paths: list[str], cfg: dict, out_dir: Path, d: ddp.Dist, progress: bo
                             opt_g=opt_g.state_dict(), opt_d=opt_d.state_dict(), step=step, run_key=key,
                             rng=torch.get_rng_state(), elapsed_s=elapsed, curve=json.dumps(rows),
                             pending=json.dumps(pending), world_size=d.world)
-            _write_curve(rows, mods, out_dir / "curve.csv")
+            _write_curve(rows, mods, out_dir / CURVE_CSV_FILE)
         ddp.barrier(d)
         if over:
             break
     bar.close()
-    info = {"step": step, "stopped": stopped, "generator": str(out_dir / "generator.pt"),
+    info = {"step": step, "stopped": stopped, "generator": str(out_dir / GENERATOR_FILE),
             "train_subjects": [subject_of(p) for p in train_paths], "val_subjects": [subject_of(p) for p in val_paths],
             "validation": {}}
     if stopped or not d.main:
@@ -240,11 +241,11 @@ def _train(paths: list[str], cfg: dict, out_dir: Path, d: ddp.Dist, progress: bo
     meta = {"config": cfg, "modalities": mods, "patch_size": list(patch), "base_features": int(cfg["base_features"]),
             "n_modalities": m, "n_stages": cfg["n_stages"], "spacing": spacing}
     info["validation"] = validate_volumes(g_net, meta, val_paths, device)
-    _write_curve(rows, mods, out_dir / "curve.csv")
+    _write_curve(rows, mods, out_dir / CURVE_CSV_FILE)
     summary = {**{k: info[k] for k in ("train_subjects", "val_subjects", "validation", "step")},
                "config": cfg, "modalities": mods, "spacing": spacing, "iterations_done": step}
-    write_json_atomic(summary, out_dir / "synthesis.json", default=str)
-    save_checkpoint(out_dir / "generator.pt", state_dict=g_net.state_dict(), **meta)
+    write_json_atomic(summary, out_dir / SYNTHESIS_SUMMARY_FILE, default=str)
+    save_checkpoint(out_dir / GENERATOR_FILE, state_dict=g_net.state_dict(), **meta)
     return info
 
 

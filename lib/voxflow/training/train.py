@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from voxflow.core.atomic import atomic_path
-from voxflow.core.layout import CHECKPOINT_FILE, MODEL_FILE
+from voxflow.core.layout import CHECKPOINT_FILE, CURVE_CSV_FILE, CURVE_PNG_FILE, MODEL_FILE
 from voxflow.nn import ddp
 from voxflow.training.augment import AugmentConfig, augment_batch
 from voxflow.training.losses import deep_supervision_weights, inverse_frequency_weights, make_loss
@@ -136,7 +136,7 @@ def over_budget(budget_minutes: float | None, elapsed_s: float) -> bool:
 def write_curve(rows: list[dict], out_dir: Path) -> None:
     if not rows:
         return
-    with atomic_path(out_dir / "curve.csv") as tmp:
+    with atomic_path(out_dir / CURVE_CSV_FILE) as tmp:
         with open(tmp, "w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=list(rows[0]))
             w.writeheader()
@@ -156,7 +156,7 @@ def write_curve(rows: list[dict], out_dir: Path) -> None:
     ax2.set_ylim(0, 1), ax2.set_ylabel("Dice")
     fig.legend(loc="lower center", ncol=3, fontsize=7)
     fig.tight_layout(rect=(0, 0.08, 1, 1))
-    with atomic_path(out_dir / "curve.png") as tmp:
+    with atomic_path(out_dir / CURVE_PNG_FILE) as tmp:
         fig.savefig(tmp, dpi=90, format="png")
     plt.close(fig)
 
