@@ -18,10 +18,12 @@ def first_line(exc: BaseException, limit: int | None = 300) -> str:
     return (str(exc).strip().splitlines() or [""])[0][:limit]
 
 
-def one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException, strip: bool = True) -> str:
     """An exception that is not an InputError as one line: its type and its message's first line
-    (`ValueError: bad shape`; the type alone for an empty message)."""
-    return f"{type(exc).__name__}: {first_line(exc)}".rstrip(": ")
+    (`ValueError: bad shape`; the type alone for an empty message). `strip=False`: the line `voxflow step` has
+    always printed, `ValueError: ` for an empty message, a trailing colon kept."""
+    line = f"{type(exc).__name__}: {first_line(exc)}"
+    return line.rstrip(": ") if strip else line
 
 
 def error_line(step: str, message: str) -> str:

@@ -73,7 +73,7 @@ def test_no_import_cycles_between_voxflow_modules():
 def test_every_rule_step_is_in_the_one_table_and_resolves():
     from voxflow.pipeline.registry import STEPS, step_function
 
-    rules_text = "\n".join(p.read_text() for p in (ROOT / "workflow" / "rules").glob("*.smk"))
+    rules_text = "\n".join(p.read_text(encoding="utf-8") for p in (ROOT / "workflow" / "rules").glob("*.smk"))
     named = set(re.findall(r'step_cmd\(\s*"([a-z_]+)"', rules_text))
     assert named, "no step_cmd(...) found in the rules"
     assert named <= set(STEPS), \
@@ -88,7 +88,7 @@ def test_every_rule_step_is_in_the_one_table_and_resolves():
 
     from voxflow.settings import validate_config
 
-    cfg = validate_config(yaml.safe_load((ROOT / "config" / "config.yaml").read_text()),
+    cfg = validate_config(yaml.safe_load((ROOT / "config" / "config.yaml").read_text(encoding="utf-8")),
                           ROOT / "lib" / "voxflow" / "settings" / "config.schema.yaml")
     for space in ("mni", "native"):
         pre = dict(cfg["preprocess"], space=space)
@@ -99,7 +99,7 @@ def test_every_rule_step_is_in_the_one_table_and_resolves():
 def test_no_registration_by_import_side_effect():
     """Steps are found through the table, never by a decorator filling a registry when a module is imported."""
     offenders = [str(p.relative_to(ROOT)) for p in PKG.rglob("*.py")
-                 if re.search(r"^@step\b|STEPS\[[^\]]+\]\s*=", p.read_text(), re.M)]
+                 if re.search(r"^@step\b|STEPS\[[^\]]+\]\s*=", p.read_text(encoding="utf-8"), re.M)]
     assert not offenders, offenders
 
 

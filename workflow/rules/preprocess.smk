@@ -16,7 +16,7 @@ DEMO_LAYOUT = INP["layout"] == "demo"
 
 
 def raw_subject(subject):
-    """A subject's raw files as the layout found them (voxflow.settings.load.build_cohort, once at parse time)."""
+    """A subject's raw files as the layout found them (voxflow.settings.loader.build_cohort, once at parse time)."""
     return RawSubject(
         images=COHORT.images[subject],
         label=COHORT.labels[subject] if HAS_LABEL else None,

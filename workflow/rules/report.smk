@@ -1,4 +1,4 @@
-# The cohort report: ONE self-contained HTML file (voxflow.report.build, rendered from voxflow/templates/) with the
+# The cohort report: ONE self-contained HTML file (voxflow.report.build, rendered from voxflow/report/templates/) with the
 # metrics, QC images, training curves, run times and provenance.
 #
 # Every file the step reads is an input of the rule, and the job stays small on big cohorts:

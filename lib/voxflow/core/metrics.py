@@ -54,9 +54,8 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy.ndimage import distance_transform_edt
 
-if TYPE_CHECKING:  # pandas and the KD-tree where they are used: `dice` (QC, every chain step's) stays light
+if TYPE_CHECKING:  # scipy, pandas and the KD-tree where they are used: `dice` (QC, every chain step's) stays light
     import pandas as pd
 
 DIAGONAL = "image_diagonal_mm"
@@ -185,6 +184,8 @@ def _nearest_distance(query: np.ndarray, target: np.ndarray, sp: tuple[float, ..
     distance at the query voxels: the same arithmetic scipy does for the full distance map,
     without the float64 map over the whole box (a third of the cost).
     """
+    from scipy.ndimage import distance_transform_edt
+
     ft = distance_transform_edt(~target, sampling=sp, return_distances=False, return_indices=True)
     q = np.nonzero(query)
     d2 = np.zeros(q[0].size)

@@ -89,9 +89,9 @@ def predict(subject: str, inp: dict, out: dict, cfg: dict, threads: int = 1) -> 
         models = list(cfg.get("models") or [])
     if not models:
         raise InputError(subject, inp.get("postprocessing"), "no fold model to predict with")
-    trained_on = Plans.load(Path(models[0]).parent.parent / PLANS_FILE).optional("modalities")
-    if trained_on and cfg.get("modalities") and trained_on != cfg["modalities"]:
-        raise InputError(subject, models[0], f"model was trained on modalities {trained_on}, "
+    plans = Plans.load(Path(models[0]).parent.parent / PLANS_FILE)
+    if plans.raw and cfg.get("modalities") and plans.modalities != cfg["modalities"]:
+        raise InputError(subject, models[0], f"model was trained on modalities {plans.modalities}, "
                                              f"the config gives {cfg['modalities']}")
     post = json.loads(Path(inp["postprocessing"]).read_text()) if inp.get("postprocessing") else None
     if inference is not None:

@@ -190,7 +190,7 @@ class _Progress:
 
 
 def validate_cohort(cohort, inp: dict, jobs: int = 1, voxels: bool = True, progress: bool = True) -> list[Row]:
-    """check_subject over a `voxflow.settings.load.Cohort` (jobs > 1: a process pool); rows in cohort order."""
+    """check_subject over a `voxflow.inputs.cohort.Cohort` (jobs > 1: a process pool); rows in cohort order."""
     missing = getattr(cohort, "missing", {}) or {}
     tasks = [(s, dict(images={m: p for m, p in cohort.images[s].items() if m not in missing.get(s, {})},
                       label=cohort.labels.get(s), reference=inp["reference"],

@@ -51,12 +51,13 @@ def run_key(payload: dict, cfg: dict, ignored: frozenset[str]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def resumable_checkpoint(path: Path, key: str, device: torch.device, differs: str) -> dict | None:
+def resumable_checkpoint(path: Path, key: str, device: torch.device, differs: str,
+                         logger: logging.Logger = log) -> dict | None:
     """The checkpoint at `path` if it belongs to this run (its run_key is `key`), else None: a checkpoint of
-    another run is named in a warning (`differs`: what may differ) and not resumed."""
+    another run is named in a warning (`differs`: what may differ; on the caller's `logger`) and not resumed."""
     state = load_checkpoint(path, device) if path.exists() else None
     if state is not None and state.get("run_key") != key:
-        log.warning("%s is from another run (%s): training from scratch", path, differs)
+        logger.warning("%s is from another run (%s): training from scratch", path, differs)
         return None
     return state
 

@@ -75,7 +75,7 @@ def run_step(name: str, subject: str, spec: dict, threads: int = 1) -> int:
     except Exception as exc:  # anything else: traceback first (log.exception), then the one line
         log.exception("step %s failed", name)
         step, cause = failed_step(exc, name)
-        print(error_line(step, f"subject={subject}: {one_line(cause)}"), file=sys.stderr)
+        print(error_line(step, f"subject={subject}: {one_line(cause, strip=False)}"), file=sys.stderr)
         return 1
     log.info("done %s subject=%s in %.1fs: %s", name, subject, time.time() - t0,
              json.dumps(info, default=str)[:2000] if info else "")

@@ -1,7 +1,7 @@
 """Cohort report: ONE self-contained HTML file (figures as base64 PNG data URIs, inline CSS and a few lines
 of inline JS to sort tables; no external request of any kind), to open offline or mail.
 
-The page is rendered with Jinja2 (autoescaped) from voxflow/templates/report.html.j2, which inlines
+The page is rendered with Jinja2 (autoescaped) from voxflow/report/templates/report.html.j2, which inlines
 report.css and report.js. This module gathers the report's data into one plain context dict (`collect`)
 and renders it (`render`); voxflow.report.data reads the files and makes the tables, voxflow.report.plots
 draws the figures.

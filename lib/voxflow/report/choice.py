@@ -1,7 +1,7 @@
 """The report's "Model choice and post-processing" section: plain data for report.html.j2 from the report rule's
-`postprocessing` input, either model/postprocessing.json (one configuration: voxflow.training.steps.
-postprocessing_decision) or model/inference.json (model.configurations: voxflow.inference.choose.write_inference,
-which holds the former under "postprocessing").
+`postprocessing` input, either model/postprocessing.json (one configuration:
+voxflow.postprocessing.steps.postprocessing_decision) or model/inference.json (model.configurations:
+voxflow.inference.choose.write_inference, which holds the former under "postprocessing").
 
 With inference.json: every configuration and ensemble scored on the out-of-fold subjects (the file's table, best
 first), the chosen one marked, and a bar plot of their Dice. With either: the largest-component decision per label

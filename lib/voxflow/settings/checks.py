@@ -1,5 +1,5 @@
 """Cross-field config checks, once the cohort is known: one place that `voxflow validate` and the Snakefile
-(workflow/rules/common.smk) both call right after `voxflow.settings.load.build_cohort`, so that a config mistake
+(workflow/rules/common.smk) both call right after `voxflow.settings.loader.build_cohort`, so that a config mistake
 stops the run at load time, with one `config error at '<key>': ...` line each, not after hours of work."""
 
 from __future__ import annotations
@@ -379,7 +379,8 @@ def _check_inputs_found(config: dict, cohort: Cohort, sample: int = 20) -> list[
 
 def input_problems(config: dict) -> list[str]:
     """The input section's own cross-field mistakes, found before the cohort is built from it (the layout needs
-    its root or sheet; the reference must be one of the modalities): voxflow.settings.load.validate_config calls it."""
+    its root or sheet; the reference must be one of the modalities): voxflow.settings.schema.validate_config calls
+    it."""
     inp = config["input"]
     problems: list[str] = []
     if inp["reference"] not in inp["modalities"]:

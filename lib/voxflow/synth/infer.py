@@ -31,7 +31,7 @@ def synthesize(image: np.ndarray, available: Sequence[bool], generator: torch.nn
     Gaussian weights, and set to 0 outside `mask` when one is given. The unavailable channels of `image` are
     never read (they are zeroed at the generator's input).
 
-    `meta`: the dict :func:`voxflow.synth.train.load_generator` returns (needs "patch_size", "n_modalities")."""
+    `meta`: the dict :func:`voxflow.synth.model.load_generator` returns (needs "patch_size", "n_modalities")."""
     image = np.asarray(image)
     avail = [bool(a) for a in available]
     m = int(meta["n_modalities"])

@@ -165,7 +165,7 @@ def _train(paths: list[str], cfg: dict, out_dir: Path, d: ddp.Dist, progress: bo
     opt_d = torch.optim.Adam(d_net.parameters(), lr=cfg["lr"], betas=(0.5, 0.999))
     ckpt, key = out_dir / SYNTHESIS_CHECKPOINT_FILE, _run_key(train_paths, val_paths, cfg)
     step, rows, pending, elapsed = 0, [], [], 0.0
-    state = resumable_checkpoint(ckpt, key, device, "stores or settings differ")
+    state = resumable_checkpoint(ckpt, key, device, "stores or settings differ", log)
     if state is not None:
         g_net.load_state_dict(state["generator"])
         d_net.load_state_dict(state["discriminator"])
