@@ -19,12 +19,14 @@ if TYPE_CHECKING:
     from voxflow.settings.model import ChainSettings, Settings
     from voxflow.settings.schema import validate_config
 
+__all__ = ["ChainSettings", "Loaded", "Settings", "build_cohort", "check_config", "load", "load_config_dict",
+           "resolve", "validate_config"]
+
 # Imported when asked for: a preprocessing step that needs only voxflow.settings.model (which modality is CT)
 # must not pay for the loader's YAML, schema and checks, and a model archive opens with the standard library.
 _WHERE = {"check_config": "checks", "Loaded": "loader", "build_cohort": "loader", "load": "loader",
           "load_config_dict": "loader", "resolve": "loader", "ChainSettings": "model", "Settings": "model",
           "validate_config": "schema"}
-__all__ = sorted(_WHERE)
 
 
 def __getattr__(name: str) -> Any:
